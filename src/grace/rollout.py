@@ -1,0 +1,183 @@
+"""Rollouts (SPEC 1.3): sample rationales, then score them in one no-grad forward pass.
+
+``generate_sequences`` samples rationales for a batch of prompts (``num_samples`` per prompt,
+rows group-major: prompt 0's samples first). ``score_sequences`` runs the policy once over
+prompt + rationale (no gradient, as in the reference) and returns both the pooled, normalised
+embeddings (SPEC 1.2) and the per-token log-probabilities of the rationale under the policy
+(the "old" log-probs of PPO). ``response_logprobs`` is the same log-prob computation with
+gradient, used by the policy update.
+
+Conventions (one for every tensor here):
+- prompts are left-padded, responses right-padded; ``P`` prompt width, ``R`` response width;
+- ``response_mask`` (N, R) is 1 for rationale tokens up to and including the first EOS;
+- ``truncated`` (N,) is True when a rationale hit ``max_new_tokens`` without EOS;
+- log-probs are at temperature 1 (the trained rollouts are sampled at T=1.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from grace.backbones import decoder_and_head
+from grace.policy_loss import token_logprobs
+from grace.pooling import pool, pooling_mask, position_ids_from_mask
+from grace.prompt import PromptBatch
+
+
+@dataclass
+class Sequences:
+    """Prompts with their sampled rationales; see the module docstring for conventions."""
+
+    input_ids: torch.Tensor  # (N, P+R)
+    attention_mask: torch.Tensor  # (N, P+R) prompt mask ++ response mask
+    pool_mask: torch.Tensor  # (N, P+R) positions averaged into the embedding
+    response_mask: torch.Tensor  # (N, R)
+    truncated: torch.Tensor  # (N,) bool
+    prompt_len: int  # P
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_len :]  # (N, R)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, rows) -> "Sequences":
+        """A subset of rows (a slice or an index tensor)."""
+        return replace(
+            self,
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            pool_mask=self.pool_mask[rows],
+            response_mask=self.response_mask[rows],
+            truncated=self.truncated[rows],
+        )
+
+
+@dataclass
+class ScoredSequences:
+    """Sequences plus what the no-grad scoring pass computed for them."""
+
+    seqs: Sequences
+    embeddings: torch.Tensor  # (N, D) float32, L2-normalised
+    logprobs: torch.Tensor  # (N, R) float32, 0 where response_mask is 0
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of tokens up to and including the first EOS, and the truncation flag. (N, R)."""
+    is_eos = response_ids == eos_id  # (N, R)
+    seen_before = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0  # (N, R) an EOS came earlier
+    return (~seen_before).long(), ~is_eos.any(dim=1)
+
+
+def _pad_right(t: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    if t.shape[1] == width:
+        return t
+    pad = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype, device=t.device)
+    return torch.cat([t, pad], dim=1)
+
+
+@torch.no_grad()
+def generate_sequences(
+    model,
+    tokenizer,
+    prompts: PromptBatch,
+    *,
+    num_samples: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+) -> Sequences:
+    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0)."""
+    device = next(model.parameters()).device
+    ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
+    mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    if temperature <= 0:
+        sampling = dict(do_sample=False)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, ids.shape[0], batch_size):
+        out = model.generate(
+            input_ids=ids[start : start + batch_size],
+            attention_mask=mask[start : start + batch_size],
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **sampling,
+        )
+        outputs.append(out[:, ids.shape[1] :])  # (n, R_chunk)
+    model.train(was_training)
+    width = max(o.shape[1] for o in outputs)
+    response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
+    response_mask, truncated = response_mask_from_ids(response, tokenizer.eos_token_id)
+    # A sequence cut by max_new_tokens ends without EOS; shorter chunks were padded after EOS.
+    attention_mask = torch.cat([mask, response_mask], dim=1)  # (N, P+R)
+    pool_start = prompts.pool_start.repeat_interleave(num_samples).to(device)  # (N,)
+    return Sequences(
+        input_ids=torch.cat([ids, response], dim=1),
+        attention_mask=attention_mask,
+        pool_mask=pooling_mask(attention_mask, pool_start).long(),
+        response_mask=response_mask,
+        truncated=truncated,
+        prompt_len=ids.shape[1],
+    )
+
+
+def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
+    decoder, _ = decoder_and_head(model)
+    out = decoder(
+        input_ids=seqs.input_ids,
+        attention_mask=seqs.attention_mask,
+        position_ids=position_ids_from_mask(seqs.attention_mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state  # (N, P+R, D), after the final norm
+
+
+@torch.no_grad()
+def score_sequences(model, seqs: Sequences, micro_batch_size: int = 16) -> ScoredSequences:
+    """One no-grad pass: pooled embeddings and rationale log-probs of every sequence."""
+    _, head = decoder_and_head(model)
+    was_training = model.training
+    model.eval()
+    embeddings, logprobs = [], []
+    for start in range(0, len(seqs), micro_batch_size):
+        part = seqs.select(slice(start, start + micro_batch_size))
+        hidden = _forward_hidden(model, part)  # (n, P+R, D)
+        embeddings.append(pool(hidden, part.pool_mask))  # (n, D)
+        logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
+        lp = token_logprobs(logits, part.response_ids) * part.response_mask  # (n, R)
+        logprobs.append(lp.float())
+    model.train(was_training)
+    return ScoredSequences(seqs, torch.cat(embeddings), torch.cat(logprobs))
+
+
+def response_logprobs(model, seqs: Sequences) -> torch.Tensor:
+    """Log-probs of the rationale tokens with gradient (policy update). -> (N, R) float32.
+
+    Calls the (possibly DDP/FSDP-wrapped) model itself so distributed gradient hooks run, and
+    asks for logits of the last R+1 positions only.
+    """
+    R = seqs.response_ids.shape[1]
+    out = model(
+        input_ids=seqs.input_ids,
+        attention_mask=seqs.attention_mask,
+        position_ids=position_ids_from_mask(seqs.attention_mask),
+        use_cache=False,
+        logits_to_keep=R + 1,
+    )
+    logits = out.logits[:, :-1]  # (N, R, V)
+    return token_logprobs(logits, seqs.response_ids) * seqs.response_mask  # (N, R)
+
+
+def decode_rationales(tokenizer, seqs: Sequences) -> list[str]:
+    """The text of each rationale (special tokens dropped)."""
+    rows = []
+    for ids, mask in zip(seqs.response_ids, seqs.response_mask):
+        rows.append(tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip())
+    return rows
