@@ -227,7 +227,7 @@ class GraceTrainer:
                 self.acc.backward(loss * weight)
                 for key in ("clip_frac", "dual_clip_frac", "kl"):
                     stats[key].append(float(st.get(key, 0.0)))
-                stats["loss"].append(float(loss))
+                stats["loss"].append(float(loss.detach()))
             norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
             stats["grad_norm"].append(float(norm))
             self.optimizer.step()
