@@ -68,6 +68,7 @@ class RewardConfig:
     hard_weight: float = 0.2  # lambda_2
     scale: float = 10.0  # multiplies the reward (= 1/tau, tau = 0.1 in the reference code)
     truncation_penalty: float = -1.0  # replaces the reward of a rollout cut at max_new_tokens
+    penalize_truncation: bool = True  # False: cut rollouts keep their scaled reward (tiny random models)
 
 
 @dataclass
@@ -158,28 +159,28 @@ def _coerce(value, tp, where: str):
     return value
 
 
-def _build(cls, values: dict, where: str):
+def _build(cls, values: dict, where: str, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise GraceInputError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        raise GraceInputError(f"{where}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})")
     kwargs = {}
     for name, value in values.items():
-        tp = hints[name]
+        tp, key = hints[name], prefix + name  # key: the dotted name, as in --section.field
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise GraceInputError(f"{where}: '{name}' must be a mapping")
-            kwargs[name] = _build(tp, value, f"{where}: {name}")
+                raise GraceInputError(f"{where}: '{key}' must be a mapping")
+            kwargs[name] = _build(tp, value, where, key + ".")
         else:
-            kwargs[name] = _coerce(value, tp, f"{where}: {name}")
+            kwargs[name] = _coerce(value, tp, f"{where}: {key}")
     return cls(**kwargs)
 
 
 def load_config(path: str | None = None, overrides: dict[str, object] | None = None) -> TrainConfig:
     """Defaults, then the YAML file at ``path``, then ``overrides`` (dotted keys)."""
     values: dict = {}
-    source = "defaults"
+    source = "overrides"  # without a file, every value checked below came from overrides
     if path:
         file = Path(path)
         if not file.is_file():

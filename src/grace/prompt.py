@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from grace.errors import GraceInputError
+
 SYSTEM_PROMPT = (
     "Read and analyze the following text, then you need to provide your reasoning within "
     "<think></think> tags. Finally, generate a comprehensive understanding of this text."
@@ -72,7 +74,7 @@ def tokenize_prompt(tokenizer, text: str, system_prompt: str, max_prompt_tokens:
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         keep = len(text_ids) - (len(ids) - max_prompt_tokens) - 1
         if keep <= 0:
-            raise ValueError(
+            raise GraceInputError(
                 f"max_prompt_tokens={max_prompt_tokens} leaves no room for the text: "
                 "the template alone is longer"
             )

@@ -140,8 +140,10 @@ def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_sequences(model, seqs: Sequences, micro_batch_size: int = 16) -> ScoredSequences:
-    """One no-grad pass: pooled embeddings and rationale log-probs of every sequence."""
+def score_sequences(
+    model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True
+) -> ScoredSequences:
+    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs."""
     _, head = decoder_and_head(model)
     was_training = model.training
     model.eval()
@@ -150,11 +152,26 @@ def score_sequences(model, seqs: Sequences, micro_batch_size: int = 16) -> Score
         part = seqs.select(slice(start, start + micro_batch_size))
         hidden = _forward_hidden(model, part)  # (n, P+R, D)
         embeddings.append(pool(hidden, part.pool_mask))  # (n, D)
-        logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
-        lp = token_logprobs(logits, part.response_ids) * part.response_mask  # (n, R)
-        logprobs.append(lp.float())
+        if with_logprobs:
+            logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
+            lp = token_logprobs(logits, part.response_ids) * part.response_mask  # (n, R)
+            logprobs.append(lp.float())
     model.train(was_training)
-    return ScoredSequences(seqs, torch.cat(embeddings), torch.cat(logprobs))
+    lp = torch.cat(logprobs) if logprobs else torch.zeros(len(seqs), 0)
+    return ScoredSequences(seqs, torch.cat(embeddings), lp)
+
+
+def prompt_only(prompts: PromptBatch) -> Sequences:
+    """Prompts with an empty rationale (the "base" embedding: plain mean pooling)."""
+    n = prompts.input_ids.shape[0]
+    return Sequences(
+        input_ids=prompts.input_ids,
+        attention_mask=prompts.attention_mask,
+        pool_mask=pooling_mask(prompts.attention_mask, prompts.pool_start).long(),
+        response_mask=torch.zeros(n, 0, dtype=torch.long),
+        truncated=torch.zeros(n, dtype=torch.bool),
+        prompt_len=prompts.input_ids.shape[1],
+    )
 
 
 def response_logprobs(model, seqs: Sequences) -> torch.Tensor:

@@ -1,0 +1,152 @@
+"""Pooling against hand-computed numbers; prompts and pool_start with the real tokenizer."""
+
+import copy
+import math
+import types
+import warnings
+
+import pytest
+import torch
+
+from grace.errors import GraceInputError
+from grace.pooling import masked_mean, pool, pooling_mask, position_ids_from_mask
+from grace.prompt import SYSTEM_PROMPT, build_prompts, render_prompt
+
+# SmolLM2's template, written out by hand.
+SYSTEM_TURN = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+
+# ---------------------------------------------------------------- pooling
+
+# (N=2, T=4, D=2). Row 0 pools positions 1, 2; row 1 pools positions 0, 2.
+HIDDEN = torch.tensor(
+    [
+        [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+        [[2.0, 0.0], [0.0, 2.0], [4.0, 4.0], [10.0, -10.0]],
+    ]
+)
+MASK = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 0]])
+# row 0: ([3, 4] + [5, 6]) / 2 = [4, 5];  row 1: ([2, 0] + [4, 4]) / 2 = [3, 2]
+MEAN = torch.tensor([[4.0, 5.0], [3.0, 2.0]])
+
+
+def test_masked_mean_hand_computed():
+    assert torch.allclose(masked_mean(HIDDEN, MASK), MEAN)
+    assert torch.allclose(masked_mean(HIDDEN, MASK.bool()), MEAN)
+
+
+def test_masked_mean_of_an_empty_mask_is_zero_not_nan():
+    out = masked_mean(HIDDEN, torch.zeros(2, 4))
+    assert torch.equal(out, torch.zeros(2, 2))
+
+
+def test_pool_is_the_l2_normalised_mean_in_float32():
+    expected = torch.tensor(
+        [[4 / math.sqrt(41), 5 / math.sqrt(41)], [3 / math.sqrt(13), 2 / math.sqrt(13)]]
+    )
+    out = pool(HIDDEN.to(torch.bfloat16), MASK)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_pooling_mask_left_padding_pool_start_and_response_padding():
+    attention = torch.tensor([[0, 0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]])
+    pool_start = torch.tensor([4, 2])
+    expected = torch.tensor([[0, 0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1]])
+    assert torch.equal(pooling_mask(attention, pool_start).long(), expected)
+
+
+def test_position_ids_from_mask_left_padding():
+    attention = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    expected = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+    assert torch.equal(position_ids_from_mask(attention), expected)
+
+
+# ---------------------------------------------------------------- render_prompt
+
+
+def test_render_prompt_chat_template(tiny):
+    _, tokenizer = tiny
+    prompt, offset = render_prompt(tokenizer, "hello world")
+    assert SYSTEM_PROMPT in prompt and "hello world" in prompt
+    assert prompt.endswith(ASSISTANT_HEADER)
+    assert prompt[:offset] == SYSTEM_TURN
+    assert prompt[offset:] == f"<|im_start|>user\nhello world<|im_end|>\n{ASSISTANT_HEADER}"
+
+
+def test_render_prompt_plain_fallback_without_chat_template():
+    prompt, offset = render_prompt(types.SimpleNamespace(chat_template=None), "hi", "Be brief.")
+    assert prompt == "System: Be brief.\n\nUser: hi\n\nAssistant:"
+    assert prompt[:offset] == "System: Be brief.\n\n"
+
+
+def test_render_prompt_template_without_system_prefix_pools_from_the_text():
+    class SystemLast:  # a template that renders the system message after the user turn
+        chat_template = "stand-in"
+
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            parts = {m["role"]: m["content"] for m in messages}
+            user = f"<u>{parts['user']}</u>" if "user" in parts else ""
+            return user + f"<s>{parts['system']}</s>" + ("<a>" if add_generation_prompt else "")
+
+    prompt, offset = render_prompt(SystemLast(), "the text", "sys")
+    assert prompt == "<u>the text</u><s>sys</s><a>"
+    assert prompt[offset:].startswith("the text</u>")
+
+
+# ---------------------------------------------------------------- build_prompts
+
+
+def _real_tokens(batch, row):
+    return batch.input_ids[row][batch.attention_mask[row].bool()]
+
+
+def test_build_prompts_left_pads_and_pool_start_is_the_user_turn(tiny):
+    _, tokenizer = tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is truncated: no warning
+        batch = build_prompts(tokenizer, ["hi", "a much longer text than the first one"])
+    assert batch.num_truncated == 0
+    assert batch.input_ids.shape == batch.attention_mask.shape
+    lengths = batch.attention_mask.sum(dim=1)
+    assert lengths[1] == batch.input_ids.shape[1] and lengths[0] < lengths[1]  # row 0 is padded
+    n_pad = int(batch.input_ids.shape[1] - lengths[0])
+    assert batch.attention_mask[0, :n_pad].sum() == 0 and batch.attention_mask[0, n_pad:].all()
+    assert (batch.input_ids[0, :n_pad] == tokenizer.pad_token_id).all()
+    for row, text in enumerate(["hi", "a much longer text than the first one"]):
+        start = int(batch.pool_start[row])
+        pad = int(batch.input_ids.shape[1] - lengths[row])
+        assert tokenizer.decode(batch.input_ids[row, pad:start]) == SYSTEM_TURN
+        assert tokenizer.decode(batch.input_ids[row, start]) == "<|im_start|>"
+        assert tokenizer.decode(batch.input_ids[row, start:]) == (
+            f"<|im_start|>user\n{text}<|im_end|>\n{ASSISTANT_HEADER}"
+        )
+
+
+def test_build_prompts_plain_fallback_pool_start(tiny):
+    tokenizer = copy.deepcopy(tiny[1])
+    tokenizer.chat_template = None
+    batch = build_prompts(tokenizer, ["hi there"])
+    start = int(batch.pool_start[0])
+    assert tokenizer.decode(batch.input_ids[0, :start]) == f"System: {SYSTEM_PROMPT}\n\n"
+    assert tokenizer.decode(batch.input_ids[0, start:]) == "User: hi there\n\nAssistant:"
+
+
+def test_build_prompts_truncates_long_texts_keeps_template_and_warns(tiny):
+    _, tokenizer = tiny
+    long = " ".join(f"word{i}" for i in range(300))
+    with pytest.warns(UserWarning, match=r"2 of 3 texts were truncated.*max_prompt_tokens=80"):
+        batch = build_prompts(tokenizer, ["short", long, long + " tail"], max_prompt_tokens=80)
+    assert batch.num_truncated == 2
+    assert (batch.attention_mask.sum(dim=1) <= 80).all()
+    for row in (1, 2):
+        text = tokenizer.decode(_real_tokens(batch, row))
+        assert text.startswith(SYSTEM_TURN + "<|im_start|>user\nword0 word1 word2")
+        assert text.endswith(f"<|im_end|>\n{ASSISTANT_HEADER}")
+        assert "word299" not in text
+        assert tokenizer.decode(batch.input_ids[row, batch.pool_start[row]]) == "<|im_start|>"
+
+
+def test_build_prompts_template_longer_than_the_cap_is_an_input_error(tiny):
+    with pytest.raises(GraceInputError, match="max_prompt_tokens=10"):
+        build_prompts(tiny[1], ["some text here"], max_prompt_tokens=10)
