@@ -23,6 +23,7 @@ from grace.prompt import SYSTEM_PROMPT
 METHODS = ("grace",)
 MODES = ("supervised", "unsupervised")
 VARIANTS = ("paper", "reference", "decoupled")
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # usable by name: --config sup-nli
 
 
 @dataclass
@@ -183,8 +184,11 @@ def load_config(path: str | None = None, overrides: dict[str, object] | None = N
     source = "overrides"  # without a file, every value checked below came from overrides
     if path:
         file = Path(path)
+        if not file.is_file() and (PACKAGED_CONFIGS / f"{path}.yaml").is_file():
+            file = PACKAGED_CONFIGS / f"{path}.yaml"  # a packaged config by name
         if not file.is_file():
-            raise GraceInputError(f"config file not found: {path}")
+            names = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+            raise GraceInputError(f"config file not found: {path} (packaged configs: {names})")
         source = str(file)
         try:
             values = yaml.safe_load(file.read_text()) or {}

@@ -21,6 +21,7 @@ position in a checkpoint resumes exactly.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -104,7 +105,15 @@ class GraceTrainer:
         from accelerate.utils import set_seed
 
         self.config = config
-        self.acc = accelerator or Accelerator()
+        launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        # Without GPUs a multi-process launch needs accelerate's CPU mode (gloo process group).
+        self.acc = accelerator or Accelerator(cpu=launched > 1 and not torch.cuda.is_available())
+        if launched > 1 and self.acc.num_processes == 1:  # each process would train alone
+            raise GraceInputError(
+                f"launched as {launched} processes (WORLD_SIZE) but accelerate set up no process "
+                "group, so each would train alone; launch with `accelerate launch --multi_gpu "
+                "--num_processes N` (CPU too: gloo) or torchrun, or set ACCELERATE_USE_CPU=1"
+            )
         set_seed(config.seed)
         self.output_dir = Path(config.output_dir)
         fields = DataFields(
@@ -195,6 +204,8 @@ class GraceTrainer:
         D = trained.embeddings.shape[-1]
         tr = gather_blocks(acc, trained.embeddings.view(-1, G * D), gpi).view(-1, D)
         trunc = gather_blocks(acc, trained.seqs.truncated.view(-1, G), gpi).view(-1)
+        if not cfg.reward.penalize_truncation:
+            trunc = torch.zeros_like(trunc)  # cut rollouts keep their scaled reward
         embeddings, truncated = reward_inputs(cfg.mode, cfg.reward.variant, ctx, tr, trunc, G)
         rc = cfg.reward
         out = compute_rewards(

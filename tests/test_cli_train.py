@@ -1,0 +1,288 @@
+"""`grace train` end to end on the tiny random model: through the real command line (a fresh
+Python process per run), plus one training step at the library level that checks every
+trainable parameter moved.
+
+The random model almost never samples EOS, so every rollout is cut at ``max_new_tokens``; with
+the default truncation penalty every reward is then -1, every advantage 0 and the gradient 0.
+Runs that must produce a gradient pass ``--reward.penalize_truncation false``.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+NLI_TRIPLETS = Path("/work/shared/data/triplets/nli-triplets.jsonl")
+SMALL = [
+    "--model", "tiny-random", "--batch-size", "2", "--rollout.num_rollouts", "2",
+    "--rollout.max_new_tokens", "8", "--rollout.micro_batch_size", "8",
+    "--optim.num_mini_batches", "2",
+]
+# Runs that must produce a real gradient (see the module docstring).
+LEARN = ["--reward.penalize_truncation", "false", "--optim.learning_rate", "1e-2",
+         "--optim.weight_decay", "0"]
+METRIC_KEYS = (
+    "reward/contrastive", "reward/consistency", "reward/hard", "reward/mean", "advantage/std",
+    "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
+    "throughput/tokens_per_s",
+)
+TEXTS = [
+    "A man is playing a guitar on the street.",
+    "Two dogs run across a snowy field.",
+    "The stock market fell sharply on Monday.",
+    "She bakes bread every Sunday morning.",
+    "The train to Paris leaves at noon.",
+    "Children are building a sandcastle.",
+    "Rain is expected for the whole week.",
+    "He repaired the old bicycle himself.",
+]
+TRIPLETS = [  # (query, positive, negative)
+    ("A man plays guitar.", "Someone makes music.", "Nobody plays."),
+    ("Two dogs run in snow.", "Animals are outside.", "Cats sleep."),
+    ("A woman reads a book.", "A person is reading.", "She swims."),
+    ("Kids play football.", "Children play a game.", "Kids sleep."),
+    ("A chef cooks pasta.", "Food is being made.", "The chef naps."),
+    ("A car drives fast.", "A vehicle is moving.", "The car is parked."),
+]
+
+
+def _env() -> dict:
+    # One thread: the model is tiny, and on a busy 2-core machine two OpenMP threads per process
+    # spin against each other (10x slower).
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "grace.cli", "train", *args]
+
+
+def grace_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(*args), cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+
+
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+@pytest.fixture
+def texts(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.txt"
+    path.write_text("".join(text + "\n" for text in TEXTS))
+    return path
+
+
+@pytest.fixture
+def triplets(tmp_path: Path) -> Path:
+    """Six (query, positive, negative) lines: the shared NLI sample if present, else our own."""
+    path = tmp_path / "triplets.jsonl"
+    if NLI_TRIPLETS.is_file():
+        lines = NLI_TRIPLETS.read_text(encoding="utf-8").splitlines()[:6]
+    else:
+        lines = [json.dumps(dict(zip(("query", "positive", "negative"), row))) for row in TRIPLETS]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def test_unsupervised_run_writes_checkpoint_and_metrics(tmp_path, texts):
+    """The README command on tiny settings; full fine-tuning with a real gradient, so the saved
+    weights must all differ from the base model's."""
+    from grace.backbones import load_backbone
+
+    result = _ok(grace_train(tmp_path, "--method", "grace", "--mode", "unsupervised", "--data",
+                             texts.name, "--max-steps", "2", "--output-dir", "OUT", *SMALL, *LEARN))
+    out = tmp_path / "OUT"
+    assert "checkpoint-2" in result.stdout
+    checkpoint = out / "checkpoint-2"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.pt",
+                 "scheduler.pt", "grace_config.yaml"):
+        assert (checkpoint / name).is_file(), name
+    assert _state(checkpoint)["step"] == 2
+    rows = _metrics(out)
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        missing = [key for key in METRIC_KEYS if key not in row]
+        assert not missing
+        assert all(isinstance(row[key], (int, float)) for key in METRIC_KEYS)
+        assert row["rationale/length_mean"] <= 8 and 0 <= row["rationale/truncation_rate"] <= 1
+        assert row["advantage/std"] > 0
+
+    saved = load_file(checkpoint / "model.safetensors")
+    base, _ = load_backbone("tiny-random")
+    base_weights = {name: p.detach() for name, p in base.named_parameters()}
+    assert set(base_weights) <= set(saved) | {"lm_head.weight"}  # lm_head is tied to the embeddings
+    unchanged = [name for name, w in base_weights.items()
+                 if name in saved and torch.equal(saved[name], w)]
+    assert not unchanged
+    assert all(torch.isfinite(t).all() for t in saved.values())
+    reloaded, _ = load_backbone(str(checkpoint))  # the checkpoint is a loadable model folder
+    for name, p in reloaded.named_parameters():
+        if name in saved:
+            assert torch.equal(p.detach(), saved[name]), name
+
+
+@pytest.mark.parametrize("variant, steps", [("reference", 2), ("decoupled", 1)])
+def test_supervised_variants_train(tmp_path, triplets, variant, steps):
+    _ok(grace_train(tmp_path, "--mode", "supervised", "--variant", variant, "--data", triplets.name,
+                    "--max-steps", str(steps), "--output-dir", "OUT", *SMALL))
+    out = tmp_path / "OUT"
+    assert _state(out / f"checkpoint-{steps}")["step"] == steps
+    assert (out / f"checkpoint-{steps}" / "model.safetensors").is_file()
+    rows = _metrics(out)
+    assert [row["step"] for row in rows] == list(range(1, steps + 1))
+    assert all(key in rows[-1] for key in METRIC_KEYS)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_one_step_changes_every_trainable_parameter(tmp_path, texts, lora, one_thread):
+    """TRL-style: after one step every trainable parameter moved (with weight decay off, so only
+    the gradient moves them) and, with LoRA, no frozen base weight did."""
+    from grace.config import load_config
+    from grace.trainer import GraceTrainer
+
+    overrides = {
+        "model.name": "tiny-random", "model.lora": lora, "mode": "unsupervised",
+        "data.path": str(texts), "output_dir": str(tmp_path / "OUT"), "batch_size": 2,
+        "max_steps": 1, "rollout.num_rollouts": 2, "rollout.max_new_tokens": 8,
+        "rollout.micro_batch_size": 8, "optim.num_mini_batches": 2,
+        "optim.learning_rate": 1e-2, "optim.weight_decay": 0.0,
+        "reward.penalize_truncation": False,
+    }
+    trainer = GraceTrainer(load_config(None, overrides))
+    params = dict(trainer.policy.named_parameters())
+    before = {name: p.detach().clone() for name, p in params.items()}
+    trainable = [name for name, p in params.items() if p.requires_grad]
+    assert trainable and (len(trainable) < len(params)) == lora
+    metrics, _ = trainer.step(1)
+    assert torch.isfinite(torch.tensor(metrics["policy/loss"]))
+    assert metrics["advantage/std"] > 0 and metrics["policy/grad_norm"] > 0
+    unchanged = [name for name in trainable if torch.equal(params[name].detach(), before[name])]
+    assert not unchanged
+    frozen_changed = [name for name, p in params.items()
+                      if not p.requires_grad and not torch.equal(p.detach(), before[name])]
+    assert not frozen_changed
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+TRIPLET = '{"query": "a", "positive": "b", "negative": "c"}\n'
+BAD_INPUTS = {
+    "bad-json": ("bad.jsonl", TRIPLET + '{"query": "a",\n' + TRIPLET, "supervised",
+                 ["bad.jsonl:2", "invalid JSON"]),
+    "missing-field": ("missing.jsonl", TRIPLET * 2 + '{"query": "a", "positive": "b"}\n',
+                      "supervised", ["missing.jsonl:3", "'negative'", "missing"]),
+    "empty-line": ("texts.txt", "one text\n\nthree\n", "unsupervised", ["texts.txt:2", "empty"]),
+    "empty-field": ("empty.jsonl", TRIPLET + '{"query": "a", "positive": " ", "negative": "c"}\n',
+                    "supervised", ["empty.jsonl:2", "'positive'", "empty"]),
+}
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_data_is_one_line_naming_file_line_and_field(tmp_path, case):
+    name, content, mode, expected = BAD_INPUTS[case]
+    (tmp_path / name).write_text(content)
+    line = _one_line_error(grace_train(tmp_path, "--mode", mode, "--data", name, "--max-steps", "1",
+                                       "--output-dir", "OUT", *SMALL))
+    for part in expected:
+        assert part in line
+    assert not (tmp_path / "OUT" / "checkpoint-1").exists()
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--model", "no-such-model-xyz"], ["unknown model", "no-such-model-xyz"]),
+    (["--data", "no-such-file.txt"], ["not found", "no-such-file.txt"]),
+    (["--config", "no-such-config.yaml"], ["not found", "no-such-config.yaml"]),
+], ids=["unknown-model", "missing-data", "missing-config"])
+def test_bad_arguments_are_one_line(tmp_path, texts, extra, expected):
+    # argparse keeps the last --model / --data / --config, so ``extra`` wins over those before it
+    line = _one_line_error(grace_train(tmp_path, "--mode", "unsupervised", "--data", texts.name,
+                                       "--max-steps", "1", "--output-dir", "OUT", *SMALL, *extra))
+    for part in expected:
+        assert part in line
+
+
+# --------------------------------------------------------------------------- kill and resume
+
+COMPARED = ("reward/contrastive", "reward/consistency", "reward/hard", "reward/mean",
+            "advantage/std", "policy/loss", "policy/clip_frac", "policy/grad_norm")
+
+
+def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
+    """Kill -9 after the first checkpoint, plant a half-written checkpoint folder, rerun the same
+    command: it resumes, every step is logged once, and it ends where an uninterrupted run ends."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "6", "--save_every",
+            "2", "--output-dir", "OUT", *SMALL, "--reward.penalize_truncation", "false",
+            "--optim.learning_rate", "1e-3"]
+    out = tmp_path / "OUT"
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(_command(*args), cwd=tmp_path, env=_env(), stdout=log,
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-2").is_dir() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint-2 after 300 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (out / "checkpoint-6").exists()
+
+    done = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if p.suffix != ".tmp")
+    planted = out / f"checkpoint-{done[-1] + 2}.tmp"  # as if killed while saving the next one
+    planted.mkdir(exist_ok=True)
+    (planted / "trainer_state.json").write_text(json.dumps({"step": done[-1] + 2}))
+    (planted / "model.safetensors").write_bytes(b"half-written")
+
+    resumed = _ok(grace_train(tmp_path, *args))
+    resumed_from = Path("OUT") / f"checkpoint-{done[-1]}"
+    assert f"resuming from {resumed_from} (step {done[-1]})" in resumed.stdout + resumed.stderr
+    assert _state(out / "checkpoint-6")["step"] == 6
+    assert not list(out.glob("*.tmp"))
+    rows = _metrics(out)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+
+    # the same command, never interrupted, in another folder
+    straight = [a if a != "OUT" else "STRAIGHT" for a in args]
+    _ok(grace_train(tmp_path, *straight))
+    for row, ref in zip(rows, _metrics(tmp_path / "STRAIGHT")):
+        for key in COMPARED:
+            assert row[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), (row["step"], key)
+    final = load_file(out / "checkpoint-6" / "model.safetensors")
+    ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-6" / "model.safetensors")
+    for name, tensor in ref_final.items():
+        torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-6)
