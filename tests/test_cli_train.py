@@ -191,6 +191,26 @@ def test_one_step_changes_every_trainable_parameter(tmp_path, texts, lora, one_t
     assert not frozen_changed
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full-frozen-copy", "lora-adapter-off"])
+def test_kl_to_the_initial_policy_is_measured(tmp_path, texts, lora, one_thread):
+    """With kl_coef > 0 the reference is the initial policy (a frozen copy, or the LoRA adapter
+    switched off): zero on the first mini-batch, positive once the policy has moved."""
+    from grace.config import load_config
+    from grace.trainer import GraceTrainer
+
+    overrides = {
+        "model.name": "tiny-random", "model.lora": lora, "mode": "unsupervised",
+        "data.path": str(texts), "output_dir": str(tmp_path / "OUT"), "batch_size": 2,
+        "max_steps": 1, "rollout.num_rollouts": 2, "rollout.max_new_tokens": 8,
+        "optim.num_mini_batches": 2, "optim.learning_rate": 1e-2, "optim.kl_coef": 0.1,
+        "reward.penalize_truncation": False,
+    }
+    trainer = GraceTrainer(load_config(None, overrides))
+    assert (trainer.ref_model is None) == lora
+    metrics, _ = trainer.step(1)
+    assert metrics["policy/kl"] > 0 and torch.isfinite(torch.tensor(metrics["policy/loss"]))
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 TRIPLET = '{"query": "a", "positive": "b", "negative": "c"}\n'

@@ -1,6 +1,7 @@
 """Encoding core (rationale modes) and the Lee benchmark."""
 
 import numpy as np
+import torch
 import pytest
 
 from grace.encode import EncodeOptions, embed_texts
@@ -58,3 +59,21 @@ def test_rationale_changes_the_embedding(tiny):
 def test_unknown_rationale_mode():
     with pytest.raises(ValueError, match="rationale must be one of"):
         EncodeOptions(rationale="beam")
+
+
+def test_bfloat16_backbone_gives_float32_unit_embeddings():
+    from grace.backbones import load_backbone
+
+    model, tokenizer = load_backbone("tiny-random", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    emb, _ = embed_texts(model, tokenizer, TEXTS[:2], EncodeOptions(rationale="greedy", max_new_tokens=3))
+    assert emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_dtype_is_a_user_error():
+    from grace.backbones import resolve_dtype
+    from grace.errors import GraceInputError
+
+    with pytest.raises(GraceInputError, match="unknown dtype 'float8'"):
+        resolve_dtype("float8")
