@@ -1,3 +1,15 @@
-"""grace: interpretable generative text encoders (GRACE, LLM2Vec-Gen)."""
+"""grace: interpretable generative text encoders (GRACE, LLM2Vec-Gen).
+
+``from grace import GraceEncoder`` is the encoder API; heavy imports happen on first use.
+"""
 
 __version__ = "0.1.0"
+__all__ = ["GraceEncoder"]
+
+
+def __getattr__(name):
+    if name == "GraceEncoder":
+        from grace.encoder import GraceEncoder
+
+        return GraceEncoder
+    raise AttributeError(f"module 'grace' has no attribute {name!r}")

@@ -6,23 +6,32 @@ Rationale modes:
 - ``greedy``: one deterministic greedy rationale per text (our default: the same text always
   gets the same embedding);
 - ``sampled``: ``num_samples`` rationales at ``temperature``; their embeddings are averaged and
-  renormalised.
+  renormalised. With a cache, sample k of a text is stored and reused, so re-encoding returns
+  the same embedding.
 
-Texts are processed in length-sorted batches and returned in input order. This is the small
-functional core; the user-facing encoder class builds on it.
+Texts are processed in length-sorted batches and returned in input order. Rationales come from
+the ``RationaleCache`` when one is given and holds them; only the missing ones are generated,
+and every batch's new rationales are stored before the next batch starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.prompt import SYSTEM_PROMPT, build_prompts
-from grace.rollout import decode_rationales, generate_sequences, prompt_only, score_sequences
+from grace.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
+from grace.rationale_cache import RationaleCache, settings_key
+from grace.rollout import (
+    generate_sequences,
+    prompt_only,
+    response_token_lists,
+    score_sequences,
+    sequences_from_responses,
+)
 
 RATIONALE_MODES = ("none", "greedy", "sampled")
 
@@ -33,43 +42,97 @@ class EncodeOptions:
     max_new_tokens: int = 64  # rationale length cap
     num_samples: int = 1  # rationales averaged in "sampled" mode
     temperature: float = 1.0  # sampling temperature in "sampled" mode
-    batch_size: int = 16  # texts per generation batch
+    top_p: float = 1.0  # nucleus sampling in "sampled" mode
+    batch_size: int = 16  # texts per generation / forward batch
     max_prompt_tokens: int = 1024  # longer prompts are truncated (with a warning)
     system_prompt: str = SYSTEM_PROMPT
 
     def __post_init__(self) -> None:
         if self.rationale not in RATIONALE_MODES:
             raise ValueError(f"rationale must be one of {RATIONALE_MODES}, got {self.rationale!r}")
+        if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("num_samples, max_new_tokens and batch_size must be >= 1")
+
+    @property
+    def samples(self) -> int:
+        return self.num_samples if self.rationale == "sampled" else 1
+
+    def generation_key(self) -> str:
+        """What changes a rationale (the cache key's settings part)."""
+        keep = ("rationale", "max_new_tokens", "max_prompt_tokens", "system_prompt")
+        if self.rationale == "sampled":
+            keep += ("temperature", "top_p")
+        return settings_key(**{k: v for k, v in asdict(self).items() if k in keep})
 
 
-def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions):
+def _rationale_ids(model, tokenizer, texts, prompts: PromptBatch, opts, cache, fingerprint):
+    """Token ids of sample k of every text for k < samples; row order (text, sample)."""
+    n = opts.samples
+    temperature = 0.0 if opts.rationale == "greedy" else opts.temperature
+    key = opts.generation_key()
+    per_sample = []
+    for k in range(n):
+        ids = cache.get_many(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
+        missing = [i for i, found in enumerate(ids) if found is None]
+        if missing:
+            sub = PromptBatch(prompts.input_ids[missing], prompts.attention_mask[missing],
+                              prompts.pool_start[missing], 0)
+            seqs = generate_sequences(
+                model, tokenizer, sub, num_samples=1, temperature=temperature, top_p=opts.top_p,
+                max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
+            )
+            generated = response_token_lists(seqs)
+            for i, new in zip(missing, generated):
+                ids[i] = new
+            if cache is not None:
+                cache.put_many(fingerprint, key, [texts[i] for i in missing], generated, k)
+        per_sample.append(ids)
+    return [per_sample[k][i] for i in range(len(texts)) for k in range(n)]
+
+
+def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
         scored = score_sequences(model, prompt_only(prompts), opts.batch_size, with_logprobs=False)
         return scored.embeddings, [""] * len(texts)
-    n = 1 if opts.rationale == "greedy" else opts.num_samples
-    temperature = 0.0 if opts.rationale == "greedy" else opts.temperature
-    seqs = generate_sequences(
-        model, tokenizer, prompts, num_samples=n, temperature=temperature,
-        max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size * n,
+    n = opts.samples
+    ids = _rationale_ids(model, tokenizer, texts, prompts, opts, cache, fingerprint)
+    expanded = PromptBatch(
+        prompts.input_ids.repeat_interleave(n, 0), prompts.attention_mask.repeat_interleave(n, 0),
+        prompts.pool_start.repeat_interleave(n, 0), 0,
     )
+    seqs = sequences_from_responses(expanded, ids, tokenizer.pad_token_id, tokenizer.eos_token_id)
     scored = score_sequences(model, seqs, opts.batch_size, with_logprobs=False)
     emb = F.normalize(scored.embeddings.view(len(texts), n, -1).mean(1), dim=-1)  # (B, D)
-    rationales = decode_rationales(tokenizer, seqs)[::n]
+    rationales = [tokenizer.decode(ids[i * n], skip_special_tokens=True).strip() for i in range(len(texts))]
     return emb, rationales
 
 
 def embed_texts(
-    model, tokenizer, texts: list[str], options: EncodeOptions | None = None, show_progress: bool = False
+    model,
+    tokenizer,
+    texts: list[str],
+    options: EncodeOptions | None = None,
+    show_progress: bool = False,
+    cache: RationaleCache | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample)."""
+    """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
+
+    ``cache`` and ``fingerprint`` (``grace.rationale_cache.model_fingerprint(model)``) go
+    together: rationales are looked up and stored under that model's fingerprint.
+    """
     opts = options or EncodeOptions()
+    if cache is not None and fingerprint is None:
+        raise ValueError("a rationale cache needs the model fingerprint")
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     embeddings: list[torch.Tensor | None] = [None] * len(texts)
     rationales: list[str] = [""] * len(texts)
     batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
-        emb, rat = _encode_batch(model, tokenizer, [texts[i] for i in batch], opts)
+        emb, rat = _encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
+    if not texts:
+        return np.zeros((0, model.config.hidden_size), dtype=np.float32), []
     return torch.stack(embeddings).cpu().numpy(), rationales

@@ -198,3 +198,31 @@ def decode_rationales(tokenizer, seqs: Sequences) -> list[str]:
     for ids, mask in zip(seqs.response_ids, seqs.response_mask):
         rows.append(tokenizer.decode(ids[mask.bool()], skip_special_tokens=True).strip())
     return rows
+
+
+def sequences_from_responses(prompts: PromptBatch, responses: list[list[int]], pad_id: int, eos_id: int) -> Sequences:
+    """Rebuild sequences from prompts (N rows) and known rationale token ids (N lists), e.g.
+    rationales served from a cache. A rationale that does not end in EOS counts as truncated."""
+    width = max([len(r) for r in responses] + [1])
+    response = torch.full((len(responses), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(responses):
+        response[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in responses])  # (N,)
+    within = torch.arange(width)[None, :] < lengths[:, None]  # (N, R)
+    eos_mask, _ = response_mask_from_ids(response, eos_id)
+    response_mask = (eos_mask.bool() & within).long()  # (N, R)
+    ends_with_eos = torch.tensor([bool(r) and r[-1] == eos_id for r in responses])
+    attention_mask = torch.cat([prompts.attention_mask, response_mask], dim=1)  # (N, P+R)
+    return Sequences(
+        input_ids=torch.cat([prompts.input_ids, response], dim=1),
+        attention_mask=attention_mask,
+        pool_mask=pooling_mask(attention_mask, prompts.pool_start).long(),
+        response_mask=response_mask,
+        truncated=~ends_with_eos,
+        prompt_len=prompts.input_ids.shape[1],
+    )
+
+
+def response_token_lists(seqs: Sequences) -> list[list[int]]:
+    """The rationale token ids of each row (up to and including EOS), as Python lists."""
+    return [ids[mask.bool()].tolist() for ids, mask in zip(seqs.response_ids, seqs.response_mask)]

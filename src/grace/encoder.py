@@ -1,0 +1,148 @@
+"""``GraceEncoder``: the user-facing encoder, shaped like sentence-transformers.
+
+    from grace import GraceEncoder
+    encoder = GraceEncoder.from_pretrained("smollm2-135m")          # or a checkpoint / hub id
+    emb = encoder.encode(["a text", "another"], batch_size=16)       # (2, D) numpy, normalised
+    emb, why = encoder.encode(texts, return_rationales=True)         # ... and the rationales
+    scores = encoder.similarity(emb[:1], emb)                        # cosine, (1, 2)
+
+Every embedding is the masked mean of the policy's last-layer hidden states over the text and
+its rationale (SPEC 1.2). ``rationale`` picks none / greedy (default, deterministic) / sampled.
+Rationales are cached on disk (``GRACE_CACHE``/rationales.sqlite by default; ``cache=False``
+disables it), keyed by model fingerprint, text and generation settings.
+
+Input handling: a single string gives a 1-D vector; a non-string item raises ``TypeError``
+naming its index; an empty or whitespace-only text is encoded as an empty user message (a
+documented choice: corpora have such rows) and counted in a warning; texts longer than
+``max_prompt_tokens`` are truncated with a warning that counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grace.backbones import cache_dir, load_backbone
+from grace.encode import EncodeOptions, embed_texts
+from grace.rationale_cache import RationaleCache, model_fingerprint
+
+ENCODER_CONFIG = "grace_encoder.json"
+
+
+def _validate(texts) -> list[str]:
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+        raise TypeError(f"encode() takes a string or a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+    empty = sum(1 for t in texts if not t.strip())
+    if empty:
+        warnings.warn(f"{empty} of {len(texts)} texts are empty or whitespace-only; they are "
+                      "encoded as an empty user message", stacklevel=3)
+    return texts
+
+
+class GraceEncoder:
+    """A GRACE policy used as a text encoder. See the module docstring."""
+
+    def __init__(self, model, tokenizer, options: EncodeOptions | None = None,
+                 cache: RationaleCache | str | Path | bool | None = True, name: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.options = options or EncodeOptions()
+        self.name = name or getattr(model.config, "_name_or_path", "grace-encoder")
+        if cache is True:
+            cache = cache_dir() / "rationales.sqlite"
+        if isinstance(cache, (str, Path)):
+            cache = RationaleCache(cache)
+        self.cache = cache if isinstance(cache, RationaleCache) else None
+        self._fingerprint = None
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, dtype: str = "float32",
+                        trust_remote_code: bool = False, cache=True, **options) -> "GraceEncoder":
+        """Load a packaged name, a grace checkpoint, a local folder or a hub id.
+
+        Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
+        in the folder if present, then from keyword arguments.
+        """
+        model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
+        saved = {}
+        config_file = Path(name_or_path) / ENCODER_CONFIG
+        if config_file.is_file():
+            saved = json.loads(config_file.read_text())
+        known = {f.name for f in fields(EncodeOptions)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        opts = EncodeOptions(**{**{k: v for k, v in saved.items() if k in known}, **options})
+        return cls(model, tokenizer, opts, cache=cache, name=name_or_path)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Weights (safetensors), tokenizer and the encoding options as ``grace_encoder.json``."""
+        path = Path(path)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        (path / ENCODER_CONFIG).write_text(json.dumps(asdict(self.options), indent=2))
+
+    # -- encoding ---------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def get_sentence_embedding_dimension(self) -> int:  # sentence-transformers name
+        return self.embedding_dim
+
+    def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
+               normalize_embeddings: bool = True, convert_to_numpy: bool = True,
+               convert_to_tensor: bool = False, return_rationales: bool = False, **options):
+        """Embed ``sentences``: (N, D) numpy array (or tensor), 1-D for a single string.
+
+        ``options`` override the encoder's ``EncodeOptions`` for this call (e.g.
+        ``rationale="none"``). Embeddings are L2-normalised; ``normalize_embeddings`` is kept for
+        the sentence-transformers contract (the pooled vectors are always unit length).
+        """
+        single = isinstance(sentences, str)
+        texts = _validate([sentences] if single else sentences)
+        opts = EncodeOptions(**{**asdict(self.options), **options,
+                                **({"batch_size": batch_size} if batch_size else {})})
+        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * opts.batch_size
+        use_cache = self.cache if opts.rationale != "none" else None
+        emb, rationales = embed_texts(
+            self.model, self.tokenizer, texts, opts, show_progress=show, cache=use_cache,
+            fingerprint=self.fingerprint if use_cache is not None else None,
+        )
+        del normalize_embeddings  # always unit length (see docstring)
+        out = torch.from_numpy(emb) if convert_to_tensor or not convert_to_numpy else emb
+        if single:
+            out, rationales = out[0], rationales[0]
+        return (out, rationales) if return_rationales else out
+
+    def encode_query(self, sentences, **kwargs):
+        """GRACE uses one prompt for every input (SPEC 1.1): same as ``encode``."""
+        return self.encode(sentences, **kwargs)
+
+    def encode_document(self, sentences, **kwargs):
+        """GRACE uses one prompt for every input (SPEC 1.1): same as ``encode``."""
+        return self.encode(sentences, **kwargs)
+
+    @staticmethod
+    def similarity(a, b) -> torch.Tensor:
+        """Cosine similarity matrix of two sets of embeddings: (N, D), (M, D) -> (N, M)."""
+        a = torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a, dtype=torch.float32)
+        b = torch.as_tensor(np.asarray(b) if not torch.is_tensor(b) else b, dtype=torch.float32)
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T

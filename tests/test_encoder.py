@@ -1,0 +1,118 @@
+"""GraceEncoder: the sentence-transformers-like API and the persistent rationale cache."""
+
+import numpy as np
+import pytest
+import torch
+
+import grace.encode
+from grace import GraceEncoder
+from grace.rationale_cache import RationaleCache, model_fingerprint
+
+TEXTS = ["The cat sat on the mat.", "Stocks fell on Monday.", "A short one"]
+
+
+@pytest.fixture
+def encoder(tiny, tmp_path):
+    model, tokenizer = tiny
+    from grace.encode import EncodeOptions
+
+    return GraceEncoder(model, tokenizer, EncodeOptions(max_new_tokens=4, batch_size=2),
+                        cache=tmp_path / "rationales.sqlite")
+
+
+def test_encode_contract(encoder):
+    emb = encoder.encode(TEXTS)
+    assert isinstance(emb, np.ndarray) and emb.shape == (3, encoder.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    single = encoder.encode(TEXTS[0])
+    assert single.shape == (encoder.embedding_dim,)
+    np.testing.assert_allclose(single, emb[0], atol=1e-5)
+    tensor = encoder.encode(TEXTS, convert_to_tensor=True)
+    assert torch.is_tensor(tensor) and tensor.shape == emb.shape
+    emb2, rationales = encoder.encode(TEXTS, return_rationales=True)
+    assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
+
+
+def test_greedy_twice_is_identical_and_second_time_comes_from_cache(encoder, monkeypatch):
+    first = encoder.encode(TEXTS)
+    assert encoder.cache.misses == 3 and encoder.cache.hits == 0
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated although every rationale is cached")
+
+    monkeypatch.setattr(grace.encode, "generate_sequences", no_generation)
+    second = encoder.encode(TEXTS)
+    np.testing.assert_array_equal(first, second)
+    assert encoder.cache.hits == 3
+
+
+def test_cache_survives_a_new_encoder_and_is_keyed_by_settings(encoder, tiny, tmp_path):
+    encoder.encode(TEXTS)
+    model, tokenizer = tiny
+    again = GraceEncoder(model, tokenizer, encoder.options, cache=tmp_path / "rationales.sqlite")
+    again.encode(TEXTS)
+    assert again.cache.hits == 3
+    again.encode(TEXTS, max_new_tokens=5)  # other settings: other rationales
+    assert again.cache.misses == 3
+
+
+def test_fingerprint_changes_with_the_weights(tiny):
+    model, _ = tiny
+    before = model_fingerprint(model)
+    param = next(model.parameters())
+    saved = param.detach().view(-1)[0].clone()
+    with torch.no_grad():
+        param.view(-1)[0] += 1.0
+    try:
+        assert model_fingerprint(model) != before
+    finally:
+        with torch.no_grad():
+            param.view(-1)[0] = saved
+    assert model_fingerprint(model) == before
+
+
+def test_sampled_mode_averages_and_is_reused_from_the_cache(encoder):
+    a = encoder.encode(TEXTS, rationale="sampled", num_samples=2)
+    b = encoder.encode(TEXTS, rationale="sampled", num_samples=2)
+    np.testing.assert_array_equal(a, b)
+    assert encoder.cache.hits == 6
+
+
+def test_none_mode_differs_and_skips_the_cache(encoder):
+    none = encoder.encode(TEXTS, rationale="none")
+    assert encoder.cache.hits == 0 and encoder.cache.misses == 0
+    assert not np.allclose(none, encoder.encode(TEXTS))
+
+
+def test_bad_inputs(encoder):
+    with pytest.raises(TypeError, match="text 1 is a int"):
+        encoder.encode(["fine", 3])
+    with pytest.raises(TypeError, match="a string or a list of strings"):
+        encoder.encode(42)
+    with pytest.warns(UserWarning, match="1 of 2 texts are empty"):
+        emb = encoder.encode(["fine", "   "])
+    assert np.isfinite(emb).all()
+
+
+def test_similarity_is_cosine(encoder):
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    b = np.array([[1.0, 1.0]])
+    sim = GraceEncoder.similarity(a, b)
+    assert sim.shape == (2, 1)
+    assert sim[0, 0].item() == pytest.approx(2 ** -0.5) and sim[1, 0].item() == pytest.approx(2 ** -0.5)
+
+
+def test_save_and_load_round_trip(encoder, tmp_path):
+    encoder.save_pretrained(tmp_path / "enc")
+    loaded = GraceEncoder.from_pretrained(str(tmp_path / "enc"), cache=False)
+    assert loaded.options == encoder.options
+    np.testing.assert_allclose(loaded.encode(TEXTS), encoder.encode(TEXTS), atol=1e-5)
+    with pytest.raises(TypeError, match="unknown encoding option"):
+        GraceEncoder.from_pretrained(str(tmp_path / "enc"), cache=False, beam_width=3)
+
+
+def test_rationale_cache_round_trip(tmp_path):
+    cache = RationaleCache(tmp_path / "c.sqlite")
+    cache.put_many("fp", "s", ["a", "b"], [[1, 2], [3]])
+    assert cache.get_many("fp", "s", ["b", "a", "c"]) == [[3], [1, 2], None]
+    assert len(cache) == 2 and cache.hits == 2 and cache.misses == 1
