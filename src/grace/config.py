@@ -5,7 +5,9 @@ Flags are either the common short ones (``--model``, ``--data``, ``--mode`` ...)
 ``--section.field VALUE`` (for example ``--rollout.max_new_tokens 32``); values are parsed and
 type-checked against the field's type. The whole config is saved with every checkpoint.
 
-Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted.
+Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted. The contrastive
+baselines (``method: infonce | simcse``, grace.baselines) read ``baseline`` and, of ``optim``,
+only weight_decay, lr_scheduler, warmup_steps and max_grad_norm; GRACE ignores ``baseline``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 from grace.errors import GraceInputError
 from grace.prompt import SYSTEM_PROMPT
 
-METHODS = ("grace",)
+METHODS = ("grace", "infonce", "simcse")  # grace.trainer.train dispatches on these
 MODES = ("supervised", "unsupervised")
 VARIANTS = ("paper", "reference", "decoupled")
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # usable by name: --config sup-nli
@@ -88,11 +90,20 @@ class OptimConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """The contrastive baselines (SPEC 1.8): infonce (supervised) and simcse (unsupervised)."""
+
+    learning_rate: float = 2e-5  # AdamW lr of the baselines, used instead of optim.learning_rate
+    temperature: float = 0.05  # softmax temperature of InfoNCE and SimCSE (E5 / SimCSE papers)
+    dropout: float = 0.1  # simcse only: attention dropout making the positives (Llama has no other)
+
+
+@dataclass
 class TrainConfig:
-    method: str = "grace"  # training method
+    method: str = "grace"  # grace | infonce (needs supervised) | simcse (needs unsupervised)
     mode: str = "unsupervised"  # supervised (triplets) | unsupervised (texts)
     output_dir: str = "runs/grace"  # checkpoints, metrics.jsonl, samples.jsonl
-    batch_size: int = 64  # groups (instances) per rollout step, over all processes
+    batch_size: int = 64  # groups (baselines: examples) per step, over all processes
     max_steps: int = 100  # rollout steps
     save_every: int = 50  # checkpoint every N steps (and at the end)
     sample_every: int = 10  # log a few sample rationales every N steps
@@ -103,6 +114,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -118,6 +130,8 @@ class TrainConfig:
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
             (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
+            (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
+            (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),
         ]
         for ok, what in checks:
             if not ok:

@@ -16,6 +16,12 @@ One step (one rollout batch of ``batch_size`` records over all processes):
 Deviations from the reference (verl): micro-batched forward passes; no sequence packing;
 log-probs at temperature 1. Data order is a seeded permutation per epoch, so the data
 position in a checkpoint resumes exactly.
+
+The loop itself (data order, model loading, LoRA, optimizer and schedule, checkpoint/resume,
+metrics.jsonl, samples.jsonl, progress bar) lives in ``Trainer`` and is shared by every method;
+a method subclasses it and supplies ``step()`` (plus a few small hooks). ``train(config)``
+picks the class from ``config.method``: ``GraceTrainer`` here, the contrastive baselines
+``InfoNCETrainer`` / ``SimCSETrainer`` in grace.baselines.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from grace.checkpoint import (
     load_training_state,
     save_checkpoint,
 )
-from grace.config import TrainConfig
+from grace.config import MODES, TrainConfig
 from grace.data import DataFields, load_records
 from grace.errors import GraceInputError
 from grace.metrics import JsonlLogger
@@ -97,13 +103,22 @@ def local_rows(x: torch.Tensor, blocks: int, rank: int, world: int) -> torch.Ten
     return per_block.reshape(-1, *x.shape[1:])
 
 
-class GraceTrainer:
-    """Holds the model, optimizer and data order; ``train()`` runs and checkpoints the loop."""
+class Trainer:
+    """The loop every method shares: holds the model, optimizer and data order; ``train()`` runs
+    and checkpoints it. A method subclasses this and supplies ``step()``; the hooks below have
+    defaults that suit any method."""
+
+    modes: tuple[str, ...] = MODES  # the training modes (data formats) the method accepts
 
     def __init__(self, config: TrainConfig, accelerator=None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
+        if config.mode not in self.modes:
+            raise GraceInputError(
+                f"method '{config.method}' needs mode {' or '.join(self.modes)} "
+                f"(got mode '{config.mode}'): pass --mode {self.modes[0]}"
+            )
         self.config = config
         launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         # Without GPUs a multi-process launch needs accelerate's CPU mode (gloo process group).
@@ -132,14 +147,7 @@ class GraceTrainer:
         model, self.tokenizer = load_backbone(
             config.model.name, config.model.dtype, config.model.trust_remote_code
         )
-        self.ref_model = None
-        if config.model.lora and not hasattr(model, "peft_config"):
-            model = apply_lora(
-                model, config.model.lora_rank, config.model.lora_alpha,
-                config.model.lora_dropout, config.model.lora_target_modules,
-            )
-        elif config.optim.kl_coef > 0 and not config.model.lora:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        model = self.prepare_model(model)
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.resume_from = latest_checkpoint(self.output_dir)
@@ -147,26 +155,115 @@ class GraceTrainer:
             load_model_weights(model, self.resume_from)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay
+            params, lr=self.learning_rate, weight_decay=config.optim.weight_decay
         )
         from transformers import get_scheduler
 
+        per_step = self.optimizer_steps_per_step  # the schedule counts optimizer steps
         scheduler = get_scheduler(
             config.optim.lr_scheduler, optimizer,
-            num_warmup_steps=config.optim.warmup_steps * config.optim.num_mini_batches,
-            num_training_steps=config.max_steps * config.optim.num_mini_batches,
+            num_warmup_steps=config.optim.warmup_steps * per_step,
+            num_training_steps=config.max_steps * per_step,
         )
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
-        if self.ref_model is not None:
-            self.ref_model.to(self.acc.device)
         self.start_step = 0
         if self.resume_from is not None:
             state = load_training_state(self.acc, self.resume_from, self.optimizer, self.scheduler)
             self.start_step = state["step"]
 
+    # -- what a method supplies -------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        return self.config.optim.learning_rate
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        """Optimizer (and scheduler) steps in one ``step()``."""
+        return 1
+
+    def prepare_model(self, model):
+        """The loaded backbone -> the model to train (before resume, optimizer and ``prepare``)."""
+        m = self.config.model
+        if m.lora and not hasattr(model, "peft_config"):
+            model = apply_lora(
+                model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_target_modules
+            )
+        return model
+
+    def step(self, step: int) -> tuple[dict, list]:
+        """Run step ``step`` (1-based): ``(metrics row, sample rows)``; metrics hold ``step``."""
+        raise NotImplementedError
+
+    def postfix(self, metrics: dict) -> dict:
+        """What the progress bar shows of a step's metrics."""
+        return {"s": f"{metrics['time/step_s']:.1f}"}
+
+    def describe_sample(self, sample: dict) -> str:
+        """One console line for a logged sample."""
+        return f"[step {sample['step']}] {sample}"
+
+    def seed_step(self, step: int) -> None:
+        """Seed the sampling RNG from (seed, step, process), so a resumed step repeats exactly."""
+        torch.manual_seed(self.config.seed * 1_000_003 + step * 101 + self.acc.process_index)
+
     @property
     def policy(self):
         return self.acc.unwrap_model(self.model)
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self) -> Path | None:
+        cfg, acc = self.config, self.acc
+        main = acc.is_main_process
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.output_dir / "grace_config.yaml")
+        metrics_log = JsonlLogger(self.output_dir / "metrics.jsonl", self.start_step, enabled=main)
+        samples_log = JsonlLogger(self.output_dir / "samples.jsonl", self.start_step, enabled=main)
+        if self.start_step and main:
+            tqdm.write(f"resuming from {self.resume_from} (step {self.start_step})")
+        last = None
+        bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
+                   total=cfg.max_steps, desc=f"{cfg.method} train", disable=not main)
+        for step in bar:
+            metrics, samples = self.step(step)
+            metrics_log.log(metrics)
+            for sample in samples:
+                samples_log.log(sample)
+                if main:
+                    tqdm.write(self.describe_sample(sample))
+            bar.set_postfix(**self.postfix(metrics))
+            if step % cfg.save_every == 0 or step == cfg.max_steps:
+                state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed}
+                last = save_checkpoint(acc, self.model, self.tokenizer, self.optimizer,
+                                       self.scheduler, cfg, state, self.output_dir)
+        if last is None:
+            last = latest_checkpoint(self.output_dir)
+        return last
+
+
+class GraceTrainer(Trainer):
+    """GRACE (see the module docstring): rollouts, rewards, advantages, PPO-clip update."""
+
+    @property
+    def optimizer_steps_per_step(self) -> int:
+        return self.config.optim.num_mini_batches
+
+    def prepare_model(self, model):
+        """LoRA if asked; with KL and full fine-tuning, a frozen copy of the initial policy."""
+        cfg = self.config
+        self.ref_model = None
+        if cfg.optim.kl_coef > 0 and not cfg.model.lora:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.acc.device)
+        return super().prepare_model(model)
+
+    def postfix(self, metrics: dict) -> dict:
+        return {"reward": f"{metrics['reward/mean']:+.3f}",
+                "len": f"{metrics['rationale/length_mean']:.0f}",
+                "s": f"{metrics['time/step_s']:.1f}"}
+
+    def describe_sample(self, sample: dict) -> str:
+        return (f"[step {sample['step']}] reward {sample['reward']:+.2f} | "
+                f"{sample['text'][:60]!r} -> {sample['rationale'][:160]!r}")
 
     # -- one step -------------------------------------------------------------------------
     def _rollouts(self, records: list):
@@ -248,7 +345,7 @@ class GraceTrainer:
 
     def step(self, step: int) -> tuple[dict, list]:
         cfg = self.config
-        torch.manual_seed(cfg.seed * 1_000_003 + step * 101 + self.acc.process_index)
+        self.seed_step(step)
         t0 = time.perf_counter()
         records = self.order.batch(step)
         plan, context, trained, n_cut = self._rollouts(records)
@@ -289,41 +386,15 @@ class GraceTrainer:
                 })
         return metrics, samples
 
-    # -- the loop -------------------------------------------------------------------------
-    def train(self) -> Path | None:
-        cfg, acc = self.config, self.acc
-        main = acc.is_main_process
-        if main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.output_dir / "grace_config.yaml")
-        metrics_log = JsonlLogger(self.output_dir / "metrics.jsonl", self.start_step, enabled=main)
-        samples_log = JsonlLogger(self.output_dir / "samples.jsonl", self.start_step, enabled=main)
-        if self.start_step and main:
-            tqdm.write(f"resuming from {self.resume_from} (step {self.start_step})")
-        last = None
-        bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
-                   total=cfg.max_steps, desc="grace train", disable=not main)
-        for step in bar:
-            metrics, samples = self.step(step)
-            metrics_log.log(metrics)
-            for sample in samples:
-                samples_log.log(sample)
-                if main:
-                    tqdm.write(f"[step {step}] reward {sample['reward']:+.2f} | "
-                               f"{sample['text'][:60]!r} -> {sample['rationale'][:160]!r}")
-            bar.set_postfix(reward=f"{metrics['reward/mean']:+.3f}",
-                            len=f"{metrics['rationale/length_mean']:.0f}",
-                            s=f"{metrics['time/step_s']:.1f}")
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
-                state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed}
-                last = save_checkpoint(acc, self.model, self.tokenizer, self.optimizer,
-                                       self.scheduler, cfg, state, self.output_dir)
-        if last is None:
-            last = latest_checkpoint(self.output_dir)
-        return last
+
+def trainer_class(method: str) -> type[Trainer]:
+    """The trainer of a training method (config.METHODS)."""
+    from grace.baselines import InfoNCETrainer, SimCSETrainer  # they build on this module
+
+    return {"grace": GraceTrainer, "infonce": InfoNCETrainer, "simcse": SimCSETrainer}[method]
 
 
 def train(config: TrainConfig) -> Path | None:
     """Train with ``config``; resume if ``config.output_dir`` holds a checkpoint."""
-    return GraceTrainer(config).train()
+    return trainer_class(config.method)(config).train()
 
