@@ -321,7 +321,7 @@ class GraceTrainer(Trainer):
         order = torch.randperm(n, generator=gen)
         stats = {"loss": [], "clip_frac": [], "dual_clip_frac": [], "kl": [], "grad_norm": []}
         self.model.train()
-        for mb in order.chunk(min(o.num_mini_batches, n)):
+        for mb in order.tensor_split(min(o.num_mini_batches, n)):  # exactly k optimizer steps
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
             for micro in mb.split(cfg.rollout.micro_batch_size):
                 part = seqs.select(micro)
