@@ -27,6 +27,7 @@ picks the class from ``config.method``: ``GraceTrainer`` here, the contrastive b
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import time
 from pathlib import Path
@@ -395,6 +396,15 @@ def trainer_class(method: str) -> type[Trainer]:
 
 
 def train(config: TrainConfig) -> Path | None:
-    """Train with ``config``; resume if ``config.output_dir`` holds a checkpoint."""
-    return trainer_class(config.method)(config).train()
+    """Train with ``config``; resume if ``config.output_dir`` holds a checkpoint.
+
+    The accelerator's references to the model and optimizer are released on return, so a
+    process that trains several models in turn does not keep them all in memory.
+    """
+    trainer = trainer_class(config.method)(config)
+    try:
+        return trainer.train()
+    finally:
+        trainer.acc.free_memory()
+        gc.collect()
 
