@@ -77,11 +77,29 @@ def _demo_parser(sub) -> None:
     p.add_argument("--model", default=None)
 
 
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate an encoder on an MTEB-style suite (scores by mteb)",
+                       description="Run a suite of local MTEB tasks (grace.evaluation.suite) and "
+                       "write the scores as JSON.")
+    p.add_argument("--model", required=True, help="packaged name, grace checkpoint, folder or hub id")
+    p.add_argument("--rationale", default="greedy", help="none | greedy | sampled")
+    p.add_argument("--suite", default="lite", help="suite name (lite)")
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="folder laid out like shared/data (Lee runs without one)")
+    p.add_argument("--output", default=None, help="results JSON file")
+    p.add_argument("--full", action="store_true", help="whole test sets instead of the subsamples")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
+    p.add_argument("--capability", action="store_true", help="also evaluate general abilities")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _demo_parser(sub)
+    _eval_parser(sub)
     return parser
 
 
@@ -107,6 +125,13 @@ def _run(argv: list[str]) -> int:
         from grace.demo import run_demo
 
         run_demo(args.config, args.output_dir, args.max_steps, args.model)
+        return 0
+    if args.command == "eval":
+        from grace.evaluation.suite import run_suite
+
+        run_suite(args.model, suite=args.suite, data_dir=args.data_dir, rationale=args.rationale,
+                  max_new_tokens=args.max_new_tokens, full=args.full, output=args.output,
+                  seed=args.seed, cache=args.cache, capability=args.capability)
         return 0
     return 2
 

@@ -1,0 +1,303 @@
+"""Evaluation suites: a GRACE encoder on local MTEB-style tasks, every score computed by mteb.
+
+    from grace.evaluation.suite import run_suite
+    results = run_suite("smollm2-135m", data_dir="../shared/data", rationale="greedy",
+                        output="runs/eval-lite.json")
+
+Suite ``lite`` runs what it finds: the Lee benchmark always (it ships with gensim), and from
+``data_dir`` (laid out like shared/data, see its README) each task whose files exist:
+
+| task              | files                                 | type           | lite subsample (seeded)                          | texts |
+|-------------------|---------------------------------------|----------------|--------------------------------------------------|------:|
+| LeeDocSim         | gensim test data                      | STS            | all 1,225 pairs of the 50 documents              |    50 |
+| LocalSTSBenchmark | sts/stsb-test.jsonl                   | STS            | 200 of 1,379 pairs                               |   394 |
+| LocalSICK-R       | sts/sickr-test.jsonl                  | STS            | 200 of 4,927 pairs                               |   384 |
+| LocalSciFact      | retrieval/scifact (qrels-test)        | Retrieval      | 40 of 300 queries; 150 of 5,183 abstracts, every relevant one of the kept queries included | 190 |
+| LocalBanking77    | classification/banking77-{train,test} | Classification | 10 of 77 labels; 8 train per label (so one mteb experiment); 100 test | 180 |
+
+About 1,200 distinct texts in all (the adapter encodes each distinct text once). The sizes are
+set by time, and time by tokens rather than texts: a SciFact abstract (~350 tokens) costs as
+much as ~10 short sentences. Measured with SmolLM2-135M (float32) on 2 CPU cores: no rationale
+~0.1 s per sentence and ~1-1.8 s per abstract; greedy 64-token rationales ~0.7 s per sentence
+and ~4-7 s per abstract. So ``none`` takes ~7 min and greedy ~25-35 min (estimated from those
+rates; 2-3 times more on a machine shared with other jobs). ``full=True`` runs the whole test sets (Banking77: all 77
+labels and mteb's 10 experiments of 8 examples per label): hours with rationales. Subsets are
+drawn with ``seed``, which is also the mteb task seed.
+
+Output (returned, and written as JSON to ``output``): per task the mteb main score and main
+metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts
+encoded, seconds; averages of the main score per task type (only the types present) and overall
+(mean over tasks); the model, rationale settings, seed and versions. The printed table shows
+scores x 100, as the MTEB leaderboard does.
+
+Rationales come from the encoder's cache (on by default), so tasks and runs that share texts
+generate them once. mteb runs with no result cache (no result files are written; importing mteb
+still creates its empty cache folder, ~/.cache/mteb or $MTEB_CACHE) and no CO2 tracker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from grace.errors import GraceInputError
+
+SUITES = ("lite",)
+
+# Metrics kept (besides the main score) per mteb task type.
+MAIN_METRICS = {
+    "STS": ("cosine_spearman", "cosine_pearson", "spearman", "pearson"),
+    "Retrieval": ("ndcg_at_10", "map_at_10", "mrr_at_10", "recall_at_10", "recall_at_100"),
+    "Reranking": ("map_at_1000", "mrr_at_10", "ndcg_at_10"),
+    "Classification": ("accuracy", "f1", "f1_weighted"),
+    "Clustering": ("v_measure", "v_measure_std", "ami"),
+    "PairClassification": ("max_ap", "max_f1", "max_accuracy", "cosine_ap"),
+}
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    name: str  # task name in mteb and in the results
+    files: tuple[str, ...]  # needed under data_dir; () = built-in data
+    build: Callable[..., Any]  # build(name, data_dir, seed=..., **limits) -> mteb task
+    lite: dict = field(default_factory=dict)  # subsample limits of the lite suite
+
+
+def _lee(name, data_dir, seed, **limits):
+    from grace.evaluation.local_tasks import make_lee_task
+
+    return make_lee_task(name, seed=seed, **limits)
+
+
+def _sts(path, min_score, max_score):
+    def build(name, data_dir, seed, **limits):
+        from grace.evaluation.local_tasks import make_sts_task
+
+        return make_sts_task(name, data_dir / path, seed=seed, min_score=min_score,
+                             max_score=max_score, **limits)
+    return build
+
+
+def _scifact(name, data_dir, seed, **limits):
+    from grace.evaluation.local_tasks import make_retrieval_task
+
+    return make_retrieval_task(name, data_dir / "retrieval/scifact", split="test", seed=seed,
+                               description="SciFact (BEIR test split: SciFact dev claims) against "
+                               "the SciFact abstracts.", **limits)
+
+
+def _banking77(name, data_dir, seed, **limits):
+    from grace.evaluation.local_tasks import make_classification_task
+
+    return make_classification_task(name, data_dir / "classification/banking77-train.jsonl",
+                                    data_dir / "classification/banking77-test.jsonl", seed=seed,
+                                    description="BANKING77 intent classification.", **limits)
+
+
+LITE = (
+    SuiteTask("LeeDocSim", (), _lee),
+    SuiteTask("LocalSTSBenchmark", ("sts/stsb-test.jsonl",), _sts("sts/stsb-test.jsonl", 0.0, 5.0),
+              {"max_pairs": 200}),
+    SuiteTask("LocalSICK-R", ("sts/sickr-test.jsonl",), _sts("sts/sickr-test.jsonl", 1.0, 5.0),
+              {"max_pairs": 200}),
+    SuiteTask("LocalSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
+                               "retrieval/scifact/qrels-test.tsv"), _scifact,
+              {"max_queries": 40, "max_corpus": 150}),
+    SuiteTask("LocalBanking77", ("classification/banking77-train.jsonl",
+                                 "classification/banking77-test.jsonl"), _banking77,
+              {"max_labels": 10, "max_train_per_label": 8, "max_test": 100}),
+)
+
+
+def build_suite(suite: str = "lite", data_dir: str | Path | None = None, full: bool = False,
+                seed: int = 0) -> tuple[list, dict[str, str]]:
+    """(mteb tasks to run, {skipped task: reason}) for the files found under ``data_dir``."""
+    if suite not in SUITES:
+        raise GraceInputError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
+    root = Path(data_dir) if data_dir is not None else None
+    if root is not None and not root.is_dir():
+        raise GraceInputError(f"data directory not found: {root} (expected a folder laid out like "
+                              "shared/data: sts/, retrieval/, classification/ ...)")
+    tasks, skipped = [], {}
+    for spec in LITE:
+        missing = [f for f in spec.files if root is None or not (root / f).is_file()]
+        if missing:
+            skipped[spec.name] = ("no data directory given" if root is None
+                                  else f"{root / missing[0]} not found")
+            continue
+        tasks.append(spec.build(spec.name, root, seed=seed, **({} if full else spec.lite)))
+    return tasks, skipped
+
+
+def _capability_function():
+    try:
+        from grace.evaluation.capability import evaluate_capability
+    except ImportError as exc:
+        raise GraceInputError(f"capability evaluation is not available ({exc})") from None
+    return evaluate_capability
+
+
+def _encoder(model, rationale: str, max_new_tokens: int, cache):
+    from grace.encoder import GraceEncoder
+
+    if isinstance(model, GraceEncoder):
+        options = replace(model.options, rationale=rationale, max_new_tokens=max_new_tokens)
+        return GraceEncoder(model.model, model.tokenizer, options,
+                            cache=model.cache if cache is True else cache, name=model.name)
+    return GraceEncoder.from_pretrained(model, cache=cache, rationale=rationale,
+                                        max_new_tokens=max_new_tokens)
+
+
+def _jsonable(value):
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def evaluate_task(model, task) -> dict[str, Any]:
+    """Run one task through ``mteb.evaluate`` (no result cache) and summarise its scores."""
+    import mteb
+
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    texts_before, start = model.texts_encoded, time.perf_counter()
+    with warnings.catch_warnings():
+        # mteb's macro precision over labels a weak model never predicts: 0 by definition
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        result = mteb.evaluate(model, task, cache=None, co2_tracker=False, overwrite_strategy="always",
+                               show_progress_bar=False, raise_error=True,
+                               encode_kwargs={"batch_size": model.encoder.options.batch_size})
+    seconds = time.perf_counter() - start
+    meta = task.metadata
+    scores = result.task_results[0].scores[meta.eval_splits[0]][0]
+    return {
+        "type": meta.type,
+        "category": meta.category,
+        "main_score_name": meta.main_score,
+        "main_score": _jsonable(scores["main_score"]),
+        "metrics": {k: _jsonable(scores[k]) for k in MAIN_METRICS.get(meta.type, ()) if k in scores},
+        "subsample": {"limits": dict(task.limits), "sizes": dict(task.sizes)},
+        "texts_encoded": model.texts_encoded - texts_before,
+        "seconds": round(seconds, 2),
+        "dataset": dict(meta.dataset),
+    }
+
+
+def summarise(tasks: dict[str, dict]) -> tuple[dict[str, float], float | None]:
+    """(mean main score per task type, in first-seen order; mean over all tasks)."""
+    by_type: dict[str, list[float]] = {}
+    for row in tasks.values():
+        by_type.setdefault(row["type"], []).append(row["main_score"])
+    return {t: _mean(v) for t, v in by_type.items()}, _mean([r["main_score"] for r in tasks.values()])
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    table = Table(title=f"{results['model']} | rationale {results['rationale']}"
+                  + (f" ({results['max_new_tokens']} tokens)" if results["rationale"] != "none" else "")
+                  + f" | suite {results['suite']}{' (full)' if results['full'] else ''}")
+    for column, justify in (("task", "left"), ("type", "left"), ("main metric", "left"),
+                            ("score", "right"), ("texts", "right"), ("seconds", "right")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    for name, row in results["tasks"].items():
+        table.add_row(name, row["type"], row["main_score_name"], pct(row["main_score"]),
+                      str(row["texts_encoded"]), f"{row['seconds']:.1f}")
+    table.add_section()
+    for task_type, value in results["averages"].items():
+        table.add_row("average", task_type, "", pct(value), "", "")
+    table.add_row("overall", "mean over tasks", "", pct(results["overall"]),
+                  str(results["texts_encoded"]), f"{results['seconds']:.1f}", style="bold")
+    console = Console()
+    if not console.is_terminal:  # a pipe or file: rich would wrap at 80 columns
+        console = Console(width=120)
+    console.print(table)
+    for name, reason in results["skipped"].items():
+        console.print(f"skipped {name}: {reason}")
+
+
+def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path | None = None,
+              rationale: str = "greedy", max_new_tokens: int = 64, full: bool = False,
+              output: str | Path | None = None, seed: int = 0, cache=True, capability: bool = False,
+              show: bool = True) -> dict:
+    """Evaluate an encoder (a name ``GraceEncoder.from_pretrained`` loads, or a GraceEncoder,
+    whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite.
+
+    ``cache``: the rationale cache (True = the default file, False = none, or a path).
+    ``capability``: also run ``grace.evaluation.capability.evaluate_capability`` (general
+    abilities of the policy), stored under "capability". Returns the results dict (see the
+    module docstring), writes it to ``output`` as JSON and prints a table if ``show``.
+    """
+    from grace.encode import RATIONALE_MODES
+
+    if rationale not in RATIONALE_MODES:
+        raise GraceInputError(f"unknown rationale mode '{rationale}': choose one of "
+                              f"{', '.join(RATIONALE_MODES)}")
+    if max_new_tokens < 1:
+        raise GraceInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    evaluate_capability = _capability_function() if capability else None
+    tasks, skipped = build_suite(suite, data_dir, full, seed)  # fails before the model loads
+
+    import mteb
+
+    from grace.evaluation.mteb_adapter import GraceMTEBModel
+
+    start = time.perf_counter()
+    encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache)
+    model = GraceMTEBModel(encoder)
+    rows = {}
+    for task in tasks:
+        rows[task.metadata.name] = evaluate_task(model, task)
+    averages, overall = summarise(rows)
+    results = {
+        "model": str(encoder.name),
+        "mteb_model": model.mteb_model_meta.name,
+        "revision": model.mteb_model_meta.revision,
+        "rationale": rationale,
+        "max_new_tokens": max_new_tokens,
+        "suite": suite,
+        "full": full,
+        "seed": seed,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "tasks": rows,
+        "skipped": skipped,
+        "averages": averages,
+        "overall": overall,
+        "texts_encoded": model.texts_encoded,
+        "seconds": None,
+        "versions": {"mteb": mteb.__version__, "python": platform.python_version()},
+    }
+    if evaluate_capability is not None:
+        results["capability"] = _jsonable(
+            evaluate_capability(encoder.model, encoder.tokenizer, data_dir=data_dir, full=full))
+    results["seconds"] = round(time.perf_counter() - start, 2)
+    if output is not None:
+        output = Path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    if show:
+        print_table(results)
+    return results
