@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sample_data import TEXTS as ALL_TEXTS, TRIPLETS
 
 from grace.baselines import InfoNCETrainer, SimCSETrainer, embed_with_grad, gather_with_grad
 from grace.config import load_config
@@ -133,22 +134,7 @@ def test_embedding_is_rationale_none_encoding(tiny):
 
 # --------------------------------------------------------------------------- one step
 
-TRIPLETS = [  # (query, positive, negative)
-    ("A man plays guitar.", "Someone makes music.", "Nobody plays."),
-    ("Two dogs run in snow.", "Animals are outside.", "Cats sleep."),
-    ("A woman reads a book.", "A person is reading.", "She swims."),
-    ("Kids play football.", "Children play a game.", "Kids sleep."),
-    ("A chef cooks pasta.", "Food is being made.", "The chef naps."),
-    ("A car drives fast.", "A vehicle is moving.", "The car is parked."),
-]
-TEXTS = [
-    "A man is playing a guitar on the street.",
-    "Two dogs run across a snowy field.",
-    "The stock market fell sharply on Monday.",
-    "She bakes bread every Sunday morning.",
-    "The train to Paris leaves at noon.",
-    "Children are building a sandcastle.",
-]
+TEXTS = ALL_TEXTS[:6]
 METHOD = {"infonce": ("supervised", "triplets.jsonl"), "simcse": ("unsupervised", "texts.txt")}
 METRIC_KEYS = ("contrastive/loss", "contrastive/accuracy", "contrastive/pos_cos",
                "contrastive/neg_cos", "contrastive/grad_norm", "lr", "time/step_s",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sample_data import TEXTS, TRIPLETS
 from safetensors.torch import load_file
 
 NLI_TRIPLETS = Path("/work/shared/data/triplets/nli-triplets.jsonl")
@@ -33,24 +34,6 @@ METRIC_KEYS = (
     "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
     "throughput/tokens_per_s",
 )
-TEXTS = [
-    "A man is playing a guitar on the street.",
-    "Two dogs run across a snowy field.",
-    "The stock market fell sharply on Monday.",
-    "She bakes bread every Sunday morning.",
-    "The train to Paris leaves at noon.",
-    "Children are building a sandcastle.",
-    "Rain is expected for the whole week.",
-    "He repaired the old bicycle himself.",
-]
-TRIPLETS = [  # (query, positive, negative)
-    ("A man plays guitar.", "Someone makes music.", "Nobody plays."),
-    ("Two dogs run in snow.", "Animals are outside.", "Cats sleep."),
-    ("A woman reads a book.", "A person is reading.", "She swims."),
-    ("Kids play football.", "Children play a game.", "Kids sleep."),
-    ("A chef cooks pasta.", "Food is being made.", "The chef naps."),
-    ("A car drives fast.", "A vehicle is moving.", "The car is parked."),
-]
 
 
 def _env() -> dict:

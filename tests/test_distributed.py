@@ -17,16 +17,13 @@ import sys
 import pytest
 import torch
 
+from sample_data import TEXTS as ALL_TEXTS
+
 from grace.config import load_config
 from grace.errors import GraceInputError
 from grace.trainer import GraceTrainer, gather_blocks, local_rows
 
-TEXTS = [
-    "A man is playing a guitar on the street.",
-    "Two dogs run across a snowy field.",
-    "The stock market fell sharply on Monday.",
-    "She bakes bread every Sunday morning.",
-]
+TEXTS = ALL_TEXTS[:4]
 
 
 # --------------------------------------------------------------------------- gather layout
