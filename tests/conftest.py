@@ -1,6 +1,7 @@
 """Shared fixtures: one tiny seeded model for the whole session."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +12,12 @@ def tiny():
     model, tokenizer = load_backbone("tiny-random")
     model.eval()
     return model, tokenizer
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for in-process training tests (other test processes share the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

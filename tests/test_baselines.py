@@ -149,14 +149,6 @@ def data(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(data: Path, method: str, **extra):
     mode, name = METHOD[method]
     overrides = {"model.name": "tiny-random", "method": method, "mode": mode,

@@ -136,14 +136,6 @@ def test_supervised_variants_train(tmp_path, triplets, variant, steps):
     assert all(key in rows[-1] for key in METRIC_KEYS)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_one_step_changes_every_trainable_parameter(tmp_path, texts, lora, one_thread):
     """TRL-style: after one step every trainable parameter moved (with weight decay off, so only
