@@ -247,6 +247,9 @@ def main() -> None:
     parser.add_argument("--work", default=str(HERE.parent / "runs" / "results"))
     parser.add_argument("--report-only", action="store_true",
                         help="write results.md from the outputs already in --work, run nothing")
+    parser.add_argument("--skip-greedy", action="store_true",
+                        help="run training, the no-rationale rows and capability only (greedy rows "
+                             "are the expensive part), then write the report")
     args = parser.parse_args()
     work, data_dir = Path(args.work), Path(args.data_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -257,7 +260,8 @@ def main() -> None:
     checkpoints = train_models(work, data_dir)
     evaluate_rows(work, data_dir, checkpoints, modes=("none",))  # cheap rows first
     capabilities = evaluate_capabilities(work, data_dir, checkpoints)
-    evals = evaluate_rows(work, data_dir, checkpoints)
+    modes = ("none",) if args.skip_greedy else ("none", "greedy")
+    evals = evaluate_rows(work, data_dir, checkpoints, modes=modes)
     plots = make_plots(work, evals)
     _log(f"wrote {write_report(work, evals, capabilities, plots)}")
 

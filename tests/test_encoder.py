@@ -40,7 +40,8 @@ def test_greedy_twice_is_identical_and_second_time_comes_from_cache(encoder, mon
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although every rationale is cached")
 
-    monkeypatch.setattr(grace.encode, "generate_sequences", no_generation)
+    monkeypatch.setattr(grace.encode, "rollout", no_generation)
+    monkeypatch.setattr(grace.encode, "score_sequences", no_generation)
     second = encoder.encode(TEXTS)
     np.testing.assert_array_equal(first, second)
     assert encoder.cache.hits == 3

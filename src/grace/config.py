@@ -62,6 +62,8 @@ class RolloutConfig:
     context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref)
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
+    engine: str = "fast"  # fast: grace.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
+    generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
 
 
 @dataclass
@@ -129,6 +131,9 @@ class TrainConfig:
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
+            (self.rollout.engine in ("fast", "simple"),
+             f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
+            (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
             (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
             (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
             (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),

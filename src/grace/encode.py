@@ -9,9 +9,11 @@ Rationale modes:
   renormalised. With a cache, sample k of a text is stored and reused, so re-encoding returns
   the same embedding.
 
-Texts are processed in length-sorted batches and returned in input order. Rationales come from
-the ``RationaleCache`` when one is given and holds them; only the missing ones are generated,
-and every batch's new rationales are stored before the next batch starts.
+Texts are processed in length-sorted batches and returned in input order. Generation runs on
+``grace.engine`` (one pass: rationale and pooled embedding together, the system prefix shared).
+Rationales and their embeddings come from the ``RationaleCache`` when one is given and holds
+them; only the missing ones are generated, and every batch's new entries are stored before the
+next batch starts.
 """
 
 from __future__ import annotations
@@ -25,13 +27,8 @@ from tqdm.auto import tqdm
 
 from grace.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rationale_cache import RationaleCache, settings_key
-from grace.rollout import (
-    generate_sequences,
-    prompt_only,
-    response_token_lists,
-    score_sequences,
-    sequences_from_responses,
-)
+from grace.engine import pool_prompts, rollout
+from grace.rollout import response_token_lists, score_sequences, sequences_from_responses
 
 RATIONALE_MODES = ("none", "greedy", "sampled")
 
@@ -65,46 +62,53 @@ class EncodeOptions:
         return settings_key(**{k: v for k, v in asdict(self).items() if k in keep})
 
 
-def _rationale_ids(model, tokenizer, texts, prompts: PromptBatch, opts, cache, fingerprint):
-    """Token ids of sample k of every text for k < samples; row order (text, sample)."""
+def _rows(prompts: PromptBatch, rows: list[int]) -> PromptBatch:
+    return PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows], prompts.pool_start[rows], 0)
+
+
+def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
+    """Rationale ids and embeddings of ``samples`` rollouts per prompt, from one engine pass."""
     n = opts.samples
-    temperature = 0.0 if opts.rationale == "greedy" else opts.temperature
-    key = opts.generation_key()
-    per_sample = []
-    for k in range(n):
-        ids = cache.get_many(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
-        missing = [i for i, found in enumerate(ids) if found is None]
-        if missing:
-            sub = PromptBatch(prompts.input_ids[missing], prompts.attention_mask[missing],
-                              prompts.pool_start[missing], 0)
-            seqs = generate_sequences(
-                model, tokenizer, sub, num_samples=1, temperature=temperature, top_p=opts.top_p,
-                max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
-            )
-            generated = response_token_lists(seqs)
-            for i, new in zip(missing, generated):
-                ids[i] = new
-            if cache is not None:
-                cache.put_many(fingerprint, key, [texts[i] for i in missing], generated, k)
-        per_sample.append(ids)
-    return [per_sample[k][i] for i in range(len(texts)) for k in range(n)]
+    scored = rollout(
+        model, tokenizer, prompts, num_samples=n,
+        temperature=0.0 if opts.rationale == "greedy" else opts.temperature, top_p=opts.top_p,
+        max_new_tokens=opts.max_new_tokens, batch_size=prompts.input_ids.shape[0] * n,
+        with_logprobs=False,
+    )
+    return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
 
 def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
-        scored = score_sequences(model, prompt_only(prompts), opts.batch_size, with_logprobs=False)
-        return scored.embeddings, [""] * len(texts)
-    n = opts.samples
-    ids = _rationale_ids(model, tokenizer, texts, prompts, opts, cache, fingerprint)
-    expanded = PromptBatch(
-        prompts.input_ids.repeat_interleave(n, 0), prompts.attention_mask.repeat_interleave(n, 0),
-        prompts.pool_start.repeat_interleave(n, 0), 0,
-    )
-    seqs = sequences_from_responses(expanded, ids, tokenizer.pad_token_id, tokenizer.eos_token_id)
-    scored = score_sequences(model, seqs, opts.batch_size, with_logprobs=False)
-    emb = F.normalize(scored.embeddings.view(len(texts), n, -1).mean(1), dim=-1)  # (B, D)
-    rationales = [tokenizer.decode(ids[i * n], skip_special_tokens=True).strip() for i in range(len(texts))]
+        return pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size), [""] * len(texts)
+    n, key = opts.samples, opts.generation_key()
+    # entries[k][i]: (rationale ids, embedding or None) of sample k of text i, None if unknown
+    entries = [cache.get_entries(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
+               for k in range(n)]
+    missing = [i for i in range(len(texts)) if any(entries[k][i] is None for k in range(n))]
+    if missing:
+        ids, emb = _generate(model, tokenizer, _rows(prompts, missing), opts)
+        for k in range(n):
+            rows = [j * n + k for j in range(len(missing))]
+            for j, i in enumerate(missing):
+                entries[k][i] = (ids[j * n + k], emb[j * n + k])
+            if cache is not None:
+                cache.put_many(fingerprint, key, [texts[i] for i in missing], [ids[r] for r in rows],
+                               k, emb[rows])
+    stale = [(k, i) for k in range(n) for i in range(len(texts)) if entries[k][i][1] is None]
+    if stale:  # cached rationales without an embedding (older cache files): one scoring pass
+        rows = _rows(prompts, [i for _, i in stale])
+        seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
+                                        tokenizer.pad_token_id, tokenizer.eos_token_id)
+        emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.cpu().numpy()
+        for (k, i), e in zip(stale, emb):
+            entries[k][i] = (entries[k][i][0], e)
+            if cache is not None:
+                cache.put_many(fingerprint, key, [texts[i]], [entries[k][i][0]], k, e[None])
+    stacked = torch.from_numpy(np.stack([[entries[k][i][1] for k in range(n)] for i in range(len(texts))]))
+    emb = F.normalize(stacked.mean(dim=1), dim=-1)  # (B, D) the samples averaged
+    rationales = [tokenizer.decode(entries[0][i][0], skip_special_tokens=True).strip() for i in range(len(texts))]
     return emb, rationales
 
 

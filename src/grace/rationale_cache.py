@@ -1,9 +1,11 @@
 """A persistent cache of generated rationales, so that re-encoding a corpus generates nothing twice.
 
 Entries are keyed by (model fingerprint, generation settings, text) and hold the rationale's
-token ids, so a cache hit rebuilds exactly the sequence that was generated and only the
-(cheap) scoring pass runs. Stored in one SQLite file (standard library, safe for several
-processes; every write is committed at once, so a killed run keeps what it generated).
+token ids and, when the generation pass computed it, the embedding (float32) of text +
+rationale: a hit with an embedding costs no model call at all, and re-encoding gives the very
+same vector; a hit without one (older entries) rebuilds the sequence and runs the scoring pass.
+Stored in one SQLite file (standard library, safe for several processes; every write is
+committed at once, so a killed run keeps what it generated).
 
 The model fingerprint hashes the config and a strided sample of every parameter tensor: it
 changes when the weights change (training), without reading every weight of a large model.
@@ -16,6 +18,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import torch
 
 SAMPLES_PER_TENSOR = 4096
@@ -52,8 +55,12 @@ class RationaleCache:
         self._db = sqlite3.connect(self.path, timeout=60)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS rationales ("
-            " key TEXT PRIMARY KEY, fingerprint TEXT, settings TEXT, text TEXT, ids TEXT)"
+            " key TEXT PRIMARY KEY, fingerprint TEXT, settings TEXT, text TEXT, ids TEXT,"
+            " embedding BLOB)"
         )
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(rationales)")]
+        if "embedding" not in columns:  # a cache file written before embeddings were stored
+            self._db.execute("ALTER TABLE rationales ADD COLUMN embedding BLOB")
         self._db.commit()
         self.hits = 0
         self.misses = 0
@@ -63,25 +70,39 @@ class RationaleCache:
         raw = "\x1f".join([fingerprint, settings, str(sample), text])
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def get_many(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0) -> list[list[int] | None]:
+    def get_entries(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0):
+        """Per text: ``(token ids, embedding or None)``, or None when not cached."""
         found = []
         for text in texts:
             row = self._db.execute(
-                "SELECT ids FROM rationales WHERE key = ?",
+                "SELECT ids, embedding FROM rationales WHERE key = ?",
                 (self._key(fingerprint, settings, text, sample),),
             ).fetchone()
-            found.append(json.loads(row[0]) if row else None)
+            if row is None:
+                found.append(None)
+                continue
+            emb = np.frombuffer(row[1], dtype=np.float32).copy() if row[1] is not None else None
+            found.append((json.loads(row[0]), emb))
         hits = sum(f is not None for f in found)
         self.hits += hits
         self.misses += len(found) - hits
         return found
 
-    def put_many(self, fingerprint: str, settings: str, texts: list[str], ids: list[list[int]], sample: int = 0) -> None:
+    def get_many(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0) -> list[list[int] | None]:
+        """Per text: the rationale token ids, or None when not cached."""
+        return [e[0] if e is not None else None for e in self.get_entries(fingerprint, settings, texts, sample)]
+
+    def put_many(self, fingerprint: str, settings: str, texts: list[str], ids: list[list[int]],
+                 sample: int = 0, embeddings=None) -> None:
+        """Store rationale ids (and, optionally, the embeddings: one row per text)."""
+        blobs = [None] * len(texts)
+        if embeddings is not None:
+            blobs = [np.asarray(e, dtype=np.float32).tobytes() for e in embeddings]
         rows = [
-            (self._key(fingerprint, settings, t, sample), fingerprint, settings, t, json.dumps(i))
-            for t, i in zip(texts, ids)
+            (self._key(fingerprint, settings, t, sample), fingerprint, settings, t, json.dumps(i), b)
+            for t, i, b in zip(texts, ids, blobs)
         ]
-        self._db.executemany("INSERT OR REPLACE INTO rationales VALUES (?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT OR REPLACE INTO rationales VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._db.commit()
 
     def __len__(self) -> int:

@@ -114,8 +114,17 @@ def generate_sequences(
     model.train(was_training)
     width = max(o.shape[1] for o in outputs)
     response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
-    response_mask, truncated = response_mask_from_ids(response, tokenizer.eos_token_id)
-    # A sequence cut by max_new_tokens ends without EOS; shorter chunks were padded after EOS.
+    return sequences_from_response_tensor(prompts, num_samples, response, tokenizer.eos_token_id)
+
+
+def sequences_from_response_tensor(prompts: PromptBatch, num_samples: int, response: torch.Tensor,
+                                   eos_id: int) -> Sequences:
+    """Sequences from prompts (repeated ``num_samples`` times, group-major) and the sampled
+    rationale tokens ``response`` (N, R), right-padded after EOS or cut at R."""
+    device = response.device
+    ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
+    mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
+    response_mask, truncated = response_mask_from_ids(response, eos_id)
     attention_mask = torch.cat([mask, response_mask], dim=1)  # (N, P+R)
     pool_start = prompts.pool_start.repeat_interleave(num_samples).to(device)  # (N,)
     return Sequences(

@@ -45,6 +45,7 @@ from grace.checkpoint import (
 )
 from grace.config import MODES, TrainConfig
 from grace.data import DataFields, load_records
+from grace.engine import rollout
 from grace.errors import GraceInputError
 from grace.metrics import JsonlLogger
 from grace.policy_loss import policy_loss
@@ -276,11 +277,14 @@ class GraceTrainer(Trainer):
             prompts = build_prompts(
                 self.tokenizer, texts, cfg.data.system_prompt, cfg.data.max_prompt_tokens
             )
-            seqs = generate_sequences(
-                self.policy, self.tokenizer, prompts, num_samples=num_samples,
-                temperature=temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
-            )
-            return score_sequences(self.policy, seqs, r.micro_batch_size), prompts.num_truncated
+            sampling = dict(num_samples=num_samples, temperature=temperature, top_p=r.top_p,
+                            max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
+            if r.engine == "fast":
+                scored = rollout(self.policy, self.tokenizer, prompts, **sampling)
+            else:
+                seqs = generate_sequences(self.policy, self.tokenizer, prompts, **sampling)
+                scored = score_sequences(self.policy, seqs, r.micro_batch_size)
+            return scored, prompts.num_truncated
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)
         trained, cut_t = run(plan.trained_texts, r.num_rollouts, r.temperature)

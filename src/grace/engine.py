@@ -1,0 +1,309 @@
+"""The rollout/encode engine (issue 5): rationales and their embeddings in one generation pass.
+
+Training rollouts and greedy/sampled encoding both need, for every prompt, sampled rationale
+tokens, their log-probabilities and the pooled embedding of prompt + rationale (SPEC 1.2-1.3).
+The simple pipeline (``rollout.generate_sequences`` then ``rollout.score_sequences``) runs
+``generate`` and then a second full forward pass over prompt + rationale. This engine does it
+in one pass:
+
+- **shared system prefix**: every prompt starts with the same rendered system message, which
+  pooling skips anyway; its KV cache is computed once (batch 1) and copied to every row, so the
+  prefill only runs the user text and template (the prompts are re-laid out as
+  ``[shared prefix | right-padded suffix]``, with explicit position ids; the padding holes are
+  masked);
+- **shared group prefill**: a prompt is prefilled once and its cache repeated for its G samples;
+- **pooling from the generation pass**: the prefill hidden states of the pooled prompt positions
+  and the hidden state of every generated token (computed when that token is fed back) are
+  summed into the masked mean on the fly; the log-prob of each sampled token (temperature 1,
+  the PPO "old" log-prob) is read from the same logits that sampled it;
+- **early exit**: a row leaves the batch (and its cache rows are dropped) once its EOS has been
+  fed; the loop stops when every row is done;
+- **preallocated KV cache**: keys and values are written in place into buffers sized for the
+  whole rollout, instead of ``torch.cat``-ing the whole cache at every decoding step.
+
+The result is the ``ScoredSequences`` that the simple pipeline returns (same layout: left-padded
+prompts ++ right-padded rationales), so the trainer's policy update and the encoder use it as is.
+Embeddings match a separate forward pass to float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from grace.backbones import decoder_and_head
+from grace.prompt import PromptBatch
+from grace.rollout import ScoredSequences, sequences_from_response_tensor
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
+    """Next tokens from ``logits`` (n, V): argmax when ``temperature`` <= 0, else sampled at
+    ``temperature`` from the smallest set of tokens whose probability reaches ``top_p``. -> (n,)"""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    scaled = logits.float() / temperature  # (n, V)
+    if top_p < 1.0:
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (n, V)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # (n, V) mass of the tokens ranked above
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))  # keeps the top 1
+        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(scaled.softmax(dim=-1), 1).squeeze(1)
+
+
+def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] at temperature 1: (n, V), (n,) -> (n,) float32."""
+    return logits.float().log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` that writes keys/values in place into a buffer with room for
+    ``capacity`` positions (grown by doubling if exceeded) instead of concatenating."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, d = key_states.shape
+        self._k = key_states.new_empty(b, h, self.capacity, d)
+        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.length = 0
+
+    def _refresh(self) -> None:
+        self.keys = self._k[:, :, : self.length]
+        self.values = self._v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[2]:
+            grow = max(end, 2 * self._k.shape[2]) - self._k.shape[2]
+            self._k = F.pad(self._k, (0, 0, 0, grow))
+            self._v = F.pad(self._v, (0, 0, 0, grow))
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._refresh()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self._refresh()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length:
+            self._k = self._k[indices]
+            self._v = self._v[indices]
+            self._refresh()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0 and self.length:
+            self.length = max(0, self.length + tokens_to_remove)
+            self._refresh()
+
+
+def make_cache(model, capacity: int) -> DynamicCache:
+    """A KV cache for ``model``: preallocated layers when every layer is a plain full-attention
+    one (the models we train), the library's dynamic cache otherwise (sliding windows etc.)."""
+    cache = DynamicCache(config=model.config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [PreallocatedLayer(capacity) for _ in cache.layers]
+    return cache
+
+
+@dataclass
+class _Layout:
+    """Prompts re-laid out as a shared prefix (length S, possibly 0) plus right-padded suffixes."""
+
+    prefix: torch.Tensor  # (1, S)
+    suffix: torch.Tensor  # (b, L) right-padded
+    suffix_mask: torch.Tensor  # (b, L)
+    pool_mask: torch.Tensor  # (b, L) suffix positions that count in the mean
+    lengths: torch.Tensor  # (b,) real suffix lengths
+
+
+def split_shared_prefix(prompts: PromptBatch, pad_id: int, share: bool = True) -> _Layout:
+    """Cut the system prefix that every row shares (the tokens before ``pool_start``) off the
+    left-padded prompts. When rows disagree on it (or ``share`` is False) S is 0."""
+    ids, mask, pool_start = prompts.input_ids, prompts.attention_mask, prompts.pool_start
+    pad = ids.shape[1] - mask.sum(dim=1)  # (b,)
+    rows = [ids[r, pad[r] :] for r in range(ids.shape[0])]
+    n_prefix = (pool_start - pad).tolist()  # system-prefix tokens of each row
+    S = n_prefix[0] if share and len(set(n_prefix)) == 1 else 0
+    S = min(S, min(len(r) for r in rows) - 1)  # every row keeps at least one suffix token
+    if S > 0 and not all(torch.equal(r[:S], rows[0][:S]) for r in rows[1:]):
+        S = 0
+    lengths = torch.tensor([len(r) - S for r in rows])  # (b,)
+    L = int(lengths.max())
+    suffix = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    for r, row in enumerate(rows):
+        suffix[r, : lengths[r]] = row[S:]
+    positions = torch.arange(L)[None, :]  # (1, L)
+    suffix_mask = (positions < lengths[:, None]).long()  # (b, L)
+    offsets = torch.tensor(n_prefix) - S  # (b,) pooling starts this far into the suffix
+    pool_mask = suffix_mask.bool() & (positions >= offsets[:, None])
+    return _Layout(rows[0][:S][None, :].clone(), suffix, suffix_mask, pool_mask, lengths)
+
+
+@dataclass
+class _Prefilled:
+    """State after the prefill of a chunk of prompts (b rows)."""
+
+    cache: DynamicCache
+    attn: torch.Tensor  # (b, S+L) attention mask of what the cache holds
+    pool_sum: torch.Tensor  # (b, D) float32 sum of the pooled prompt hidden states
+    pool_count: torch.Tensor  # (b,) float32 how many were summed
+    last_hidden: torch.Tensor  # (b, D) hidden state of each prompt's last token
+    next_pos: torch.Tensor  # (b,) position id of the first generated token
+
+
+@torch.no_grad()
+def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room: int) -> _Prefilled:
+    """Run the prompts (shared prefix once, then the suffixes) and pool their hidden states;
+    the cache keeps ``room`` free positions for generation."""
+    decoder, _ = decoder_and_head(model)
+    device = next(model.parameters()).device
+    lay = split_shared_prefix(prompts, pad_id, share_prefix)
+    b, L = lay.suffix.shape
+    S = lay.prefix.shape[1]
+    cache = make_cache(model, S + L + room + 1)
+    if S:
+        decoder(input_ids=lay.prefix.to(device), position_ids=torch.arange(S, device=device)[None],
+                past_key_values=cache, use_cache=True)
+        cache.batch_repeat_interleave(b)
+    attn = torch.cat([torch.ones(b, S, dtype=torch.long), lay.suffix_mask], dim=1).to(device)  # (b, S+L)
+    out = decoder(input_ids=lay.suffix.to(device), attention_mask=attn,
+                  position_ids=(S + torch.arange(L, device=device))[None].expand(b, L),
+                  past_key_values=cache, use_cache=True)
+    hidden = out.last_hidden_state  # (b, L, D)
+    weights = lay.pool_mask.to(device, torch.float32).unsqueeze(-1)  # (b, L, 1)
+    return _Prefilled(
+        cache=cache,
+        attn=attn,
+        pool_sum=(hidden.float() * weights).sum(dim=1),
+        pool_count=weights.sum(dim=1).squeeze(-1),
+        last_hidden=hidden[torch.arange(b, device=device), lay.lengths.to(device) - 1],
+        next_pos=(S + lay.lengths).to(device),
+    )
+
+
+@torch.no_grad()
+def _rollout_chunk(model, prompts: PromptBatch, *, num_samples, temperature, top_p,
+                   max_new_tokens, eos_id, pad_id, share_prefix, with_logprobs):
+    """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
+    N = rows x num_samples, group-major; T <= max_new_tokens (early exit)."""
+    decoder, head = decoder_and_head(model)
+    device = next(model.parameters()).device
+    pre = _prefill(model, prompts, pad_id, share_prefix, max_new_tokens)
+    cache, attn, pool_sum, pool_count, next_pos = (
+        pre.cache, pre.attn, pre.pool_sum, pre.pool_count, pre.next_pos)
+    logits = head(pre.last_hidden)  # (b, V)
+    b = logits.shape[0]
+    n = num_samples
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        pool_sum, pool_count, logits, attn, next_pos = (
+            t.repeat_interleave(n, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
+    N = b * n
+    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(N, max_new_tokens, device=device)
+    active = torch.arange(N, device=device)  # rows of the full batch still generating
+    steps = 0
+    for t in range(max_new_tokens):
+        tok = sample_tokens(logits, temperature, top_p)  # (n_active,)
+        tokens[active, t] = tok
+        if with_logprobs:
+            logprobs[active, t] = chosen_logprobs(logits, tok)
+        steps = t + 1
+        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
+        out = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                      past_key_values=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, 0]  # (n_active, D): the fed token, pooled
+        pool_sum[active] += hidden.float()
+        pool_count[active] += 1
+        next_pos = next_pos + 1
+        keep = tok != eos_id
+        if t == max_new_tokens - 1 or not keep.any():
+            break
+        if not keep.all():
+            index = keep.nonzero().squeeze(1)
+            cache.batch_select_indices(index)
+            active, attn, next_pos, hidden = active[index], attn[index], next_pos[index], hidden[index]
+        logits = head(hidden)  # (n_active, V)
+    embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
+    return tokens[:, :steps], logprobs[:, :steps], embeddings
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    tokenizer,
+    prompts: PromptBatch,
+    *,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+    share_prefix: bool = True,
+    with_logprobs: bool = True,
+) -> ScoredSequences:
+    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0) and return
+    them with their embeddings and temperature-1 log-probs, as ``score_sequences`` would.
+
+    Rows are group-major (prompt 0's samples first). Prompts are processed ``batch_size //
+    num_samples`` at a time (at least one prompt: a group is never split); sort prompts by
+    length beforehand for the least padding.
+    """
+    was_training = model.training
+    model.eval()
+    per_chunk = max(1, batch_size // num_samples)
+    tokens, logprobs, embeddings = [], [], []
+    for start in range(0, prompts.input_ids.shape[0], per_chunk):
+        rows = slice(start, start + per_chunk)
+        part = PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows],
+                           prompts.pool_start[rows], 0)
+        tok, lp, emb = _rollout_chunk(
+            model, part, num_samples=num_samples, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
+        )
+        tokens.append(tok)
+        logprobs.append(lp)
+        embeddings.append(emb)
+    model.train(was_training)
+    width = max(t.shape[1] for t in tokens)
+    response = torch.cat([F.pad(t, (0, width - t.shape[1]), value=tokenizer.pad_token_id) for t in tokens])
+    seqs = sequences_from_response_tensor(prompts, num_samples, response, tokenizer.eos_token_id)
+    lp = torch.cat([F.pad(x, (0, width - x.shape[1])) for x in logprobs]) * seqs.response_mask
+    return ScoredSequences(seqs, torch.cat(embeddings), lp if with_logprobs else torch.zeros_like(lp))
+
+
+@torch.no_grad()
+def pool_prompts(model, tokenizer, prompts: PromptBatch, *, batch_size: int = 64,
+                 share_prefix: bool = True) -> torch.Tensor:
+    """Embeddings of the prompts alone (no rationale: the "base" mode), the shared system
+    prefix run once per chunk. -> (N, D) float32, L2-normalised."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, prompts.input_ids.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        part = PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows],
+                           prompts.pool_start[rows], 0)
+        pre = _prefill(model, part, tokenizer.pad_token_id, share_prefix, room=0)
+        out.append(F.normalize(pre.pool_sum / pre.pool_count.clamp(min=1)[:, None], dim=-1))
+    model.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,116 @@
+"""The one-pass engine against the simple pipeline (HF generate + a separate scoring pass)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
+
+from grace.backbones import load_backbone
+from grace.engine import PreallocatedLayer, pool_prompts, rollout, sample_tokens, split_shared_prefix
+from grace.prompt import build_prompts
+from grace.rollout import generate_sequences, prompt_only, score_sequences
+
+TEXTS = [
+    "hi",
+    "a somewhat longer text, so that the first prompt is left-padded",
+    "The stock market fell sharply on Monday.",
+]
+
+
+def _min_cosine(a, b):
+    return F.cosine_similarity(a.float(), b.float(), dim=-1).min().item()
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    model, tokenizer = tiny
+    return model, tokenizer, build_prompts(tokenizer, TEXTS)
+
+
+def test_greedy_matches_generate_then_a_separate_forward_pass(setup):
+    model, tok, prompts = setup
+    simple = generate_sequences(model, tok, prompts, num_samples=2, temperature=0.0, max_new_tokens=6)
+    reference = score_sequences(model, simple)
+    ours = rollout(model, tok, prompts, num_samples=2, temperature=0.0, max_new_tokens=6)
+    assert torch.equal(ours.seqs.input_ids, simple.input_ids)
+    assert torch.equal(ours.seqs.pool_mask, simple.pool_mask)
+    assert torch.equal(ours.seqs.truncated, simple.truncated)
+    assert _min_cosine(ours.embeddings, reference.embeddings) >= 0.9999
+    torch.testing.assert_close(ours.logprobs, reference.logprobs, atol=1e-4, rtol=0)
+
+
+def test_sampled_rollouts_with_early_exit_score_like_a_separate_forward_pass(setup):
+    model, tok, prompts = setup
+    # The tiny model never says EOS: call the token that row 4 samples third "EOS", so that the
+    # same seeded run stops row 4 early while the others go on (rows leave the batch mid-way).
+    torch.manual_seed(0)
+    probe = rollout(model, SimpleNamespace(eos_token_id=-1, pad_token_id=tok.pad_token_id), prompts,
+                    num_samples=3, temperature=1.0, max_new_tokens=8, batch_size=4)
+    stop = SimpleNamespace(eos_token_id=int(probe.seqs.response_ids[4, 2]), pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    ours = rollout(model, stop, prompts, num_samples=3, temperature=1.0, max_new_tokens=8, batch_size=4)
+    assert len(ours.seqs) == 9
+    lengths = ours.seqs.response_mask.sum(1)
+    assert lengths[4] <= 3 and lengths.max() == 8 and not ours.seqs.truncated[4]
+    reference = score_sequences(model, ours.seqs)
+    assert _min_cosine(ours.embeddings, reference.embeddings) >= 0.9999
+    torch.testing.assert_close(ours.logprobs, reference.logprobs, atol=1e-4, rtol=0)
+    # group-major: the 3 samples of a prompt share its prompt tokens
+    assert torch.equal(ours.seqs.input_ids[:3, : ours.seqs.prompt_len],
+                       prompts.input_ids[0].expand(3, -1))
+
+
+def test_shared_prefix_changes_nothing_but_the_cost(setup):
+    model, tok, prompts = setup
+    layout = split_shared_prefix(prompts, tok.pad_token_id)
+    assert layout.prefix.shape[1] > 10  # the system message is shared
+    assert split_shared_prefix(prompts, tok.pad_token_id, share=False).prefix.shape[1] == 0
+    shared = rollout(model, tok, prompts, temperature=0.0, max_new_tokens=5)
+    plain = rollout(model, tok, prompts, temperature=0.0, max_new_tokens=5, share_prefix=False)
+    assert torch.equal(shared.seqs.input_ids, plain.seqs.input_ids)
+    assert _min_cosine(shared.embeddings, plain.embeddings) >= 0.9999
+
+
+def test_pool_prompts_matches_the_scoring_pass(setup):
+    model, tok, prompts = setup
+    reference = score_sequences(model, prompt_only(prompts), with_logprobs=False).embeddings
+    assert _min_cosine(pool_prompts(model, tok, prompts, batch_size=2), reference) >= 0.9999
+
+
+def test_bfloat16_model_gives_float32_embeddings_close_to_float32(setup):
+    model32, tok, prompts = setup
+    model16, _ = load_backbone("tiny-random", dtype="bfloat16")
+    a = pool_prompts(model32, tok, prompts)
+    b = pool_prompts(model16.eval(), tok, prompts)
+    assert b.dtype == torch.float32
+    assert _min_cosine(a, b) > 0.99
+    out = rollout(model16, tok, prompts, temperature=0.0, max_new_tokens=4)
+    assert out.embeddings.dtype == torch.float32 and torch.isfinite(out.logprobs).all()
+
+
+def test_sample_tokens_greedy_and_nucleus():
+    logits = torch.tensor([[0.0, 3.0, 1.0, -2.0], [5.0, 0.0, 0.0, 0.0]])
+    assert sample_tokens(logits, 0.0).tolist() == [1, 0]
+    torch.manual_seed(0)
+    draws = torch.stack([sample_tokens(logits, 1.0, top_p=0.8) for _ in range(200)])  # (200, 2)
+    # row 0: p = [.04, .84, .11, .01] -> the top token alone reaches 0.8; row 1 likewise
+    assert set(draws[:, 0].tolist()) == {1} and set(draws[:, 1].tolist()) == {0}
+    wide = torch.stack([sample_tokens(logits, 1.0, top_p=0.95) for _ in range(400)])
+    assert set(wide[:, 0].tolist()) == {1, 2}  # .84 < .95: the second token joins, .84 + .11 >= .95
+    assert set(wide[:, 1].tolist()) == {0}
+
+
+def test_preallocated_layer_grows_and_selects_like_the_dynamic_one():
+    torch.manual_seed(0)
+    ours, plain = PreallocatedLayer(capacity=3), DynamicLayer()
+    for width in (2, 1, 4):  # 7 positions: past the capacity of 3
+        k, v = torch.randn(2, 3, width, 4), torch.randn(2, 3, width, 4)
+        a, b = ours.update(k, v), plain.update(k, v)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for layer in (ours, plain):
+        layer.batch_repeat_interleave(3)
+        layer.batch_select_indices(torch.tensor([0, 4, 5]))
+    assert ours.get_seq_length() == plain.get_seq_length() == 7
+    assert torch.equal(ours.keys, plain.keys) and torch.equal(ours.values, plain.values)
