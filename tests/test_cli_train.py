@@ -281,3 +281,29 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
     ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-6" / "model.safetensors")
     for name, tensor in ref_final.items():
         torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_bf16_rollout_copy_follows_the_float32_policy(tmp_path, texts, lora, one_thread):
+    """rollout.dtype=bfloat16 + mixed_precision=bf16: rollouts come from a bf16 copy refreshed
+    from the float32 policy every step; the policy's own log-probs are the old ones."""
+    from grace.config import load_config
+    from grace.trainer import GraceTrainer
+
+    overrides = {
+        "model.name": "tiny-random", "model.lora": lora, "model.mixed_precision": "bf16",
+        "rollout.dtype": "bfloat16", "mode": "unsupervised", "data.path": str(texts),
+        "output_dir": str(tmp_path / "OUT"), "batch_size": 2, "max_steps": 2,
+        "rollout.num_rollouts": 2, "rollout.max_new_tokens": 8, "optim.learning_rate": 1e-2,
+        "reward.penalize_truncation": False,
+    }
+    trainer = GraceTrainer(load_config(None, overrides))
+    metrics, _ = trainer.step(1)
+    policy = dict(trainer.policy.named_parameters())
+    assert all(p.dtype == torch.float32 for p in policy.values())  # master weights stay float32
+    assert metrics["policy/rollout_logprob_gap"] < 0.5 and torch.isfinite(torch.tensor(metrics["policy/loss"]))
+    copy_ = trainer.rollout_policy()  # refreshed from the updated policy
+    for name, param in copy_.named_parameters():
+        assert param.dtype == torch.bfloat16
+        assert torch.equal(param, policy[name].detach().to(torch.bfloat16)), name
+    assert trainer.step(2)[0]["step"] == 2

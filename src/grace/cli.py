@@ -92,6 +92,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
     p.add_argument("--capability", action="store_true", help="also evaluate general abilities")
+    p.add_argument("--dtype", default="float32",
+                   help="float32 | bfloat16 (bf16 is several times faster on CPUs with bf16 units)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,7 +133,7 @@ def _run(argv: list[str]) -> int:
 
         run_suite(args.model, suite=args.suite, data_dir=args.data_dir, rationale=args.rationale,
                   max_new_tokens=args.max_new_tokens, full=args.full, output=args.output,
-                  seed=args.seed, cache=args.cache, capability=args.capability)
+                  seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype)
         return 0
     return 2
 

@@ -8,6 +8,8 @@ type-checked against the field's type. The whole config is saved with every chec
 Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted. The contrastive
 baselines (``method: infonce | simcse``, grace.baselines) read ``baseline`` and, of ``optim``,
 only weight_decay, lr_scheduler, warmup_steps and max_grad_norm; GRACE ignores ``baseline``.
+LLM2Vec-Gen (``method: llm2vec-gen``, grace.llm2vec_gen) reads ``llm2vec_gen`` and the same four
+``optim`` fields; its packaged config ``llm2vec-gen`` sets the paper's schedule.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from grace.errors import GraceInputError
 from grace.prompt import SYSTEM_PROMPT
 
-METHODS = ("grace", "infonce", "simcse")  # grace.trainer.train dispatches on these
+METHODS = ("grace", "infonce", "simcse", "llm2vec-gen")  # grace.trainer.train dispatches on these
 MODES = ("supervised", "unsupervised")
 VARIANTS = ("paper", "reference", "decoupled")
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # usable by name: --config sup-nli
@@ -39,6 +41,9 @@ class ModelConfig:
     lora_target_modules: str = "all-linear"  # peft target_modules
     trust_remote_code: bool = False  # only if the user asks for it
     gradient_checkpointing: bool = False  # trade compute for memory in the policy update
+    mixed_precision: str = "no"  # no | bf16: autocast the training forward/backward in bfloat16
+    # (weights and optimizer state stay in model.dtype); bf16 is several times faster on CPUs with
+    # bf16 matrix units
 
 
 @dataclass
@@ -64,6 +69,9 @@ class RolloutConfig:
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
     engine: str = "fast"  # fast: grace.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
+    dtype: str = "auto"  # auto: rollouts run on the policy itself | bfloat16 | float32: on a copy
+    # of the policy in that dtype, refreshed every step (old log-probs are then recomputed by the
+    # policy, so the first PPO ratio is exactly 1)
 
 
 @dataclass
@@ -101,8 +109,31 @@ class BaselineConfig:
 
 
 @dataclass
+class LLM2VecGenConfig:
+    """LLM2Vec-Gen (SPEC 2): a frozen backbone, K soft tokens and two heads (grace.llm2vec_gen)."""
+
+    num_tokens: int = 10  # K soft tokens appended to every input
+    teacher: str = "all-MiniLM-L6-v2"  # packaged sentence-transformers model, an ST folder, or a grace model/checkpoint
+    teacher_rationale: str = "none"  # grace teachers: none (mean pooling, SimCSE/InfoNCE) | greedy (GRACE)
+    recon_weight: float = 1.0  # weight of L_recon (next-token CE of the response from the soft prompts)
+    align_weight: float = 1.0  # weight of L_align (MSE to the teacher's embedding of the response)
+    learning_rate: float = 5e-4  # AdamW lr (paper: 5e-4; 3e-4 for Qwen3), used instead of optim.learning_rate
+    micro_batch_size: int = 8  # examples per forward/backward; a step accumulates the whole batch
+    max_input_tokens: int = 512  # encoder input (text + soft tokens); longer texts lose their tail
+    max_response_tokens: int = 512  # reconstruction targets are cut to this many tokens
+    train_instruction: str = ""  # prepended (with a space) to every training query; the response answers the same text
+    query_instruction: str = "Generate text that is semantically similar to this text:"  # encoding queries / symmetric tasks
+    document_instruction: str = "Summarize the following passage:"  # encoding documents
+    responses_file: str | None = None  # JSONL cache of the backbone's responses; null: one per settings in $GRACE_CACHE/llm2vec-gen
+    response_max_new_tokens: int = 500  # response length cap (paper: 500; CPU: 64-128)
+    response_temperature: float = 0.0  # 0: greedy responses; > 0: sampled
+    response_batch_size: int = 16  # queries answered together
+    decode_max_new_tokens: int = 64  # length of the decoded samples in samples.jsonl
+
+
+@dataclass
 class TrainConfig:
-    method: str = "grace"  # grace | infonce (needs supervised) | simcse (needs unsupervised)
+    method: str = "grace"  # grace | infonce (needs supervised) | simcse, llm2vec-gen (need unsupervised)
     mode: str = "unsupervised"  # supervised (triplets) | unsupervised (texts)
     output_dir: str = "runs/grace"  # checkpoints, metrics.jsonl, samples.jsonl
     batch_size: int = 64  # groups (baselines: examples) per step, over all processes
@@ -117,6 +148,7 @@ class TrainConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    llm2vec_gen: LLM2VecGenConfig = field(default_factory=LLM2VecGenConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -134,13 +166,37 @@ class TrainConfig:
             (self.rollout.engine in ("fast", "simple"),
              f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
+            (self.rollout.dtype in ("auto", "float32", "bfloat16", "float16"),
+             f"rollout.dtype '{self.rollout.dtype}' (choose auto, float32, bfloat16)"),
+            (self.model.mixed_precision in ("no", "bf16", "fp16"),
+             f"model.mixed_precision '{self.model.mixed_precision}' (choose no, bf16)"),
             (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
             (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
             (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),
+            *self.llm2vec_gen_checks(),
         ]
         for ok, what in checks:
             if not ok:
                 raise GraceInputError(f"invalid config: {what}")
+
+    def llm2vec_gen_checks(self) -> list[tuple[bool, str]]:
+        g = self.llm2vec_gen
+        return [
+            (g.num_tokens >= 1, "llm2vec_gen.num_tokens must be >= 1"),
+            (g.teacher_rationale in ("none", "greedy"),
+             f"llm2vec_gen.teacher_rationale '{g.teacher_rationale}' (choose none, greedy)"),
+            (g.recon_weight >= 0 and g.align_weight >= 0 and g.recon_weight + g.align_weight > 0,
+             "llm2vec_gen.recon_weight and align_weight must be >= 0, not both 0"),
+            (g.learning_rate > 0, "llm2vec_gen.learning_rate must be > 0"),
+            (g.micro_batch_size >= 1, "llm2vec_gen.micro_batch_size must be >= 1"),
+            (g.max_input_tokens > g.num_tokens,
+             "llm2vec_gen.max_input_tokens must exceed llm2vec_gen.num_tokens"),
+            (g.max_response_tokens >= 1, "llm2vec_gen.max_response_tokens must be >= 1"),
+            (g.response_max_new_tokens >= 1, "llm2vec_gen.response_max_new_tokens must be >= 1"),
+            (g.response_temperature >= 0, "llm2vec_gen.response_temperature must be >= 0"),
+            (g.response_batch_size >= 1, "llm2vec_gen.response_batch_size must be >= 1"),
+            (g.decode_max_new_tokens >= 1, "llm2vec_gen.decode_max_new_tokens must be >= 1"),
+        ]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -21,7 +21,8 @@ The loop itself (data order, model loading, LoRA, optimizer and schedule, checkp
 metrics.jsonl, samples.jsonl, progress bar) lives in ``Trainer`` and is shared by every method;
 a method subclasses it and supplies ``step()`` (plus a few small hooks). ``train(config)``
 picks the class from ``config.method``: ``GraceTrainer`` here, the contrastive baselines
-``InfoNCETrainer`` / ``SimCSETrainer`` in grace.baselines.
+``InfoNCETrainer`` / ``SimCSETrainer`` in grace.baselines, ``LLM2VecGenTrainer`` in
+grace.llm2vec_gen.trainer.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from grace.advantages import group_advantages
-from grace.backbones import apply_lora, load_backbone
+from grace.backbones import apply_lora, load_backbone, resolve_dtype
 from grace.checkpoint import (
     latest_checkpoint,
     load_model_weights,
@@ -124,7 +125,14 @@ class Trainer:
         self.config = config
         launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
         # Without GPUs a multi-process launch needs accelerate's CPU mode (gloo process group).
-        self.acc = accelerator or Accelerator(cpu=launched > 1 and not torch.cuda.is_available())
+        if accelerator is None and launched == 1:
+            # accelerate keeps one global state; a new trainer in the same process (notebooks,
+            # benchmarks/make_results.py) may ask for another mixed precision
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state()
+        self.acc = accelerator or Accelerator(cpu=launched > 1 and not torch.cuda.is_available(),
+                                              mixed_precision=config.model.mixed_precision)
         if launched > 1 and self.acc.num_processes == 1:  # each process would train alone
             raise GraceInputError(
                 f"launched as {launched} processes (WORLD_SIZE) but accelerate set up no process "
@@ -154,7 +162,7 @@ class Trainer:
             model.gradient_checkpointing_enable()
         self.resume_from = latest_checkpoint(self.output_dir)
         if self.resume_from is not None:
-            load_model_weights(model, self.resume_from)
+            self.load_weights(model, self.resume_from)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params, lr=self.learning_rate, weight_decay=config.optim.weight_decay
@@ -191,6 +199,10 @@ class Trainer:
                 model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_target_modules
             )
         return model
+
+    def load_weights(self, model, checkpoint: Path) -> None:
+        """Load ``checkpoint``'s trained weights into the model ``prepare_model`` returned."""
+        load_model_weights(model, checkpoint)
 
     def step(self, step: int) -> tuple[dict, list]:
         """Run step ``step`` (1-based): ``(metrics row, sample rows)``; metrics hold ``step``."""
@@ -254,6 +266,7 @@ class GraceTrainer(Trainer):
         """LoRA if asked; with KL and full fine-tuning, a frozen copy of the initial policy."""
         cfg = self.config
         self.ref_model = None
+        self._rollout_copy = None  # the policy in rollout.dtype, when that differs
         if cfg.optim.kl_coef > 0 and not cfg.model.lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.acc.device)
         return super().prepare_model(model)
@@ -268,10 +281,37 @@ class GraceTrainer(Trainer):
                 f"{sample['text'][:60]!r} -> {sample['rationale'][:160]!r}")
 
     # -- one step -------------------------------------------------------------------------
+    def rollout_policy(self):
+        """The model that samples the rollouts: the policy itself, or (``rollout.dtype`` differs
+        from the policy's) a copy in that dtype whose weights are refreshed from the policy."""
+        policy = self.policy
+        name = self.config.rollout.dtype
+        if name == "auto" or resolve_dtype(name) == next(policy.parameters()).dtype:
+            return policy
+        if self._rollout_copy is None:
+            self._rollout_copy = copy.deepcopy(policy).eval().requires_grad_(False)
+            for param in self._rollout_copy.parameters():  # buffers (RoPE) keep their dtype
+                param.data = param.data.to(resolve_dtype(name))
+        else:
+            with torch.no_grad():
+                for mine, theirs in zip(self._rollout_copy.parameters(), policy.parameters()):
+                    mine.copy_(theirs)
+        return self._rollout_copy
+
+    @torch.no_grad()
+    def _policy_logprobs(self, seqs: Sequences) -> torch.Tensor:
+        """Old log-probs from the policy itself (same forward as the update), when the rollouts
+        came from a copy in another dtype."""
+        self.model.train()
+        parts = [response_logprobs(self.model, seqs.select(rows)).float()
+                 for rows in torch.arange(len(seqs)).split(self.config.rollout.micro_batch_size)]
+        return torch.cat(parts)
+
     def _rollouts(self, records: list):
         cfg = self.config
         plan = plan_rollouts(cfg.mode, cfg.reward.variant, records)
         r = cfg.rollout
+        model = self.rollout_policy()
 
         def run(texts, num_samples, temperature):
             prompts = build_prompts(
@@ -280,10 +320,10 @@ class GraceTrainer(Trainer):
             sampling = dict(num_samples=num_samples, temperature=temperature, top_p=r.top_p,
                             max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
             if r.engine == "fast":
-                scored = rollout(self.policy, self.tokenizer, prompts, **sampling)
+                scored = rollout(model, self.tokenizer, prompts, **sampling)
             else:
-                seqs = generate_sequences(self.policy, self.tokenizer, prompts, **sampling)
-                scored = score_sequences(self.policy, seqs, r.micro_batch_size)
+                seqs = generate_sequences(model, self.tokenizer, prompts, **sampling)
+                scored = score_sequences(model, seqs, r.micro_batch_size)
             return scored, prompts.num_truncated
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)
@@ -359,7 +399,14 @@ class GraceTrainer(Trainer):
         out, local_rewards = self._rewards(context, trained)
         adv = group_advantages(local_rewards, normalize_std=cfg.optim.normalize_advantage_std)
         adv = adv.reshape(-1).to(trained.logprobs.device)  # (groups*G,)
-        metrics = self._update(trained.seqs, trained.logprobs, ref_lp, adv, step)
+        old_lp, gap = trained.logprobs, {}
+        if self._rollout_copy is not None:  # rollouts from the copy: the policy's own log-probs
+            old_lp = self._policy_logprobs(trained.seqs)
+            mask = trained.seqs.response_mask
+            gap = {"policy/rollout_logprob_gap":
+                   float(((old_lp - trained.logprobs).abs() * mask).sum() / mask.sum().clamp(min=1))}
+        metrics = self._update(trained.seqs, old_lp, ref_lp, adv, step)
+        metrics.update(gap)
         elapsed = time.perf_counter() - t0
         gen_tokens = float(trained.seqs.response_mask.sum() + context.seqs.response_mask.sum())
         lengths = trained.seqs.response_mask.sum(1).float()
@@ -395,8 +442,10 @@ class GraceTrainer(Trainer):
 def trainer_class(method: str) -> type[Trainer]:
     """The trainer of a training method (config.METHODS)."""
     from grace.baselines import InfoNCETrainer, SimCSETrainer  # they build on this module
+    from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
 
-    return {"grace": GraceTrainer, "infonce": InfoNCETrainer, "simcse": SimCSETrainer}[method]
+    return {"grace": GraceTrainer, "infonce": InfoNCETrainer, "simcse": SimCSETrainer,
+            "llm2vec-gen": LLM2VecGenTrainer}[method]
 
 
 def train(config: TrainConfig) -> Path | None:
