@@ -1,0 +1,25 @@
+"""LLM2Vec-Gen (arXiv 2603.10913; SPEC 2): a FROZEN LLM learns, through K soft tokens and two
+linear heads, to compress its own answer to a text into an embedding that a teacher embedding
+model agrees with and that the LLM itself can decode back into text.
+
+Module map, in pipeline order:
+- ``inputs``: encoder inputs (instruction + " " + text, no chat template, left pad), response
+  prompts (chat template) and reconstruction targets;
+- ``responses``: the backbone's own answers to the training queries, in a resumable JSONL cache;
+- ``teacher``: the target embedding model (packaged all-MiniLM-L6-v2, any sentence-transformers
+  folder, or a grace model/checkpoint);
+- ``model``: soft tokens + reconstruction head + alignment head around the frozen backbone;
+  greedy decoding from the soft prompts;
+- ``losses``: L_recon and L_align as pure tensor functions;
+- ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.trainer.Trainer);
+- ``checkpoint``: trainable parts + a backbone reference, never a copy of the backbone;
+- ``encoder``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
+  checkpoints (``encode_query`` / ``encode_document`` with the SPEC 2 instructions, ``decode``),
+  so ``grace eval`` and the mteb adapter work unchanged; ``grace decode`` calls it.
+
+Deviations from SPEC 2, each explained where it is made: the K special tokens are a (K, d)
+parameter appended as embeddings (equivalent to peft TrainableTokens on K new tokens, without
+resizing the backbone's vocabulary: model); responses are capped below the paper's 500 tokens
+on CPUs (configs/llm2vec-gen.yaml); EOS is a reconstruction target only when the backbone
+finished its answer (inputs).
+"""

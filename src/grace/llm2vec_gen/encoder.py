@@ -1,0 +1,199 @@
+"""``LLM2VecGenEncoder``: a trained LLM2Vec-Gen model behind the GraceEncoder API.
+
+    from grace import GraceEncoder
+    encoder = GraceEncoder.from_pretrained("runs/l2vgen")   # a checkpoint or a training output folder
+    q = encoder.encode_query(["how do plants make food?"])  # "Generate text that is semantically similar ..."
+    d = encoder.encode_document(["Photosynthesis is ..."])   # "Summarize the following passage:"
+    encoder.similarity(q, d)                                 # cosine
+    encoder.decode("how do plants make food?")               # what the embedding holds, as text
+
+``GraceEncoder.from_pretrained`` returns this class when the folder holds an LLM2Vec-Gen
+checkpoint (``llm2vec_gen.json``), so ``grace eval`` and the mteb adapter work unchanged. The
+embedding is one forward pass: input + K soft tokens -> heads -> mean of the aligned vectors.
+It is unnormalised (SPEC 2: cosine at use); ``normalize_embeddings=True`` L2-normalises it.
+
+Instructions (SPEC 2): ``encode_query`` (and ``encode``, which symmetric tasks such as STS use)
+prefix "Generate text that is semantically similar to this text:", ``encode_document``
+"Summarize the following passage:" (both stored in the checkpoint; ``query_instruction`` /
+``document_instruction`` override them). ``uses_instructions`` tells the mteb adapter to encode
+queries and documents differently.
+
+Options of GRACE encoding that do not apply (``rationale``, ``num_samples``, ``temperature``,
+``top_p``, ``system_prompt``: there is no rationale) are accepted and ignored, so the same
+evaluation command runs every model; ``options.rationale`` is always ``"none"``.
+``max_new_tokens`` is the length of ``decode``; ``return_rationales=True`` returns each text's
+decoding in place of a rationale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from grace.backbones import load_backbone
+from grace.encode import EncodeOptions
+from grace.encoder import GraceEncoder, _validate
+from grace.errors import GraceInputError
+from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
+from grace.llm2vec_gen.inputs import build_encoder_inputs
+from grace.llm2vec_gen.model import LLM2VecGenModel
+from grace.rationale_cache import model_fingerprint
+
+IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt")
+OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")
+
+
+def load_model(name_or_path, dtype: str = "float32", trust_remote_code: bool = False):
+    """(LLM2VecGenModel, tokenizer, checkpoint folder) of a checkpoint or training output folder."""
+    folder = resolve_folder(name_or_path)
+    if folder is None:
+        raise GraceInputError(f"'{name_or_path}' is not an LLM2Vec-Gen checkpoint: no {SPEC_FILE} "
+                              "in it nor in its latest checkpoint-N folder")
+    spec = LLM2VecGenSpec.load(folder)
+    backbone, tokenizer = load_backbone(spec.backbone, dtype, trust_remote_code)
+    if (dtype == spec.backbone_dtype and spec.backbone_fingerprint
+            and model_fingerprint(backbone) != spec.backbone_fingerprint):
+        raise GraceInputError(f"{folder}: the backbone '{spec.backbone}' is not the one this "
+                              "checkpoint was trained on (its weights fingerprint differs)")
+    model = LLM2VecGenModel(backbone, spec)
+    model.load_trainable(folder)
+    return model.eval(), tokenizer, folder
+
+
+class LLM2VecGenEncoder(GraceEncoder):
+    """See the module docstring."""
+
+    uses_instructions = True
+
+    def __init__(self, model: LLM2VecGenModel, tokenizer, options: EncodeOptions | None = None,
+                 name: str | None = None, query_instruction: str | None = None,
+                 document_instruction: str | None = None):
+        options = options or EncodeOptions(rationale="none", max_prompt_tokens=model.spec.max_input_tokens)
+        super().__init__(model, tokenizer, options, cache=False, name=name or model.spec.backbone)
+        self.query_instruction = model.spec.query_instruction if query_instruction is None else query_instruction
+        self.document_instruction = (model.spec.document_instruction if document_instruction is None
+                                     else document_instruction)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
+                        cache=None, query_instruction: str | None = None,
+                        document_instruction: str | None = None, **options) -> "LLM2VecGenEncoder":
+        """Load a checkpoint folder or a training output folder (its latest checkpoint).
+        ``cache`` and the rationale options are accepted and ignored (module docstring)."""
+        del cache  # no rationales, nothing to cache
+        unknown = sorted(set(options) - set(IGNORED_OPTIONS) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
+        model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
+        kept = {k: v for k, v in options.items() if k in OPTIONS}
+        opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,
+                                "rationale": "none"})
+        return cls(model, tokenizer, opts, name=str(name_or_path),
+                   query_instruction=query_instruction, document_instruction=document_instruction)
+
+    def save_pretrained(self, path) -> None:
+        """The trainable parts and the spec (with this encoder's instructions); no backbone."""
+        spec = dataclasses.replace(self.model.spec, query_instruction=self.query_instruction,
+                                   document_instruction=self.document_instruction,
+                                   max_input_tokens=self.options.max_prompt_tokens)
+        model = self.model
+        original, model.spec = model.spec, spec
+        try:
+            model.save_pretrained(Path(path))
+        finally:
+            model.spec = original
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.spec.teacher_dim
+
+    # -- embedding and decoding -------------------------------------------------------------
+    @torch.no_grad()
+    def _run(self, texts: list[str], instruction: str, batch_size: int, show: bool,
+             decode_tokens: int | None):
+        """Embeddings (N, d_t) float32, and the decodings if ``decode_tokens``; input order."""
+        device = next(self.model.parameters()).device
+        K = self.model.spec.num_tokens
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        emb = torch.zeros(len(texts), self.embedding_dim)
+        decoded = [""] * len(texts)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for batch in tqdm(batches, desc="encode (llm2vec-gen)", disable=not show):
+            enc = build_encoder_inputs(self.tokenizer, [texts[i] for i in batch], instruction,
+                                       self.options.max_prompt_tokens, K)
+            out = self.model(enc.input_ids.to(device), enc.attention_mask.to(device))
+            emb[batch] = out["embedding"].float().cpu()  # (b, d_t)
+            if decode_tokens:
+                ids = self.model.decode(out["soft_prompts"], decode_tokens,
+                                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                for i, row in zip(batch, ids):
+                    decoded[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return emb, decoded
+
+    def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
+               normalize_embeddings: bool = False, convert_to_numpy: bool = True,
+               convert_to_tensor: bool = False, return_rationales: bool = False,
+               instruction: str | None = None, **options):
+        """Embed ``sentences`` under ``instruction`` (default: the query instruction): (N, d_t)
+        numpy array (or tensor), 1-D for a single string; unnormalised unless
+        ``normalize_embeddings``. ``return_rationales``: also each text's decoding."""
+        unknown = sorted(set(options) - set(IGNORED_OPTIONS) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown encoding option '{unknown[0]}'")
+        single = isinstance(sentences, str)
+        texts = _validate([sentences] if single else sentences)
+        batch_size = batch_size or options.get("batch_size") or self.options.batch_size
+        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
+        instruction = self.query_instruction if instruction is None else instruction
+        tokens = options.get("max_new_tokens", self.options.max_new_tokens) if return_rationales else None
+        emb, decoded = self._run(texts, instruction, batch_size, show, tokens)
+        if normalize_embeddings:
+            emb = F.normalize(emb, dim=-1)
+        out = emb if convert_to_tensor or not convert_to_numpy else emb.numpy().astype(np.float32)
+        if single:
+            out, decoded = out[0], decoded[0]
+        return (out, decoded) if return_rationales else out
+
+    def encode_query(self, sentences, **kwargs):
+        """``encode`` under the query instruction."""
+        return self.encode(sentences, **{"instruction": self.query_instruction, **kwargs})
+
+    def encode_document(self, sentences, **kwargs):
+        """``encode`` under the document instruction."""
+        return self.encode(sentences, **{"instruction": self.document_instruction, **kwargs})
+
+    def decode(self, sentences, max_new_tokens: int | None = None, instruction: str | None = None,
+               batch_size: int | None = None, show_progress_bar: bool | None = None):
+        """Greedy decoding of each text's soft prompts by the frozen LM: what the embedding
+        holds, as text. A string gives a string, a list a list."""
+        single = isinstance(sentences, str)
+        texts = _validate([sentences] if single else sentences)
+        tokens = max_new_tokens or self.options.max_new_tokens
+        if tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {tokens}")
+        batch_size = batch_size or self.options.batch_size
+        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
+        instruction = self.query_instruction if instruction is None else instruction
+        _, decoded = self._run(texts, instruction, batch_size, show, tokens)
+        return decoded[0] if single else decoded
+
+
+def decode_texts(model: str, texts: list[str], max_new_tokens: int = 64,
+                 instruction: str | None = None, document: bool = False,
+                 dtype: str = "float32") -> list[str]:
+    """``grace decode``: load ``model`` and decode ``texts`` (one string per text, newlines
+    flattened to spaces so that each text gives one line)."""
+    if max_new_tokens < 1:
+        raise GraceInputError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if document and instruction is not None:
+        raise GraceInputError("pass --instruction or --document, not both")
+    encoder = LLM2VecGenEncoder.from_pretrained(model, dtype=dtype)
+    if document:
+        instruction = encoder.document_instruction
+    decoded = encoder.decode(list(texts), max_new_tokens=max_new_tokens, instruction=instruction)
+    return [" ".join(d.split()) for d in decoded]

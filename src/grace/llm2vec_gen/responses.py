@@ -1,0 +1,161 @@
+"""The backbone's own responses to the training queries (SPEC 2), cached in a JSONL file.
+
+Each training query (the encoder's ``input_text``) is answered by the frozen backbone under the
+tokenizer's chat template (grace.llm2vec_gen.inputs.chat_prompt), greedily by default, up to
+``max_new_tokens``. Answers are appended to a JSONL file, one line per query, flushed after
+every generation batch: a killed run keeps every batch it finished (a line cut by the kill is
+dropped when the file is next opened) and the next run generates only what is missing; later
+runs with the same backbone and settings reuse the file.
+
+File format:
+- optional first line ``{"settings": {...}}``: the backbone fingerprint and generation settings
+  the responses were made with. A file whose settings differ from the run's is refused (a
+  one-line error naming the file); a file without that line (for example hand-written) is used
+  as it is.
+- then one line per query: ``{"text": QUERY, "response": TEXT, "finished": BOOL, "num_tokens": N}``
+  (``finished``: the backbone ended with EOS before ``max_new_tokens``; only finished responses
+  get EOS as their last reconstruction target).
+
+The default file is ``$GRACE_CACHE/llm2vec-gen/responses-<hash of the settings>.jsonl``.
+Sampling (``temperature > 0``) is seeded per generation batch, so a resumed run does not repeat
+the exact samples of an interrupted one; the file keeps whatever was generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from grace.backbones import cache_dir
+from grace.errors import GraceInputError
+from grace.llm2vec_gen.inputs import chat_prompt
+
+
+@dataclass(frozen=True)
+class Response:
+    text: str  # the backbone's answer, special tokens removed
+    finished: bool  # ended with EOS (not cut at max_new_tokens)
+    num_tokens: int  # generated tokens, EOS included
+
+
+def default_responses_file(settings: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "llm2vec-gen" / f"responses-{digest}.jsonl"
+
+
+def _drop_cut_tail(path: Path) -> None:
+    """Cut a last line that a kill left without its newline (append-only file)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+class ResponseCache:
+    """query text -> ``Response``, backed by an append-only JSONL file (module docstring)."""
+
+    def __init__(self, path: str | Path, settings: dict | None = None):
+        self.path = Path(path)
+        self.settings = settings
+        self.entries: dict[str, Response] = {}
+        if self.path.is_file():
+            _drop_cut_tail(self.path)
+            self._read()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w") as handle:
+                if settings is not None:
+                    handle.write(json.dumps({"settings": settings}, sort_keys=True) + "\n")
+
+    def _read(self) -> None:
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{self.path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GraceInputError(f"{where}: invalid JSON in the responses file ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise GraceInputError(f"{where}: expected a JSON object")
+            if "settings" in row and number == 1:
+                if self.settings is not None and row["settings"] != self.settings:
+                    raise GraceInputError(
+                        f"{where}: these responses were generated with other settings "
+                        f"({json.dumps(row['settings'], sort_keys=True)}); point "
+                        "llm2vec_gen.responses_file to another file")
+                continue
+            for key in ("text", "response"):
+                if not isinstance(row.get(key), str):
+                    raise GraceInputError(f"{where}: field '{key}' is missing or not a string")
+            self.entries[row["text"]] = Response(row["response"], bool(row.get("finished", True)),
+                                                 int(row.get("num_tokens", 0)))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, text: str) -> bool:
+        return text in self.entries
+
+    def __getitem__(self, text: str) -> Response:
+        return self.entries[text]
+
+    def add(self, items: list[tuple[str, Response]]) -> None:
+        """Append and flush (one batch)."""
+        with self.path.open("a", encoding="utf-8") as handle:
+            for text, r in items:
+                handle.write(json.dumps({"text": text, "response": r.text, "finished": r.finished,
+                                         "num_tokens": r.num_tokens}, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries.update(items)
+
+
+@torch.no_grad()
+def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
+                   temperature: float) -> list[Response]:
+    """The backbone's answers to ``texts`` (chat template), greedy at temperature 0."""
+    from transformers import GenerationConfig
+
+    prompts = [chat_prompt(tokenizer, t) for t in texts]
+    enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    device = next(backbone.parameters()).device
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                              temperature=temperature if temperature > 0 else None, top_p=None,
+                              top_k=None, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    out = backbone.generate(input_ids=enc["input_ids"].to(device),
+                            attention_mask=enc["attention_mask"].to(device),
+                            generation_config=config)  # (B, P + new)
+    new = out[:, enc["input_ids"].shape[1]:].tolist()  # (B, <= max_new_tokens)
+    responses = []
+    for row in new:
+        finished = tokenizer.eos_token_id in row
+        ids = row[: row.index(tokenizer.eos_token_id)] if finished else row
+        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        responses.append(Response(text, finished, len(ids) + int(finished)))
+    return responses
+
+
+def ensure_responses(backbone, tokenizer, texts: list[str], cache: ResponseCache, *,
+                     max_new_tokens: int, temperature: float, batch_size: int, seed: int = 0,
+                     show_progress: bool = True) -> int:
+    """Generate (and append to ``cache``) the responses ``texts`` lack; return how many."""
+    missing = [t for t in dict.fromkeys(texts) if t not in cache]
+    missing.sort(key=len, reverse=True)  # similar lengths batch together
+    batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
+    bar = tqdm(total=len(missing), desc="llm2vec-gen responses", disable=not show_progress or not missing)
+    for index, batch in enumerate(batches):
+        if temperature > 0:
+            torch.manual_seed(seed * 1_000_003 + index)
+        cache.add(list(zip(batch, generate_batch(backbone, tokenizer, batch, max_new_tokens,
+                                                 temperature))))
+        bar.update(len(batch))
+    bar.close()
+    return len(missing)

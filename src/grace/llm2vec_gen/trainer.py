@@ -1,0 +1,208 @@
+"""LLM2Vec-Gen training (SPEC 2) on the shared loop (grace.trainer.Trainer): data order, configs,
+checkpoints, resume, metrics.jsonl, samples.jsonl and the progress bar are GRACE's.
+
+Before the loop: the teacher is loaded, the model is built around the frozen backbone (the
+trainable-parameter count is printed), and the backbone's responses to every query the run
+will visit are generated into the JSONL response cache, or read from it
+(grace.llm2vec_gen.responses).
+
+One step = ONE optimizer step on ``batch_size`` queries (global), in micro-batches of
+``llm2vec_gen.micro_batch_size`` whose gradients accumulate:
+
+    t       = teacher(response)                                  no gradient      (B, d_t)
+    p, z, e = model(query ⊕ K soft tokens)                                        (B, K, d) ...
+    L_align = MSE(e, t)                                  mean over queries and dimensions
+    L_recon = CE(frozen LM(p ⊕ response) -> response)    token-mean over the step's responses
+    L       = recon_weight * L_recon + align_weight * L_align
+
+then grad-norm clipping (``optim.max_grad_norm``), AdamW at ``llm2vec_gen.learning_rate``
+(``optim.weight_decay``), the ``optim.lr_scheduler`` schedule with ``optim.warmup_steps``
+(packaged config ``llm2vec-gen``: linear, 100 warmup steps, batch 32, lr 5e-4, as the paper).
+With ``recon_weight: 0`` (the paper's alignment-only ablation) the reconstruction pass is skipped.
+
+Deviations from the paper: training responses are generated up to
+``response_max_new_tokens`` (paper 500; on CPUs less) and cut to ``max_response_tokens``; EOS is a
+reconstruction target only for responses that ended by themselves; several processes each
+average their own micro-batches and DDP averages the processes (exact for equal shares).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+import torch.nn.functional as F
+
+from grace.errors import GraceInputError
+from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
+from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
+from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
+from grace.llm2vec_gen.model import LLM2VecGenModel
+from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, ensure_responses
+from grace.llm2vec_gen.teacher import load_teacher
+from grace.rationale_cache import model_fingerprint
+from grace.trainer import DataOrder, Trainer
+
+
+class LLM2VecGenTrainer(Trainer):
+    """See the module docstring."""
+
+    modes = ("unsupervised",)  # unlabeled queries
+
+    def __init__(self, config, accelerator=None):
+        if config.model.lora:
+            raise GraceInputError("method 'llm2vec-gen' keeps the backbone frozen and trains only "
+                                  "soft tokens and two heads: --lora does not apply")
+        super().__init__(config, accelerator)
+        self._prepare_responses()
+
+    @property
+    def learning_rate(self) -> float:
+        return self.config.llm2vec_gen.learning_rate
+
+    def prepare_model(self, backbone):
+        cfg, g = self.config, self.config.llm2vec_gen
+        self.teacher = load_teacher(g.teacher, g.teacher_rationale, self.acc.device)
+        spec = LLM2VecGenSpec(
+            backbone=backbone_reference(cfg.model.name), hidden_size=backbone.config.hidden_size,
+            teacher_dim=self.teacher.dim, num_tokens=g.num_tokens, teacher=g.teacher,
+            query_instruction=g.query_instruction, document_instruction=g.document_instruction,
+            max_input_tokens=g.max_input_tokens, backbone_dtype=cfg.model.dtype,
+            backbone_fingerprint=model_fingerprint(backbone),
+        )
+        model = LLM2VecGenModel(backbone, spec)
+        c = model.parameter_counts()
+        if self.acc.is_main_process:
+            print(f"llm2vec-gen: {c['trainable']:,} trainable parameters (soft tokens "
+                  f"{c['soft_tokens']:,}, reconstruction head {c['reconstruction_head']:,}, "
+                  f"alignment head {c['alignment_head']:,}); backbone frozen "
+                  f"({c['backbone_frozen']:,} parameters)", flush=True)
+        return model
+
+    def load_weights(self, model, checkpoint) -> None:
+        model.load_trainable(checkpoint)
+
+    # -- responses ------------------------------------------------------------------------
+    def _texts_of_steps(self, first: int, last: int) -> list[str]:
+        """The encoder input texts of the global batches of steps ``first..last``."""
+        cfg = self.config
+        order = DataOrder(self.order.records, cfg.batch_size, cfg.seed, cfg.data.shuffle, 0, 1)
+        texts = (input_text(cfg.llm2vec_gen.train_instruction, r)
+                 for step in range(first, last + 1) for r in order.batch(step))
+        return list(dict.fromkeys(texts))
+
+    def _prepare_responses(self) -> None:
+        cfg, g, acc = self.config, self.config.llm2vec_gen, self.acc
+        settings = {"backbone": self.policy.spec.backbone,
+                    "backbone_fingerprint": self.policy.spec.backbone_fingerprint,
+                    "max_new_tokens": g.response_max_new_tokens,
+                    "temperature": g.response_temperature}
+        path = g.responses_file or default_responses_file(settings)
+        generated = 0
+        if acc.is_main_process:
+            cache = ResponseCache(path, settings)
+            texts = self._texts_of_steps(self.start_step + 1, cfg.max_steps)
+            generated = ensure_responses(
+                self.policy.backbone, self.tokenizer, texts, cache,
+                max_new_tokens=g.response_max_new_tokens, temperature=g.response_temperature,
+                batch_size=g.response_batch_size, seed=cfg.seed)
+            print(f"llm2vec-gen responses: {path} ({len(cache)} cached, {generated} generated now)",
+                  flush=True)
+        acc.wait_for_everyone()
+        self.responses = cache if acc.is_main_process else ResponseCache(path, settings)
+
+    # -- one step -------------------------------------------------------------------------
+    def step(self, step: int) -> tuple[dict, list]:
+        cfg, g, o = self.config, self.config.llm2vec_gen, self.config.optim
+        self.seed_step(step)
+        t0 = time.perf_counter()
+        texts = [input_text(g.train_instruction, r) for r in self.order.batch(step)]
+        responses = [self.responses[t] for t in texts]
+        targets = self.teacher.encode([r.text for r in responses])  # (B, d_t)
+        t_teacher = time.perf_counter() - t0
+        resp_ids, resp_mask = build_response_targets(
+            self.tokenizer, [r.text for r in responses], [r.finished for r in responses],
+            g.max_response_tokens)  # (B, T)
+        n, n_tokens = len(texts), resp_mask.sum()
+        device = self.acc.device
+        sums = {"recon": 0.0, "align": 0.0, "accuracy": 0.0, "cosine": 0.0}
+        truncated, seen_tokens = 0, 0
+        self.model.train()
+        micro = list(torch.arange(n).split(g.micro_batch_size))
+        for i, rows in enumerate(micro):
+            enc = build_encoder_inputs(self.tokenizer, [texts[j] for j in rows], "",
+                                       g.max_input_tokens, g.num_tokens)
+            truncated += enc.num_truncated
+            width = int(resp_mask[rows].sum(dim=1).max())
+            rid = resp_ids[rows, :width].to(device)  # (m, T')
+            rmask = resp_mask[rows, :width].to(device)  # (m, T')
+            recon = g.recon_weight > 0
+            sync = self.acc.no_sync(self.model) if i < len(micro) - 1 else contextlib.nullcontext()
+            with sync:
+                out = self.model(enc.input_ids.to(device), enc.attention_mask.to(device),
+                                 rid if recon else None, rmask if recon else None)
+                target = targets[rows].to(device)  # (m, d_t)
+                l_align = alignment_loss(out["embedding"], target)
+                share = len(rows) / n
+                loss = g.align_weight * l_align * share
+                if recon:
+                    l_recon = reconstruction_loss(out["recon_logits"], rid, rmask)
+                    token_share = rmask.sum() / n_tokens
+                    loss = loss + g.recon_weight * l_recon * token_share
+                    sums["recon"] += float(l_recon.detach() * token_share)
+                    sums["accuracy"] += float(token_accuracy(out["recon_logits"].detach(), rid, rmask)
+                                              * token_share)
+                self.acc.backward(loss)
+            sums["align"] += float(l_align.detach()) * share
+            sums["cosine"] += float(F.cosine_similarity(out["embedding"].detach().float(), target,
+                                                        dim=-1).mean()) * share
+            seen_tokens += int(enc.attention_mask.sum()) + g.num_tokens * len(rows) + int(rmask.sum())
+        norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        elapsed = time.perf_counter() - t0
+        metrics = {
+            "step": step,
+            "loss/total": g.recon_weight * sums["recon"] + g.align_weight * sums["align"],
+            "loss/align": sums["align"],
+            "align/cosine": sums["cosine"],
+            **({"loss/recon": sums["recon"], "recon/token_accuracy": sums["accuracy"]}
+               if g.recon_weight > 0 else {}),
+            "grad_norm": float(norm),
+            "lr": self.scheduler.get_last_lr()[0],
+            "inputs/truncated": truncated,
+            "responses/tokens_mean": float(n_tokens) / n,
+            "time/teacher_s": t_teacher,
+            "time/step_s": elapsed,
+            "throughput/tokens_per_s": seen_tokens / max(elapsed, 1e-9),
+        }
+        samples = []
+        if cfg.sample_every and step % cfg.sample_every == 0 and cfg.num_samples_logged:
+            samples = self._samples(step, texts[: cfg.num_samples_logged],
+                                    responses[: cfg.num_samples_logged])
+        return metrics, samples
+
+    @torch.no_grad()
+    def _samples(self, step: int, texts: list[str], responses: list) -> list[dict]:
+        """Greedy decodings of the soft prompts of a few queries of the step."""
+        g, model = self.config.llm2vec_gen, self.policy
+        model.eval()
+        enc = build_encoder_inputs(self.tokenizer, texts, "", g.max_input_tokens, g.num_tokens)
+        out = model(enc.input_ids.to(self.acc.device), enc.attention_mask.to(self.acc.device))
+        ids = model.decode(out["soft_prompts"], g.decode_max_new_tokens, self.tokenizer.eos_token_id,
+                           self.tokenizer.pad_token_id)
+        decoded = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [{"step": step, "text": t, "response": r.text, "decoded": d}
+                for t, r, d in zip(texts, responses, decoded)]
+
+    def postfix(self, metrics: dict) -> dict:
+        shown = {"align": f"{metrics['loss/align']:.4f}", "cos": f"{metrics['align/cosine']:.2f}"}
+        if "loss/recon" in metrics:
+            shown = {"recon": f"{metrics['loss/recon']:.3f}", **shown}
+        return {**shown, "s": f"{metrics['time/step_s']:.1f}"}
+
+    def describe_sample(self, sample: dict) -> str:
+        return (f"[step {sample['step']}] {sample['text'][:60]!r} -> decoded "
+                f"{sample['decoded'][:160]!r} (response {sample['response'][:80]!r})")
