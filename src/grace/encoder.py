@@ -51,6 +51,8 @@ def _validate(texts) -> list[str]:
 class GraceEncoder:
     """A GRACE policy used as a text encoder. See the module docstring."""
 
+    uses_instructions = False  # encode_query == encode_document (LLM2Vec-Gen's differ)
+
     def __init__(self, model, tokenizer, options: EncodeOptions | None = None,
                  cache: RationaleCache | str | Path | bool | None = True, name: str | None = None):
         self.model = model.eval()
@@ -72,7 +74,17 @@ class GraceEncoder:
 
         Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
         in the folder if present, then from keyword arguments.
+
+        An LLM2Vec-Gen checkpoint (or training output folder) gives a
+        ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, which has the same API.
         """
+        from grace.llm2vec_gen.checkpoint import resolve_folder
+
+        if cls is GraceEncoder and resolve_folder(name_or_path) is not None:
+            from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+
+            return LLM2VecGenEncoder.from_pretrained(name_or_path, dtype=dtype, cache=cache,
+                                                     trust_remote_code=trust_remote_code, **options)
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
         saved = {}
         config_file = Path(name_or_path) / ENCODER_CONFIG

@@ -18,7 +18,10 @@ query instruction, so no joining happens here.
 Choices (each one documented where it is made):
 - GRACE reads every input under one fixed system prompt (SPEC 1.1), so ``prompt_type``
   (query / document) and mteb task prompts are ignored, and the meta says
-  ``use_instructions=False``.
+  ``use_instructions=False``. An encoder with ``uses_instructions`` (LLM2Vec-Gen, SPEC 2)
+  encodes documents (``prompt_type`` document) with ``encode_document`` and everything else
+  (queries, and the single side of STS, classification, clustering) with ``encode_query``;
+  its mteb task prompts are ignored too (it has its own two fixed instructions).
 - Texts are batched by the encoder's own ``EncodeOptions.batch_size`` (the generation batch is
   what bounds memory); the ``batch_size`` in mteb's ``encode_kwargs`` only sizes mteb's
   DataLoader.
@@ -89,7 +92,7 @@ def grace_model_meta(encoder: GraceEncoder, revision: str | None = None,
         framework=["PyTorch"],
         reference=GRACE_REFERENCE,
         similarity_fn_name="cosine",
-        use_instructions=False,  # one fixed system prompt for every input (SPEC 1.1)
+        use_instructions=encoder.uses_instructions,  # GRACE: one fixed system prompt (SPEC 1.1)
         training_datasets=None,
         adapted_from=None,
         modalities=["text"],
@@ -121,26 +124,35 @@ class GraceMTEBModel(AbsEncoder):
         self.encoder = encoder
         self.model = encoder.model
         self.mteb_model_meta = grace_model_meta(encoder, revision, license)
-        self._memo: dict[str, np.ndarray] = {}
+        self._memo: dict[tuple[str, str], np.ndarray] = {}  # (role, text) -> embedding
         self.texts_encoded = 0  # texts really encoded (not served from the memo)
 
     def encode(self, inputs: DataLoader, *, task_metadata: TaskMetadata, hf_split: str,
                hf_subset: str, prompt_type: PromptType | None = None, **kwargs: Any) -> np.ndarray:
-        """(N, D) float32 unit vectors for the ``"text"`` of every item of ``inputs``, in order."""
-        del task_metadata, hf_split, hf_subset, prompt_type  # one prompt for every input
+        """(N, D) float32 vectors for the ``"text"`` of every item of ``inputs``, in order (unit
+        vectors for GRACE)."""
+        del task_metadata, hf_split, hf_subset  # one prompt (or one per role) for every input
+        role = "any"  # GRACE: one prompt for every input
+        encode = self.encoder.encode
+        if self.encoder.uses_instructions:
+            from mteb.types import PromptType
+
+            document = prompt_type == PromptType.document
+            role = "document" if document else "query"
+            encode = self.encoder.encode_document if document else self.encoder.encode_query
         texts: list[str] = []
         for batch in inputs:
             if "text" not in batch:
                 raise TypeError(f"GraceMTEBModel encodes text only; the batch holds {sorted(batch)}")
             texts.extend(batch["text"])
-        new = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        new = [t for t in dict.fromkeys(texts) if (role, t) not in self._memo]
         if new:
-            emb = self.encoder.encode(new, show_progress_bar=kwargs.get("show_progress_bar"))  # (U, D)
-            self._memo.update(zip(new, emb))
+            emb = encode(new, show_progress_bar=kwargs.get("show_progress_bar"))  # (U, D)
+            self._memo.update(zip(((role, t) for t in new), emb))
             self.texts_encoded += len(new)
         if not texts:
             return np.zeros((0, self.encoder.embedding_dim), dtype=np.float32)
-        return np.stack([self._memo[t] for t in texts])  # (N, D)
+        return np.stack([self._memo[(role, t)] for t in texts])  # (N, D)
 
     def clear_memo(self) -> None:
         """Forget the memoised embeddings (the rationale cache is untouched)."""
