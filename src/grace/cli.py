@@ -3,6 +3,7 @@
     grace train --config configs/unsup-lee.yaml --model tiny-random --max-steps 2 --output-dir OUT
     grace train ... --rollout.max_new_tokens 32 --optim.learning_rate 1e-5   (any config field)
     grace demo                                                              (README command 1)
+    grace decode --model OUT "some text"          (LLM2Vec-Gen: the text an embedding holds)
 
 User errors (bad data, unknown model, missing file) print one line and exit with code 2.
 """
@@ -56,7 +57,7 @@ def _train_parser(sub) -> None:
                        "can be set as --section.field VALUE.")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--model", help="packaged name (smollm2-135m, tiny-random), folder or hub id")
-    p.add_argument("--method", help="training method (grace)")
+    p.add_argument("--method", help="training method: grace | infonce | simcse | llm2vec-gen")
     p.add_argument("--mode", help="supervised | unsupervised")
     p.add_argument("--data", help="data file (JSONL/JSON/CSV/Parquet/TXT), gensim:FILE or hub name")
     p.add_argument("--max-steps", type=int, dest="max_steps")
@@ -96,12 +97,28 @@ def _eval_parser(sub) -> None:
                    help="float32 | bfloat16 (bf16 is several times faster on CPUs with bf16 units)")
 
 
+def _decode_parser(sub) -> None:
+    p = sub.add_parser("decode", help="LLM2Vec-Gen: decode texts' embeddings back into text",
+                       description="Greedy decoding by the frozen LM from each text's soft "
+                       "prompts: the text its embedding holds. One line per text.")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="texts to encode and decode")
+    p.add_argument("--model", required=True,
+                   help="LLM2Vec-Gen checkpoint or training output folder (its latest checkpoint)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--instruction", default=None,
+                   help="instruction before each text (default: the checkpoint's query instruction)")
+    p.add_argument("--document", action="store_true",
+                   help="use the checkpoint's document instruction instead")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _demo_parser(sub)
     _eval_parser(sub)
+    _decode_parser(sub)
     return parser
 
 
@@ -134,6 +151,14 @@ def _run(argv: list[str]) -> int:
         run_suite(args.model, suite=args.suite, data_dir=args.data_dir, rationale=args.rationale,
                   max_new_tokens=args.max_new_tokens, full=args.full, output=args.output,
                   seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype)
+        return 0
+    if args.command == "decode":
+        from grace.llm2vec_gen.encoder import decode_texts
+
+        for line in decode_texts(args.model, args.texts, max_new_tokens=args.max_new_tokens,
+                                 instruction=args.instruction, document=args.document,
+                                 dtype=args.dtype):
+            print(line)
         return 0
     return 2
 
