@@ -2,6 +2,7 @@
 backbone, the response cache, training (frozen backbone, resume, overfit-and-decode), the
 encoder and its evaluation. All offline and in-process (one thread)."""
 
+import copy
 import json
 import math
 import warnings
@@ -98,10 +99,16 @@ def _spec(d: int = 64, teacher_dim: int = 8, k: int = 4) -> LLM2VecGenSpec:
     return LLM2VecGenSpec(backbone="tiny-random", hidden_size=d, teacher_dim=teacher_dim, num_tokens=k)
 
 
+@pytest.fixture(scope="module")
+def backbone(tiny):
+    """A copy of the session's tiny model: LLM2VecGenModel freezes its backbone in place."""
+    return copy.deepcopy(tiny[0])
+
+
 @pytest.fixture
-def model(tiny):
+def model(backbone):
     torch.manual_seed(0)
-    return LLM2VecGenModel(tiny[0], _spec())
+    return LLM2VecGenModel(backbone, _spec())
 
 
 def test_model_shapes_and_only_tokens_and_heads_train(model, tiny):
@@ -121,9 +128,9 @@ def test_model_shapes_and_only_tokens_and_heads_train(model, tiny):
     assert not model.backbone.training  # frozen: always eval mode
 
 
-def test_reconstruction_logits_are_the_shifted_full_forward(model, tiny):
+def test_reconstruction_logits_are_the_shifted_full_forward(model, backbone, tiny):
     """logits[:, t] must be the LM's prediction after p_1..p_K, r_1..r_{t-1}."""
-    backbone, tok = tiny
+    tok = tiny[1]
     rid, rmask = build_response_targets(tok, ["one two three"], [True])
     p = torch.randn(1, 4, 64) * 0.1
     logits = model.reconstruction_logits(p, rid, rmask)  # (1, T, V)
@@ -175,7 +182,7 @@ def test_response_cache_errors_name_the_file_and_line(tmp_path):
 
 
 def test_responses_are_generated_once(tiny, tmp_path, one_thread):
-    backbone, tok = tiny
+    backbone, tok = tiny  # generation only: the shared model is not changed
     cache = ResponseCache(tmp_path / "r.jsonl")
     kw = dict(max_new_tokens=3, temperature=0.0, batch_size=2, show_progress=False)
     assert ensure_responses(backbone, tok, ["q1", "q2", "q3", "q1"], cache, **kw) == 3
@@ -212,10 +219,16 @@ def texts(tmp_path) -> Path:
 
 
 def test_training_moves_every_trainable_part_and_not_one_backbone_bit(tmp_path, texts, tiny, one_thread):
-    from grace.trainer import train
+    from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
 
-    checkpoint = train(_config(tmp_path, texts))
+    trainer = LLM2VecGenTrainer(_config(tmp_path, texts))
+    backbone = trainer.policy.backbone
+    before = {name: t.clone() for name, t in backbone.state_dict().items()}
+    checkpoint = trainer.train()
     assert checkpoint == tmp_path / "OUT" / "checkpoint-2"
+    # the backbone the run trained through: bit for bit what it was, and what is on disk
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(tensor, before[name]) and torch.equal(tensor, tiny[0].state_dict()[name]), name
     # the checkpoint: the trainable parts and a reference to the backbone, no backbone weights
     saved = load_file(checkpoint / WEIGHTS)
     assert set(saved) == TRAINABLE
@@ -224,15 +237,14 @@ def test_training_moves_every_trainable_part_and_not_one_backbone_bit(tmp_path, 
     assert spec["backbone"] == "tiny-random" and spec["num_tokens"] == 4 and spec["teacher_dim"] == 64
     n_trainable = sum(t.numel() for t in saved.values())
     assert (checkpoint / WEIGHTS).stat().st_size < 4 * n_trainable + 4096  # float32 + header
-    # the run, reloaded: every trainable tensor moved, the backbone is the one on disk, bit for bit
+    # the checkpoint, reloaded: the trained parts, around the backbone it names
     from grace.llm2vec_gen.encoder import load_model
 
     trained, _, _ = load_model(tmp_path / "OUT")
-    torch.manual_seed(0)
-    fresh = LLM2VecGenModel(tiny[0], _spec(teacher_dim=64))  # the init of a seeded run differs,
-    assert not torch.equal(trained.soft_tokens, fresh.soft_tokens)  # but the mean-embedding rows do not
-    for name, tensor in trained.backbone.state_dict().items():
-        assert torch.equal(tensor, tiny[0].state_dict()[name]), name
+    for name, tensor in trained.trainable_state_dict().items():
+        assert torch.equal(tensor, trainer.policy.trainable_state_dict()[name]), name
+    initial = tiny[0].get_input_embeddings().weight.mean(dim=0)  # where every soft token starts
+    assert not torch.allclose(trained.soft_tokens, initial.expand(4, -1))
     rows = [json.loads(line) for line in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("loss/total", "loss/recon", "loss/align", "align/cosine", "recon/token_accuracy", "grad_norm"):
