@@ -88,6 +88,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a busy 2-core machine 2 OpenMP threads "
                    "collapse, e.g. HF generate 7 vs 57 tokens/s; 0 = torch's default)")
+    p.add_argument("--mixed-bf16", action="store_true",
+                   help="bf16 mixed precision on both sides: ours with model.mixed_precision=bf16 and "
+                        "rollout.dtype=bfloat16 (float32 master weights), TRL with bf16=True; "
+                        "written to its own section")
     p.add_argument("--engine", help="our rollout engine, rollout.engine (default: the config's)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     p.add_argument("--max-prompt-tokens", type=int, default=128)
@@ -199,6 +203,8 @@ def build_ours(args, workdir):
     from grace.trainer import GraceTrainer
 
     engine = {} if args.engine is None else {"rollout.engine": args.engine}
+    if args.mixed_bf16:
+        engine.update({"model.mixed_precision": "bf16", "rollout.dtype": "bfloat16"})
     cfg = load_config("unsup-wiki", {
         **engine, "model.name": args.model, "model.dtype": args.dtype, "model.lora": False,
         "data.path": args.data, "data.shuffle": False, "data.max_prompt_tokens": args.max_prompt_tokens,
@@ -238,7 +244,8 @@ def build_trl(args, cfg, workdir, callback):
         warmup_steps=0, max_grad_norm=cfg.optim.max_grad_norm, optim="adamw_torch",
         beta=0.0, epsilon=cfg.optim.clip_low, loss_type="dapo", scale_rewards="none",
         mask_truncated_completions=False, shuffle_dataset=False,
-        gradient_checkpointing=False, bf16=False, fp16=False, dataloader_num_workers=0,
+        gradient_checkpointing=False, bf16=args.mixed_bf16, fp16=False, dataloader_num_workers=0,
+        use_cpu=args.mixed_bf16 and not torch.cuda.is_available(),
     )
     holder = {}
     reward = make_trl_reward(tokenizer, cfg, lambda: holder["trainer"].accelerator.unwrap_model(
@@ -315,7 +322,8 @@ def main(argv=None) -> None:
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    settings = (f"model {args.model}, dtype {args.dtype}, B={args.batch} texts x G={args.rollouts} "
+    precision = ", bf16 mixed precision on both sides" if args.mixed_bf16 else ""
+    settings = (f"model {args.model}, dtype {args.dtype}{precision}, B={args.batch} texts x G={args.rollouts} "
                 f"rationales, max_new_tokens={args.max_new_tokens}, {args.mini_batches} optimizer "
                 f"steps per rollout batch, lr {args.lr}, full fine-tuning, prompts <= "
                 f"{args.max_prompt_tokens} tokens, truncation penalty "
@@ -337,8 +345,10 @@ def main(argv=None) -> None:
     print(f"wall time {time.perf_counter() - t_start:.0f} s")
     if args.write:
         cmd = "benchmarks/bench_grpo_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_section("grpo_step", "\n".join([
-            "## (b) One GRACE training step vs TRL `GRPOTrainer`",
+        section = "grpo_step_bf16" if args.mixed_bf16 else "grpo_step"
+        write_section(section, "\n".join([
+            "## (b) One GRACE training step vs TRL `GRPOTrainer`"
+            + (" (bf16 mixed precision)" if args.mixed_bf16 else ""),
             "",
             f"`{cmd.strip()}` -- {time.strftime('%Y-%m-%d')}",
             "",
@@ -354,7 +364,7 @@ def main(argv=None) -> None:
             "",
             f"**ratio (TRL s/step / ours s/step): {ratio:.2f}** (target: >= 2, i.e. our step <= 0.5x TRL's)",
         ]))
-        print("wrote the grpo_step section of benchmarks/results-speed.md")
+        print(f"wrote the {section} section of benchmarks/results-speed.md")
     print(f"ratio: {ratio:.3f}")
 
 

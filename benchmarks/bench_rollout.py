@@ -103,11 +103,13 @@ def main() -> None:
     parser.add_argument("--encode-texts", type=int, default=32, help="texts in the greedy scenario")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--dtypes", default=None, help="comma-separated (default float32,bfloat16; "
+                        "--quick: float32)")
     args = parser.parse_args()
     if args.quick:
-        args.prompts, args.samples, args.encode_texts = 4, 4, 8
-        args.max_new_tokens, args.repeats, args.dtypes = 16, 1, "float32"
+        args.prompts, args.samples, args.encode_texts = 2, 4, 4
+        args.max_new_tokens, args.repeats = 12, 1
+    args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
     from grace.backbones import load_backbone
 
