@@ -486,3 +486,17 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, texts, capsys):
         assert "Traceback" not in err and message in err.strip().splitlines()[-1], (extra, err)
     assert main(["decode", "--model", str(tmp_path), "some text"]) == 2
     assert "not an LLM2Vec-Gen checkpoint" in capsys.readouterr().err
+
+
+def test_teachers_load_from_the_package_a_folder_or_grace(tmp_path):
+    from grace.llm2vec_gen.teacher import _minilm_folder, load_teacher
+
+    folder = load_teacher(str(_minilm_folder()))  # a sentence-transformers folder
+    assert folder.dim == 384
+    emb = folder.encode(["a cat", "a dog"])
+    assert emb.shape == (2, 384) and emb.dtype == torch.float32
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))  # MiniLM ends with Normalize
+    grace = load_teacher("tiny-random")  # mean pooling of a grace model
+    assert grace.dim == 64 and grace.encode(["a cat"]).shape == (1, 64)
+    with pytest.raises(GraceInputError, match="teacher rationale 'sampled'"):
+        load_teacher("tiny-random", rationale="sampled")
