@@ -114,3 +114,40 @@ def test_preallocated_layer_grows_and_selects_like_the_dynamic_one():
         layer.batch_select_indices(torch.tensor([0, 4, 5]))
     assert ours.get_seq_length() == plain.get_seq_length() == 7
     assert torch.equal(ours.keys, plain.keys) and torch.equal(ours.values, plain.values)
+
+
+def test_per_prompt_counts_and_temperatures_in_one_call(setup):
+    """Prompt 0 greedy once, prompt 1 sampled 3 times, prompt 2 sampled twice: one decoding loop;
+    the greedy row equals a greedy call of its own and everything scores like a forward pass."""
+    model, tok, prompts = setup
+    torch.manual_seed(0)
+    mixed = rollout(model, tok, prompts, num_samples=[1, 3, 2], temperature=[0.0, 1.0, 0.7],
+                    max_new_tokens=6, batch_size=4)
+    assert len(mixed.seqs) == 6
+    alone = rollout(model, tok, build_prompts(tok, TEXTS[:1]), temperature=0.0, max_new_tokens=6)
+    width = alone.seqs.response_ids.shape[1]
+    assert torch.equal(mixed.seqs.response_ids[0, :width], alone.seqs.response_ids[0])
+    assert torch.equal(mixed.seqs.input_ids[1:4, : mixed.seqs.prompt_len], prompts.input_ids[1].expand(3, -1))
+    reference = score_sequences(model, mixed.seqs)
+    assert _min_cosine(mixed.embeddings, reference.embeddings) >= 0.9999
+    torch.testing.assert_close(mixed.logprobs, reference.logprobs, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="num_samples has 2 entries for 3 prompts"):
+        rollout(model, tok, prompts, num_samples=[1, 2], max_new_tokens=2)
+
+
+def test_sample_tokens_per_row_temperature():
+    logits = torch.tensor([[0.0, 3.0, 1.0], [0.0, 3.0, 1.0]])
+    torch.manual_seed(0)
+    draws = torch.stack([sample_tokens(logits, torch.tensor([0.0, 5.0])) for _ in range(100)])
+    assert set(draws[:, 0].tolist()) == {1}  # greedy row
+    assert len(set(draws[:, 1].tolist())) == 3  # hot row
+
+
+def test_strip_left_padding_keeps_what_each_row_needs(setup):
+    model, tok, prompts = setup
+    out = rollout(model, tok, prompts, temperature=0.0, max_new_tokens=3)
+    short = out.seqs.select(slice(0, 1)).strip_left_padding()  # "hi": the shortest prompt
+    assert short.attention_mask[0, 0] == 1 and short.prompt_len < out.seqs.prompt_len
+    assert torch.equal(short.response_ids, out.seqs.response_ids[:1])
+    emb = score_sequences(model, short, with_logprobs=False).embeddings
+    assert _min_cosine(emb, out.embeddings[:1]) >= 0.9999

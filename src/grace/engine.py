@@ -39,19 +39,23 @@ from grace.prompt import PromptBatch
 from grace.rollout import ScoredSequences, sequences_from_response_tensor
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
-    """Next tokens from ``logits`` (n, V): argmax when ``temperature`` <= 0, else sampled at
-    ``temperature`` from the smallest set of tokens whose probability reaches ``top_p``. -> (n,)"""
-    if temperature <= 0:
+def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torch.Tensor:
+    """Next tokens from ``logits`` (n, V). ``temperature``: a number or a (n,) tensor, one per
+    row; a row at temperature <= 0 takes the argmax, the others are sampled at their temperature
+    from the smallest set of tokens whose probability reaches ``top_p``. -> (n,)"""
+    temps = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
+    greedy = temps <= 0  # (n,)
+    if bool(greedy.all()):
         return logits.argmax(dim=-1)
-    scaled = logits.float() / temperature  # (n, V)
+    scaled = logits.float() / temps.clamp(min=1e-6)[:, None]  # (n, V)
     if top_p < 1.0:
         sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (n, V)
         probs = sorted_logits.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # (n, V) mass of the tokens ranked above
         sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))  # keeps the top 1
         scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    return torch.multinomial(scaled.softmax(dim=-1), 1).squeeze(1)
+    sampled = torch.multinomial(scaled.softmax(dim=-1), 1).squeeze(1)
+    return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
 
 
 def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -200,29 +204,33 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
 
 
 @torch.no_grad()
-def _rollout_chunk(model, prompts: PromptBatch, *, num_samples, temperature, top_p,
+def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
                    max_new_tokens, eos_id, pad_id, share_prefix, with_logprobs):
     """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
-    N = rows x num_samples, group-major; T <= max_new_tokens (early exit)."""
+    prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
+    counts; T <= max_new_tokens (early exit)."""
     decoder, head = decoder_and_head(model)
     device = next(model.parameters()).device
     pre = _prefill(model, prompts, pad_id, share_prefix, max_new_tokens)
     cache, attn, pool_sum, pool_count, next_pos = (
         pre.cache, pre.attn, pre.pool_sum, pre.pool_count, pre.next_pos)
     logits = head(pre.last_hidden)  # (b, V)
-    b = logits.shape[0]
-    n = num_samples
-    if n > 1:
-        cache.batch_repeat_interleave(n)
+    counts = torch.as_tensor(counts, device=device)  # (b,)
+    row_temps = torch.as_tensor(temperatures, dtype=torch.float32, device=device).repeat_interleave(counts)
+    if bool((counts != 1).any()):  # one prefill per prompt, its cache copied to its rows
+        if bool((counts == counts[0]).all()):
+            cache.batch_repeat_interleave(int(counts[0]))
+        else:
+            cache.batch_select_indices(torch.arange(len(counts), device=device).repeat_interleave(counts))
         pool_sum, pool_count, logits, attn, next_pos = (
-            t.repeat_interleave(n, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
-    N = b * n
+            t.repeat_interleave(counts, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
+    N = int(counts.sum())
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(N, max_new_tokens, device=device)
     active = torch.arange(N, device=device)  # rows of the full batch still generating
     steps = 0
     for t in range(max_new_tokens):
-        tok = sample_tokens(logits, temperature, top_p)  # (n_active,)
+        tok = sample_tokens(logits, row_temps[active], top_p)  # (n_active,)
         tokens[active, t] = tok
         if with_logprobs:
             logprobs[active, t] = chosen_logprobs(logits, tok)
@@ -246,37 +254,59 @@ def _rollout_chunk(model, prompts: PromptBatch, *, num_samples, temperature, top
     return tokens[:, :steps], logprobs[:, :steps], embeddings
 
 
+def _per_prompt(value, n: int, name: str) -> list:
+    if isinstance(value, (int, float)):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries for {n} prompts")
+    return value
+
+
 @torch.no_grad()
 def rollout(
     model,
     tokenizer,
     prompts: PromptBatch,
     *,
-    num_samples: int = 1,
-    temperature: float = 1.0,
+    num_samples=1,
+    temperature=1.0,
     top_p: float = 1.0,
     max_new_tokens: int = 64,
     batch_size: int = 64,
     share_prefix: bool = True,
     with_logprobs: bool = True,
 ) -> ScoredSequences:
-    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0) and return
-    them with their embeddings and temperature-1 log-probs, as ``score_sequences`` would.
+    """Sample rationales and return them with their embeddings and temperature-1 log-probs, as
+    ``score_sequences`` would.
 
-    Rows are group-major (prompt 0's samples first). Prompts are processed ``batch_size //
-    num_samples`` at a time (at least one prompt: a group is never split); sort prompts by
-    length beforehand for the least padding.
+    ``num_samples`` and ``temperature`` are numbers or one value per prompt (so one call can
+    serve, e.g., a step's greedy-ish context rationales and its sampled groups together); a
+    temperature of 0 is greedy. Rows are group-major (prompt 0's samples first). Prompts are
+    decoded together up to ``batch_size`` rows (a group is never split); sort prompts by length
+    beforehand for the least padding.
     """
+    n_prompts = prompts.input_ids.shape[0]
+    counts = _per_prompt(num_samples, n_prompts, "num_samples")
+    temps = _per_prompt(temperature, n_prompts, "temperature")
+    if min(counts, default=1) < 1:
+        raise ValueError("num_samples must be >= 1")
+    chunks, start = [], 0
+    while start < n_prompts:  # greedy: as many prompts as fit in batch_size rows, at least one
+        end, rows = start + 1, counts[start]
+        while end < n_prompts and rows + counts[end] <= batch_size:
+            rows += counts[end]
+            end += 1
+        chunks.append((start, end))
+        start = end
     was_training = model.training
     model.eval()
-    per_chunk = max(1, batch_size // num_samples)
     tokens, logprobs, embeddings = [], [], []
-    for start in range(0, prompts.input_ids.shape[0], per_chunk):
-        rows = slice(start, start + per_chunk)
-        part = PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows],
-                           prompts.pool_start[rows], 0)
+    for start, end in chunks:
+        part = PromptBatch(prompts.input_ids[start:end], prompts.attention_mask[start:end],
+                           prompts.pool_start[start:end], 0)
         tok, lp, emb = _rollout_chunk(
-            model, part, num_samples=num_samples, temperature=temperature, top_p=top_p,
+            model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
             max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
         )
@@ -286,7 +316,7 @@ def rollout(
     model.train(was_training)
     width = max(t.shape[1] for t in tokens)
     response = torch.cat([F.pad(t, (0, width - t.shape[1]), value=tokenizer.pad_token_id) for t in tokens])
-    seqs = sequences_from_response_tensor(prompts, num_samples, response, tokenizer.eos_token_id)
+    seqs = sequences_from_response_tensor(prompts, torch.tensor(counts), response, tokenizer.eos_token_id)
     lp = torch.cat([F.pad(x, (0, width - x.shape[1])) for x in logprobs]) * seqs.response_mask
     return ScoredSequences(seqs, torch.cat(embeddings), lp if with_logprobs else torch.zeros_like(lp))
 

@@ -56,6 +56,16 @@ class Sequences:
         )
 
 
+    def strip_left_padding(self) -> "Sequences":
+        """Drop the leading columns that are padding in every row (e.g. after ``select``)."""
+        pad = (self.attention_mask[:, : self.prompt_len] == 0).all(dim=0)  # (P,)
+        k = int(pad.long().cumprod(dim=0).sum())
+        if k == 0:
+            return self
+        return replace(self, input_ids=self.input_ids[:, k:], attention_mask=self.attention_mask[:, k:],
+                       pool_mask=self.pool_mask[:, k:], prompt_len=self.prompt_len - k)
+
+
 @dataclass
 class ScoredSequences:
     """Sequences plus what the no-grad scoring pass computed for them."""
@@ -117,11 +127,14 @@ def generate_sequences(
     return sequences_from_response_tensor(prompts, num_samples, response, tokenizer.eos_token_id)
 
 
-def sequences_from_response_tensor(prompts: PromptBatch, num_samples: int, response: torch.Tensor,
+def sequences_from_response_tensor(prompts: PromptBatch, num_samples, response: torch.Tensor,
                                    eos_id: int) -> Sequences:
-    """Sequences from prompts (repeated ``num_samples`` times, group-major) and the sampled
-    rationale tokens ``response`` (N, R), right-padded after EOS or cut at R."""
+    """Sequences from prompts (repeated ``num_samples`` times, group-major; an int or a (P,)
+    tensor of counts) and the sampled rationale tokens ``response`` (N, R), right-padded after
+    EOS or cut at R."""
     device = response.device
+    if torch.is_tensor(num_samples):
+        num_samples = num_samples.to(prompts.input_ids.device)
     ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     response_mask, truncated = response_mask_from_ids(response, eos_id)

@@ -54,12 +54,22 @@ from grace.prompt import build_prompts
 from grace.rewards import compute_rewards
 from grace.roles import context_blocks, num_groups_per_instance, plan_rollouts, reward_inputs
 from grace.rollout import (
+    ScoredSequences,
     Sequences,
     decode_rationales,
     generate_sequences,
     response_logprobs,
     score_sequences,
 )
+
+
+def _split(scored: ScoredSequences, n_first: int) -> tuple[ScoredSequences, ScoredSequences]:
+    """The first ``n_first`` rows and the rest, each without the padding columns it no longer needs."""
+    parts = []
+    for rows in (slice(0, n_first), slice(n_first, None)):
+        seqs = scored.seqs.select(rows).strip_left_padding()
+        parts.append(ScoredSequences(seqs, scored.embeddings[rows], scored.logprobs[rows]))
+    return parts[0], parts[1]
 
 
 class DataOrder:
@@ -313,18 +323,28 @@ class GraceTrainer(Trainer):
         r = cfg.rollout
         model = self.rollout_policy()
 
-        def run(texts, num_samples, temperature):
-            prompts = build_prompts(
-                self.tokenizer, texts, cfg.data.system_prompt, cfg.data.max_prompt_tokens
+        def prompts_of(texts):
+            return build_prompts(self.tokenizer, texts, cfg.data.system_prompt, cfg.data.max_prompt_tokens)
+
+        if r.engine == "fast":  # one decoding loop for the context rationales and the groups
+            texts = plan.context_texts + plan.trained_texts
+            n_ctx = len(plan.context_texts)
+            prompts = prompts_of(texts)
+            scored = rollout(
+                model, self.tokenizer, prompts,
+                num_samples=[1] * n_ctx + [r.num_rollouts] * len(plan.trained_texts),
+                temperature=[r.context_temperature] * n_ctx + [r.temperature] * len(plan.trained_texts),
+                top_p=r.top_p, max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size,
             )
-            sampling = dict(num_samples=num_samples, temperature=temperature, top_p=r.top_p,
-                            max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
-            if r.engine == "fast":
-                scored = rollout(model, self.tokenizer, prompts, **sampling)
-            else:
-                seqs = generate_sequences(model, self.tokenizer, prompts, **sampling)
-                scored = score_sequences(model, seqs, r.micro_batch_size)
-            return scored, prompts.num_truncated
+            context, trained = _split(scored, n_ctx)
+            return plan, context, trained, prompts.num_truncated
+
+        def run(texts, num_samples, temperature):
+            prompts = prompts_of(texts)
+            seqs = generate_sequences(model, self.tokenizer, prompts, num_samples=num_samples,
+                                      temperature=temperature, top_p=r.top_p,
+                                      max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
+            return score_sequences(model, seqs, r.micro_batch_size), prompts.num_truncated
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)
         trained, cut_t = run(plan.trained_texts, r.num_rollouts, r.temperature)
