@@ -16,8 +16,9 @@ in one pass:
   and the hidden state of every generated token (computed when that token is fed back) are
   summed into the masked mean on the fly; the log-prob of each sampled token (temperature 1,
   the PPO "old" log-prob) is read from the same logits that sampled it;
-- **early exit**: a row leaves the batch (and its cache rows are dropped) once its EOS has been
-  fed; the loop stops when every row is done;
+- **early exit**: a row stops once its EOS has been fed; finished rows are dropped from the
+  batch and the cache when they make up a quarter of it (dropping copies the cache, so it is
+  batched), and the loop stops when every row is done;
 - **preallocated KV cache**: keys and values are written in place into buffers sized for the
   whole rollout, instead of ``torch.cat``-ing the whole cache at every decoding step.
 
@@ -54,7 +55,11 @@ def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torc
         before = probs.cumsum(dim=-1) - probs  # (n, V) mass of the tokens ranked above
         sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))  # keeps the top 1
         scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    sampled = torch.multinomial(scaled.softmax(dim=-1), 1).squeeze(1)
+    # Inverse-CDF sampling: one uniform number per row. (torch.multinomial draws an exponential
+    # variate per vocabulary entry: ~30 ms per step for 32 rows x 49k tokens on a CPU core.)
+    cdf = scaled.softmax(dim=-1).cumsum(dim=-1)  # (n, V)
+    u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]  # in (0, total]
+    sampled = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
 
 
@@ -227,29 +232,31 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
     N = int(counts.sum())
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(N, max_new_tokens, device=device)
-    active = torch.arange(N, device=device)  # rows of the full batch still generating
+    rows = torch.arange(N, device=device)  # full-batch row of each row in the cache
+    done = torch.zeros(N, dtype=torch.bool, device=device)  # finished rows not yet dropped
     steps = 0
     for t in range(max_new_tokens):
-        tok = sample_tokens(logits, row_temps[active], top_p)  # (n_active,)
-        tokens[active, t] = tok
+        live = ~done
+        tok = sample_tokens(logits, row_temps[rows], top_p).masked_fill(done, pad_id)  # (n,)
+        tokens[rows[live], t] = tok[live]
         if with_logprobs:
-            logprobs[active, t] = chosen_logprobs(logits, tok)
+            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live])
         steps = t + 1
-        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
+        attn = torch.cat([attn, live.long()[:, None]], dim=1)
         out = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                       past_key_values=cache, use_cache=True)
-        hidden = out.last_hidden_state[:, 0]  # (n_active, D): the fed token, pooled
-        pool_sum[active] += hidden.float()
-        pool_count[active] += 1
+        hidden = out.last_hidden_state[:, 0]  # (n, D): the fed token, pooled for live rows
+        pool_sum[rows[live]] += hidden[live].float()
+        pool_count[rows[live]] += 1
         next_pos = next_pos + 1
-        keep = tok != eos_id
-        if t == max_new_tokens - 1 or not keep.any():
+        done = done | (live & (tok == eos_id))
+        if t == max_new_tokens - 1 or bool(done.all()):
             break
-        if not keep.all():
-            index = keep.nonzero().squeeze(1)
+        if 4 * int(done.sum()) >= len(rows):  # drop finished rows once they are a quarter
+            index = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(index)
-            active, attn, next_pos, hidden = active[index], attn[index], next_pos[index], hidden[index]
-        logits = head(hidden)  # (n_active, V)
+            rows, attn, next_pos, hidden, done = rows[index], attn[index], next_pos[index], hidden[index], done[index]
+        logits = head(hidden)  # (n, V)
     embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
     return tokens[:, :steps], logprobs[:, :steps], embeddings
 
