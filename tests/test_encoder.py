@@ -117,3 +117,29 @@ def test_rationale_cache_round_trip(tmp_path):
     cache.put_many("fp", "s", ["a", "b"], [[1, 2], [3]])
     assert cache.get_many("fp", "s", ["b", "a", "c"]) == [[3], [1, 2], None]
     assert len(cache) == 2 and cache.hits == 2 and cache.misses == 1
+
+
+def test_cache_files_without_embeddings_are_upgraded_and_rescored(encoder, tmp_path, monkeypatch):
+    """A cache written before embeddings were stored (5 columns): opened, the column is added;
+    its rationales are reused (no generation) and scored by one forward pass, then stored."""
+    import sqlite3
+
+    first = encoder.encode(TEXTS)
+    ids = [e[0] for e in encoder.cache.get_entries(encoder.fingerprint, encoder.options.generation_key(), TEXTS)]
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE rationales (key TEXT PRIMARY KEY, fingerprint TEXT, settings TEXT, text TEXT, ids TEXT)")
+    db.commit()
+    db.close()
+    cache = RationaleCache(old)
+    cache.put_many(encoder.fingerprint, encoder.options.generation_key(), TEXTS, ids)  # no embeddings
+    again = GraceEncoder(encoder.model, encoder.tokenizer, encoder.options, cache=cache)
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated although every rationale is cached")
+
+    monkeypatch.setattr(grace.encode, "rollout", no_generation)
+    rescored = again.encode(TEXTS)
+    np.testing.assert_allclose(rescored, first, atol=1e-5)
+    stored = cache.get_entries(encoder.fingerprint, encoder.options.generation_key(), TEXTS)
+    assert all(e[1] is not None for e in stored)
