@@ -189,6 +189,34 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+# (GRACE row, the rows it is compared with): the paper's pairings (same data, same supervision)
+PAIRS = {"GRACE sup": ("InfoNCE", "+reasoning", "base"), "GRACE unsup": ("SimCSE", "+reasoning", "base")}
+
+
+def _comparisons(evals: dict) -> list[str]:
+    """Per GRACE row, the tasks where it scores below each comparison row (computed, not written)."""
+    lines = []
+    for grace, others in PAIRS.items():
+        if grace not in evals:
+            continue
+        ours = evals[grace]
+        for other in others:
+            if other not in evals:
+                continue
+            theirs = evals[other]
+            losses = [f"{t} {100 * (ours['tasks'][t]['main_score'] - v['main_score']):+.2f}"
+                      for t, v in theirs["tasks"].items()
+                      if t in ours["tasks"] and ours["tasks"][t]["main_score"] < v["main_score"]]
+            delta = 100 * (ours["overall"] - theirs["overall"])
+            where = "; below it on " + ", ".join(losses) if losses else "; not below it on any task"
+            lines.append(f"- {grace} vs {other}: overall {delta:+.2f}{where}")
+    if lines:
+        lines = ["", "Where GRACE gains and loses (computed from the table, points x 100; one training "
+                 "seed and small seeded subsamples, so a difference of a few points is within noise):",
+                 ""] + lines
+    return lines
+
+
 def write_report(work: Path, evals: dict, capabilities: dict, plots: list[str]) -> Path:
     import torch
 
@@ -223,6 +251,7 @@ def write_report(work: Path, evals: dict, capabilities: dict, plots: list[str]) 
         cells = [_fmt(res["tasks"][t]["main_score"]) for t in tasks]
         avgs = [_fmt(res["averages"].get(c)) for c in categories]
         lines.append(f"| {label} | {res['rationale']} | " + " | ".join(cells + avgs) + f" | {_fmt(res['overall'])} |")
+    lines += _comparisons(evals)
     reference = sorted((work / "eval-float32").glob("*.json")) if (work / "eval-float32").is_dir() else []
     if reference:
         lines += ["", "The same rows evaluated with float32 weights (what bf16 evaluation changes):", ""]
