@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: the machine description and the results file.
+"""Shared helpers of the benchmark scripts: the machine description, the results file and the
+command-line options of the scripts that run GRACE training steps.
 
 Each benchmark owns one section of ``benchmarks/results-speed.md``, delimited by
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``. ``write_section(NAME, markdown)``
@@ -8,6 +9,7 @@ can be re-run in any order.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
@@ -85,3 +87,34 @@ def machine(*packages: str, threads: int | None = None) -> str:
         f"Python {platform.python_version()}; "
         + versions("torch", "transformers", "accelerate", *packages)
     )
+
+
+def add_step_arguments(p: argparse.ArgumentParser, quick: dict, full: dict, steps_help: str, data) -> None:
+    """The options shared by the scripts that time or measure GRACE training steps; the size
+    options default to None and are filled from ``quick``/``full`` by ``resolve_presets``."""
+    p.add_argument("--quick", action="store_true", help=f"small run (< 1 min): {quick}")
+    p.add_argument("--model", help=f"backbone name (default {full['model']})")
+    p.add_argument("--batch", type=int, help="B: texts (groups) per step")
+    p.add_argument("--rollouts", type=int, help="G: rationales per text")
+    p.add_argument("--max-new-tokens", type=int, help="rationale length cap")
+    p.add_argument("--steps", type=int, help=steps_help)
+    p.add_argument("--mini-batches", type=int, help="optimizer steps per rollout batch")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a busy 2-core machine 2 OpenMP threads "
+                   "collapse, e.g. HF generate 7 vs 57 tokens/s; 0 = torch's default)")
+    p.add_argument("--engine", help="our rollout engine, rollout.engine (default: the config's)")
+    p.add_argument("--data", default=str(data), help="one text per line")
+    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the results section (default: only without --quick)")
+
+
+def resolve_presets(args: argparse.Namespace, quick: dict, full: dict) -> argparse.Namespace:
+    """Fill the size options left unset from the --quick or full preset; --write defaults to
+    "not --quick"."""
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.write is None:
+        args.write = not args.quick
+    return args

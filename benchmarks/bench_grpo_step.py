@@ -67,7 +67,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from _report import machine, write_section
+from _report import add_step_arguments, machine, resolve_presets, write_section
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
                     "texts", "wiki-sentences.txt")
@@ -77,36 +77,16 @@ FULL = dict(model="smollm2-135m", batch=2, rollouts=4, max_new_tokens=32, steps=
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help=f"small run (< 1 min): {QUICK}")
-    p.add_argument("--model", help=f"backbone name (default {FULL['model']})")
-    p.add_argument("--batch", type=int, help="B: texts (groups) per step")
-    p.add_argument("--rollouts", type=int, help="G: rationales per text")
-    p.add_argument("--max-new-tokens", type=int, help="rationale length cap")
-    p.add_argument("--steps", type=int, help="timed steps per pipeline (after 1 warm-up each)")
-    p.add_argument("--mini-batches", type=int, help="optimizer steps per rollout batch")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a busy 2-core machine 2 OpenMP threads "
-                   "collapse, e.g. HF generate 7 vs 57 tokens/s; 0 = torch's default)")
+    add_step_arguments(p, QUICK, FULL, "timed steps per pipeline (after 1 warm-up each)", os.path.normpath(DATA))
     p.add_argument("--mixed-bf16", action="store_true",
                    help="bf16 mixed precision on both sides: ours with model.mixed_precision=bf16 and "
                         "rollout.dtype=bfloat16 (float32 master weights), TRL with bf16=True; "
                         "written to its own section")
-    p.add_argument("--engine", help="our rollout engine, rollout.engine (default: the config's)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     p.add_argument("--max-prompt-tokens", type=int, default=128)
     p.add_argument("--penalize-truncation", action="store_true",
                    help="replace the reward of a cut rollout by -1 (reward.penalize_truncation)")
-    p.add_argument("--data", default=os.path.normpath(DATA), help="one text per line")
-    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                   help="write the results section (default: only without --quick)")
-    args = p.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.write is None:
-        args.write = not args.quick
+    args = resolve_presets(p.parse_args(argv), QUICK, FULL)
     if (args.batch * args.rollouts) % args.mini_batches:
         p.error("B*G must be divisible by --mini-batches (TRL splits the generation batch evenly)")
     return args

@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _report import machine, write_section
+from _report import add_step_arguments, machine, resolve_presets, write_section
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
 QUICK = dict(model="tiny-random", batch=2, rollouts=4, max_new_tokens=16, steps=1, mini_batches=2)
@@ -55,31 +55,11 @@ MIB = 1024 * 1024
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help=f"small run (< 1 min): {QUICK}")
-    p.add_argument("--model", help=f"backbone name (default {FULL['model']})")
-    p.add_argument("--batch", type=int, help="B: texts (groups) per step")
-    p.add_argument("--rollouts", type=int, help="G: rationales per text")
-    p.add_argument("--max-new-tokens", type=int, help="rationale length cap")
-    p.add_argument("--steps", type=int, help="training steps per configuration")
-    p.add_argument("--mini-batches", type=int, help="optimizer steps per rollout batch")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a busy 2-core machine 2 OpenMP threads "
-                   "collapse, e.g. HF generate 7 vs 57 tokens/s; 0 = torch's default)")
-    p.add_argument("--engine", help="our rollout engine, rollout.engine (default: the config's)")
+    add_step_arguments(p, QUICK, FULL, "training steps per configuration", DATA)
     p.add_argument("--configs", default="full,lora",
                    help=f"comma-separated, first two compared by the ratio ({', '.join(CONFIGS)})")
-    p.add_argument("--data", default=str(DATA), help="one text per line")
-    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                   help="write the results section (default: only without --quick)")
     p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.write is None:
-        args.write = not args.quick
+    args = resolve_presets(p.parse_args(argv), QUICK, FULL)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in args.configs if c not in CONFIGS]
     if unknown or len(args.configs) < 2:
