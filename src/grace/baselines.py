@@ -125,7 +125,7 @@ class ContrastiveTrainer(Trainer):
         return gather_with_grad(self.acc, x)
 
     def step(self, step: int) -> tuple[dict, list]:
-        cfg, o = self.config, self.config.optim
+        cfg = self.config
         self.seed_step(step)  # dropout masks repeat on resume
         t0 = time.perf_counter()
         prompts = build_prompts(
@@ -137,16 +137,13 @@ class ContrastiveTrainer(Trainer):
         loss, stats = self.loss(embeddings)
         # x world: DDP averages the processes' gradients (module docstring)
         self.acc.backward(loss * self.acc.num_processes + head_tie)
-        norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad()
+        norm = self.optimizer_step()
         elapsed = time.perf_counter() - t0
         metrics = {
             "step": step,
             "contrastive/loss": float(loss.detach()),
             **{f"contrastive/{k}": v for k, v in stats.items()},
-            "contrastive/grad_norm": float(norm),
+            "contrastive/grad_norm": norm,
             "lr": self.scheduler.get_last_lr()[0],
             "prompts/truncated": prompts.num_truncated,
             "time/step_s": elapsed,

@@ -226,6 +226,15 @@ class Trainer:
         """One console line for a logged sample."""
         return f"[step {sample['step']}] {sample}"
 
+    def optimizer_step(self) -> float:
+        """Clip the gradient norm to ``optim.max_grad_norm``, step the optimizer and the
+        scheduler, zero the gradients; returns the norm before clipping."""
+        norm = self.acc.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return float(norm)
+
     def seed_step(self, step: int) -> None:
         """Seed the sampling RNG from (seed, step, process), so a resumed step repeats exactly."""
         torch.manual_seed(self.config.seed * 1_000_003 + step * 101 + self.acc.process_index)
@@ -401,11 +410,7 @@ class GraceTrainer(Trainer):
                 for key in ("clip_frac", "dual_clip_frac", "kl"):
                     stats[key].append(float(st.get(key, 0.0)))
                 stats["loss"].append(float(loss.detach()))
-            norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-            stats["grad_norm"].append(float(norm))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad()
+            stats["grad_norm"].append(self.optimizer_step())
         return {f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}
 
     def step(self, step: int) -> tuple[dict, list]:

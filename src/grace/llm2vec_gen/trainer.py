@@ -114,7 +114,7 @@ class LLM2VecGenTrainer(Trainer):
 
     # -- one step -------------------------------------------------------------------------
     def step(self, step: int) -> tuple[dict, list]:
-        cfg, g, o = self.config, self.config.llm2vec_gen, self.config.optim
+        cfg, g = self.config, self.config.llm2vec_gen
         self.seed_step(step)
         t0 = time.perf_counter()
         texts = [input_text(g.train_instruction, r) for r in self.order.batch(step)]
@@ -158,10 +158,7 @@ class LLM2VecGenTrainer(Trainer):
             sums["cosine"] += float(F.cosine_similarity(out["embedding"].detach().float(), target,
                                                         dim=-1).mean()) * share
             seen_tokens += int(enc.attention_mask.sum()) + g.num_tokens * len(rows) + int(rmask.sum())
-        norm = self.acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad()
+        norm = self.optimizer_step()
         elapsed = time.perf_counter() - t0
         metrics = {
             "step": step,
@@ -170,7 +167,7 @@ class LLM2VecGenTrainer(Trainer):
             "align/cosine": sums["cosine"],
             **({"loss/recon": sums["recon"], "recon/token_accuracy": sums["accuracy"]}
                if g.recon_weight > 0 else {}),
-            "grad_norm": float(norm),
+            "grad_norm": norm,
             "lr": self.scheduler.get_last_lr()[0],
             "inputs/truncated": truncated,
             "responses/tokens_mean": float(n_tokens) / n,
