@@ -212,16 +212,20 @@ def _read_json(path: Path) -> list[Located]:
     text = _read_utf8(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         return _read_json_array(path, text)
-    rows = []
-    for number, line in enumerate(_lines(text), start=1):
+    return [_object(row, where) for where, row in json_lines(path, text)]
+
+
+def json_lines(path: Path, text: str | None = None):
+    """Yield ``("FILE:LINE", parsed value)`` for every non-blank line of a JSON-lines file (read
+    as UTF-8 unless ``text`` is given); bad UTF-8 or JSON is a ``GraceInputError`` naming the line."""
+    for number, line in enumerate(_lines(_read_utf8(path) if text is None else text), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise _invalid_json(path, number, error) from None
-        rows.append(_object(row, f"{path}:{number}"))
-    return rows
+        yield f"{path}:{number}", row
 
 
 def _read_json_array(path: Path, text: str) -> list[Located]:

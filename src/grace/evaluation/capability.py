@@ -53,7 +53,6 @@ positions that predict a scored token, and per-sequence sums by ``index_add``.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -65,7 +64,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from grace.backbones import decoder_and_head
-from grace.data import gensim_test_file
+from grace.data import gensim_test_file, json_lines
 from grace.errors import GraceInputError
 from grace.policy_loss import token_logprobs
 
@@ -161,21 +160,7 @@ def load_multiple_choice(path: str | Path) -> list[MultipleChoice]:
     path = Path(path)
     if not path.is_file():
         raise GraceInputError(f"multiple-choice file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = path.read_bytes().count(b"\n", 0, error.start) + 1
-        raise GraceInputError(f"{path}:{line}: invalid UTF-8") from None
-    questions = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise GraceInputError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-        questions.append(_multiple_choice(row, where))
+    questions = [_multiple_choice(row, where) for where, row in json_lines(path)]
     if not questions:
         raise GraceInputError(f"{path}: no records")
     return questions
