@@ -62,10 +62,6 @@ class EncodeOptions:
         return settings_key(**{k: v for k, v in asdict(self).items() if k in keep})
 
 
-def _rows(prompts: PromptBatch, rows: list[int]) -> PromptBatch:
-    return PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows], prompts.pool_start[rows], 0)
-
-
 def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     """Rationale ids and embeddings of ``samples`` rollouts per prompt, from one engine pass."""
     n = opts.samples
@@ -88,7 +84,7 @@ def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache
                for k in range(n)]
     missing = [i for i in range(len(texts)) if any(entries[k][i] is None for k in range(n))]
     if missing:
-        ids, emb = _generate(model, tokenizer, _rows(prompts, missing), opts)
+        ids, emb = _generate(model, tokenizer, prompts.select(missing), opts)
         for k in range(n):
             rows = [j * n + k for j in range(len(missing))]
             for j, i in enumerate(missing):
@@ -98,14 +94,17 @@ def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache
                                k, emb[rows])
     stale = [(k, i) for k in range(n) for i in range(len(texts)) if entries[k][i][1] is None]
     if stale:  # cached rationales without an embedding (older cache files): one scoring pass
-        rows = _rows(prompts, [i for _, i in stale])
+        rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
                                         tokenizer.pad_token_id, tokenizer.eos_token_id)
         emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.cpu().numpy()
         for (k, i), e in zip(stale, emb):
             entries[k][i] = (entries[k][i][0], e)
-            if cache is not None:
-                cache.put_many(fingerprint, key, [texts[i]], [entries[k][i][0]], k, e[None])
+        for k in range(n):  # store the embeddings (only a cache can hold stale entries)
+            done = [i for kk, i in stale if kk == k]
+            if done:
+                cache.put_many(fingerprint, key, [texts[i] for i in done],
+                               [entries[k][i][0] for i in done], k, [entries[k][i][1] for i in done])
     stacked = torch.from_numpy(np.stack([[entries[k][i][1] for k in range(n)] for i in range(len(texts))]))
     emb = F.normalize(stacked.mean(dim=1), dim=-1)  # (B, D) the samples averaged
     rationales = [tokenizer.decode(entries[0][i][0], skip_special_tokens=True).strip() for i in range(len(texts))]

@@ -310,8 +310,7 @@ def rollout(
     model.eval()
     tokens, logprobs, embeddings = [], [], []
     for start, end in chunks:
-        part = PromptBatch(prompts.input_ids[start:end], prompts.attention_mask[start:end],
-                           prompts.pool_start[start:end], 0)
+        part = prompts.select(slice(start, end))
         tok, lp, emb = _rollout_chunk(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
             max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
@@ -337,10 +336,7 @@ def pool_prompts(model, tokenizer, prompts: PromptBatch, *, batch_size: int = 64
     model.eval()
     out = []
     for start in range(0, prompts.input_ids.shape[0], batch_size):
-        rows = slice(start, start + batch_size)
-        part = PromptBatch(prompts.input_ids[rows], prompts.attention_mask[rows],
-                           prompts.pool_start[rows], 0)
-        pre = _prefill(model, part, tokenizer.pad_token_id, share_prefix, room=0)
+        pre = _prefill(model, prompts.select(slice(start, start + batch_size)), tokenizer.pad_token_id, share_prefix, room=0)
         out.append(F.normalize(pre.pool_sum / pre.pool_count.clamp(min=1)[:, None], dim=-1))
     model.train(was_training)
     return torch.cat(out)

@@ -38,6 +38,10 @@ class PromptBatch:
     pool_start: torch.Tensor  # (N,) first pooled position, in padded coordinates
     num_truncated: int  # texts cut to fit max_prompt_tokens
 
+    def select(self, rows) -> "PromptBatch":
+        """A subset of rows (a slice, an index list or tensor); its ``num_truncated`` is 0."""
+        return PromptBatch(self.input_ids[rows], self.attention_mask[rows], self.pool_start[rows], 0)
+
 
 def render_prompt(tokenizer, text: str, system_prompt: str = SYSTEM_PROMPT) -> tuple[str, int]:
     """Return the prompt string and the character offset where pooling starts."""
