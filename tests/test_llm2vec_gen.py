@@ -195,6 +195,25 @@ def test_responses_are_generated_once(tiny, tmp_path, one_thread):
     assert not entry.finished and entry.num_tokens == 3  # the random model never says EOS
 
 
+def test_engine_responses_equal_hf_generate(tiny, one_thread):
+    """Responses come from grace.engine (shared template prefix once, early exit): greedy, they
+    are the tokens HF generate picks, for prompts of different lengths batched together."""
+    from grace.llm2vec_gen.inputs import chat_prompt
+    from grace.llm2vec_gen.responses import chat_prompt_batch, generate_batch
+
+    backbone, tok = tiny
+    texts = ["a short one", "a somewhat longer question about several unrelated things", "x"]
+    batch = chat_prompt_batch(tok, texts)
+    assert int((batch.pool_start - (batch.attention_mask == 0).sum(1)).min()) > 0  # a shared prefix
+    ours = generate_batch(backbone, tok, texts, max_new_tokens=6, temperature=0.0)
+    for text, response in zip(texts, ours):
+        enc = tok(chat_prompt(tok, text), add_special_tokens=False, return_tensors="pt")
+        ref = backbone.generate(**enc, max_new_tokens=6, do_sample=False,
+                                pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
+        assert response.text == tok.decode(ref, skip_special_tokens=True).strip()
+        assert response.num_tokens == 6 and not response.finished
+
+
 # --------------------------------------------------------------------------- training
 
 TEACHER = "tiny-random"  # a grace teacher (mean pooling), 64-d and fast; the CLI test uses MiniLM
@@ -493,7 +512,8 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, texts, capsys):
 
 
 def test_teachers_load_from_the_package_a_folder_or_grace(tmp_path):
-    from grace.llm2vec_gen.teacher import _minilm_folder, load_teacher
+    from grace.llm2vec_gen.teacher import load_teacher
+    from grace.st_encoder import minilm_folder as _minilm_folder
 
     folder = load_teacher(str(_minilm_folder()))  # a sentence-transformers folder
     assert folder.dim == 384

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from grace.advantages import group_advantages
-from grace.backbones import apply_lora, load_backbone, resolve_dtype
+from grace.backbones import apply_lora, cast_copy, load_backbone, resolve_dtype
 from grace.checkpoint import (
     latest_checkpoint,
     load_model_weights,
@@ -308,9 +308,7 @@ class GraceTrainer(Trainer):
         if name == "auto" or resolve_dtype(name) == next(policy.parameters()).dtype:
             return policy
         if self._rollout_copy is None:
-            self._rollout_copy = copy.deepcopy(policy).eval().requires_grad_(False)
-            for param in self._rollout_copy.parameters():  # buffers (RoPE) keep their dtype
-                param.data = param.data.to(resolve_dtype(name))
+            self._rollout_copy = cast_copy(policy, resolve_dtype(name))
         else:
             with torch.no_grad():
                 for mine, theirs in zip(self._rollout_copy.parameters(), policy.parameters()):

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from grace.backbones import cache_dir
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
+from grace.prompt import PromptBatch, left_pad
 
 
 @dataclass(frozen=True)
@@ -117,29 +118,35 @@ class ResponseCache:
         self.entries.update(items)
 
 
-@torch.no_grad()
+def chat_prompt_batch(tokenizer, texts: list[str]) -> PromptBatch:
+    """The chat prompts of ``texts``, left-padded, as a ``PromptBatch`` whose "system prefix"
+    is the token prefix every prompt shares (the template's default system message, if any):
+    grace.engine runs it once for the whole batch. Nothing is pooled from it."""
+    ids = [tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"] for t in texts]
+    shared = min(len(x) for x in ids) - 1  # every prompt keeps at least one token of its own
+    for row in ids[1:]:
+        shared = next((i for i in range(shared) if row[i] != ids[0][i]), shared)
+    input_ids, mask = left_pad(ids, tokenizer.pad_token_id)  # (B, P)
+    pad = input_ids.shape[1] - mask.sum(dim=1)  # (B,)
+    return PromptBatch(input_ids, mask, pad + max(shared, 0), 0)
+
+
 def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
                    temperature: float) -> list[Response]:
-    """The backbone's answers to ``texts`` (chat template), greedy at temperature 0."""
-    from transformers import GenerationConfig
+    """The backbone's answers to ``texts`` (chat template), greedy at temperature 0, decoded by
+    grace.engine (shared template prefix run once, early exit; no log-probs)."""
+    from grace.engine import rollout
 
-    prompts = [chat_prompt(tokenizer, t) for t in texts]
-    enc = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-    device = next(backbone.parameters()).device
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                              temperature=temperature if temperature > 0 else None, top_p=None,
-                              top_k=None, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    out = backbone.generate(input_ids=enc["input_ids"].to(device),
-                            attention_mask=enc["attention_mask"].to(device),
-                            generation_config=config)  # (B, P + new)
-    new = out[:, enc["input_ids"].shape[1]:].tolist()  # (B, <= max_new_tokens)
+    scored = rollout(backbone, tokenizer, chat_prompt_batch(tokenizer, texts), num_samples=1,
+                     temperature=temperature, max_new_tokens=max_new_tokens,
+                     batch_size=len(texts), with_logprobs=False)
+    seqs = scored.seqs
     responses = []
-    for row in new:
-        finished = tokenizer.eos_token_id in row
-        ids = row[: row.index(tokenizer.eos_token_id)] if finished else row
-        text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-        responses.append(Response(text, finished, len(ids) + int(finished)))
+    for row, length in zip(seqs.response_ids.tolist(), seqs.response_mask.sum(dim=1).tolist()):
+        ids = row[:length]
+        finished = bool(ids) and ids[-1] == tokenizer.eos_token_id
+        text = tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True).strip()
+        responses.append(Response(text, finished, len(ids)))
     return responses
 
 

@@ -34,6 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from grace.backbones import cast_copy, resolve_dtype
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
@@ -98,13 +99,19 @@ class LLM2VecGenTrainer(Trainer):
                     "backbone_fingerprint": self.policy.spec.backbone_fingerprint,
                     "max_new_tokens": g.response_max_new_tokens,
                     "temperature": g.response_temperature}
+        if g.response_dtype != "auto":  # responses made in another dtype are other responses
+            settings["dtype"] = g.response_dtype
         path = g.responses_file or default_responses_file(settings)
         generated = 0
         if acc.is_main_process:
             cache = ResponseCache(path, settings)
             texts = self._texts_of_steps(self.start_step + 1, cfg.max_steps)
+            backbone = self.policy.backbone
+            if (any(t not in cache for t in texts) and g.response_dtype != "auto"
+                    and resolve_dtype(g.response_dtype) != next(backbone.parameters()).dtype):
+                backbone = cast_copy(backbone, resolve_dtype(g.response_dtype))
             generated = ensure_responses(
-                self.policy.backbone, self.tokenizer, texts, cache,
+                backbone, self.tokenizer, texts, cache,
                 max_new_tokens=g.response_max_new_tokens, temperature=g.response_temperature,
                 batch_size=g.response_batch_size, seed=cfg.seed)
             print(f"llm2vec-gen responses: {path} ({len(cache)} cached, {generated} generated now)",
