@@ -76,9 +76,14 @@ class GraceEncoder:
         in the folder if present, then from keyword arguments.
 
         An LLM2Vec-Gen checkpoint (or training output folder) gives a
-        ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, which has the same API.
+        ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, and a sentence-transformers folder or
+        ``all-MiniLM-L6-v2`` a ``grace.st_encoder.SentenceTransformerEncoder``: same API.
         """
         from grace.llm2vec_gen.checkpoint import resolve_folder
+        from grace.st_encoder import SentenceTransformerEncoder, sentence_transformers_folder
+
+        if cls is GraceEncoder and sentence_transformers_folder(name_or_path) is not None:
+            return SentenceTransformerEncoder.from_pretrained(name_or_path, dtype=dtype, **options)
 
         if cls is GraceEncoder and resolve_folder(name_or_path) is not None:
             from grace.llm2vec_gen.encoder import LLM2VecGenEncoder

@@ -68,7 +68,8 @@ def grace_model_meta(encoder: GraceEncoder, revision: str | None = None,
     """
     model = encoder.model
     params = list(model.parameters())
-    embeddings = model.get_input_embeddings()
+    get_embeddings = getattr(model, "get_input_embeddings", None)  # a sentence-transformers model has none
+    embeddings = get_embeddings() if get_embeddings is not None else None
     opts = encoder.options
     experiment = {"rationale": opts.rationale, "max_new_tokens": opts.max_new_tokens}
     if opts.rationale == "sampled":

