@@ -74,10 +74,12 @@ def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
 
-def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
+def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
+    """(embeddings (B, D), rationale texts, rationale token ids of the first sample)."""
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
-        return pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size), [""] * len(texts)
+        emb = pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size)
+        return emb, [""] * len(texts), [[] for _ in texts]
     n, key = opts.samples, opts.generation_key()
     # entries[k][i]: (rationale ids, embedding or None) of sample k of text i, None if unknown
     entries = [cache.get_entries(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
@@ -107,8 +109,9 @@ def _encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache
                                [entries[k][i][0] for i in done], k, [entries[k][i][1] for i in done])
     stacked = torch.from_numpy(np.stack([[entries[k][i][1] for k in range(n)] for i in range(len(texts))]))
     emb = F.normalize(stacked.mean(dim=1), dim=-1)  # (B, D) the samples averaged
-    rationales = [tokenizer.decode(entries[0][i][0], skip_special_tokens=True).strip() for i in range(len(texts))]
-    return emb, rationales
+    ids = [list(entries[0][i][0]) for i in range(len(texts))]  # first sample's rationale tokens
+    rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    return emb, rationales, ids
 
 
 def embed_texts(
@@ -133,7 +136,7 @@ def embed_texts(
     rationales: list[str] = [""] * len(texts)
     batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
-        emb, rat = _encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        emb, rat, _ = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
     if not texts:

@@ -1,0 +1,178 @@
+"""Why two texts are close: the cosine of their embeddings split exactly over their tokens.
+
+    from grace import GraceEncoder
+    from grace.explain import explain_pair
+    ex = explain_pair(GraceEncoder.from_pretrained("smollm2-135m"), "text A", "text B")
+    ex.cosine, ex.a.rationale, ex.a.top(5), ex.b.top(5, sign=-1)
+
+The shares come from grace.attribution (exact: a side's shares sum to the cosine). What the
+"tokens" of a side are depends on the encoder:
+
+- GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``): every pooled position (SPEC 1.2):
+  the user text, the chat-template tokens around it, and the rationale (EOS included when the
+  rationale ended by itself); the system prompt is not pooled and so has no share. The greedy
+  rationale is the one ``encode`` uses (read from the rationale cache when it holds it); the
+  hidden states come from one forward pass over prompt + rationale, so the cosine equals the
+  encoder's up to float rounding. ``sampled`` encodings average several rationales and are
+  refused (explain a greedy encoder instead).
+- LLM2Vec-Gen: its K aligned vectors (``<soft1>`` ... ``<softK>``): the embedding is their
+  mean; each side also gets ``decoded``, the frozen LM's greedy reading of its soft prompts.
+- sentence-transformers models with mean pooling (all-MiniLM-L6-v2): their word pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from grace.attribution import pair_attributions
+from grace.errors import GraceInputError
+
+SEGMENTS = ("text", "rationale", "soft")  # where a token sits: prompt side, rationale, soft slot
+
+
+@dataclass
+class TokenShare:
+    token: str  # the token as text (decoded alone; template tokens kept)
+    contribution: float  # its exact share of the cosine
+    segment: str  # text | rationale | soft
+
+
+@dataclass
+class SideExplanation:
+    text: str
+    rationale: str  # GRACE's rationale ("" without one)
+    tokens: list[TokenShare]
+    decoded: str | None = None  # LLM2Vec-Gen: what the embedding decodes to
+
+    def top(self, k: int = 5, sign: int = 1) -> list[TokenShare]:
+        """The ``k`` tokens adding most (``sign=1``) or subtracting most (``sign=-1``)."""
+        ranked = sorted((t for t in self.tokens if sign * t.contribution > 0),
+                        key=lambda t: -sign * t.contribution)
+        return ranked[:k]
+
+    @property
+    def total(self) -> float:
+        return float(sum(t.contribution for t in self.tokens))
+
+
+@dataclass
+class Explanation:
+    cosine: float
+    a: SideExplanation
+    b: SideExplanation
+    model: str = ""
+    kind: str = "grace"  # grace | llm2vec-gen | sentence-transformers
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _side(text: str, rationale: str, labels: list[str], segments: list[str], shares: torch.Tensor,
+          decoded: str | None = None) -> SideExplanation:
+    tokens = [TokenShare(t, float(c), s) for t, c, s in zip(labels, shares.tolist(), segments)]
+    return SideExplanation(text, rationale, tokens, decoded)
+
+
+@torch.no_grad()
+def _grace_states(encoder, texts: list[str]):
+    """Per text: pooled hidden states (n, D) float32, token labels, segments; and rationales."""
+    from grace.encode import encode_batch
+    from grace.prompt import build_prompts
+    from grace.rollout import _forward_hidden, sequences_from_responses
+
+    opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
+    if opts.rationale == "sampled":
+        raise GraceInputError("explain needs a deterministic encoding: rationale 'greedy' or "
+                              "'none', not 'sampled' (several averaged rationales)")
+    cache = encoder.cache if opts.rationale != "none" else None
+    _, rationales, ids = encode_batch(model, tok, texts, opts, cache,
+                                      encoder.fingerprint if cache is not None else None)
+    prompts = build_prompts(tok, texts, opts.system_prompt, opts.max_prompt_tokens)
+    seqs = sequences_from_responses(prompts, ids, tok.pad_token_id, tok.eos_token_id)
+    device = next(model.parameters()).device
+    on_device = replace(seqs, input_ids=seqs.input_ids.to(device),
+                        attention_mask=seqs.attention_mask.to(device))
+    hidden = _forward_hidden(model, on_device)  # (N, L, D) after the final norm
+    out = []
+    for row in range(len(texts)):
+        keep = seqs.pool_mask[row].bool()  # (L,)
+        positions = keep.nonzero().squeeze(1)
+        token_ids = seqs.input_ids[row, positions].tolist()
+        labels = [tok.decode([t]) for t in token_ids]
+        segments = ["rationale" if p >= seqs.prompt_len else "text" for p in positions.tolist()]
+        out.append((hidden[row, keep.to(device)].float().cpu(), labels, segments))
+    return out, rationales
+
+
+@torch.no_grad()
+def _llm2vec_gen_states(encoder, texts: list[str], decode_tokens: int):
+    from grace.llm2vec_gen.inputs import build_encoder_inputs
+
+    model, tok = encoder.model, encoder.tokenizer
+    device = next(model.parameters()).device
+    K = model.spec.num_tokens
+    enc = build_encoder_inputs(tok, texts, encoder.query_instruction, encoder.options.max_prompt_tokens, K)
+    out = model(enc.input_ids.to(device), enc.attention_mask.to(device))
+    decoded = model.decode(out["soft_prompts"], decode_tokens, tok.eos_token_id, tok.pad_token_id)
+    labels = [f"<soft{k + 1}>" for k in range(K)]
+    states = [(out["aligned"][row].float().cpu(), labels, ["soft"] * K) for row in range(len(texts))]
+    return states, [tok.decode(d, skip_special_tokens=True).strip() for d in decoded]
+
+
+def _mean_pooling(pooling) -> bool:
+    mode = getattr(pooling, "pooling_mode", None)  # sentence-transformers >= 6: "mean" or a tuple
+    if mode is not None:
+        return mode == "mean" if isinstance(mode, str) else tuple(mode) == ("mean",)
+    flags = [k for k, v in vars(pooling).items() if k.startswith("pooling_mode_") and v is True]
+    return flags == ["pooling_mode_mean_tokens"]  # older releases: one flag per mode
+
+
+@torch.no_grad()
+def _sentence_transformers_states(encoder, texts: list[str]):
+    st = encoder.model
+    modules = list(st.children())
+    names = [type(m).__name__ for m in modules]
+    if names[1:] not in (["Pooling"], ["Pooling", "Normalize"]) or not _mean_pooling(modules[1]):
+        raise GraceInputError("explain splits the cosine of mean-pooled embeddings; this "
+                              f"sentence-transformers model ({' -> '.join(names)}) pools otherwise")
+    features = st.tokenize(texts)
+    features = {k: v.to(st.device) if torch.is_tensor(v) else v for k, v in features.items()}
+    token_embeddings = modules[0](features)["token_embeddings"]  # (N, L, D)
+    out = []
+    for row in range(len(texts)):
+        keep = features["attention_mask"][row].bool()
+        ids = features["input_ids"][row][keep].tolist()
+        labels = [st.tokenizer.decode([t]) for t in ids]
+        out.append((token_embeddings[row, keep].float().cpu(), labels, ["text"] * len(ids)))
+    return out, [""] * len(texts)
+
+
+def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> Explanation:
+    """The cosine of ``text_a`` and ``text_b`` under ``encoder`` and each token's exact share
+    (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
+    from grace.encoder import _validate
+    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.st_encoder import SentenceTransformerEncoder
+
+    texts = _validate([text_a, text_b])
+    decoded = [None, None]
+    if isinstance(encoder, LLM2VecGenEncoder):
+        kind = "llm2vec-gen"
+        states, decoded = _llm2vec_gen_states(encoder, texts, decode_tokens)
+        rationales = ["", ""]
+    elif isinstance(encoder, SentenceTransformerEncoder):
+        kind = "sentence-transformers"
+        states, rationales = _sentence_transformers_states(encoder, texts)
+    else:
+        kind = "grace"
+        states, rationales = _grace_states(encoder, texts)
+    (h_a, labels_a, seg_a), (h_b, labels_b, seg_b) = states
+    cosine, shares_a, shares_b = pair_attributions(h_a, h_b)
+    return Explanation(
+        cosine=cosine,
+        a=_side(texts[0], rationales[0], labels_a, seg_a, shares_a, decoded[0]),
+        b=_side(texts[1], rationales[1], labels_b, seg_b, shares_b, decoded[1]),
+        model=str(encoder.name), kind=kind)
