@@ -524,3 +524,18 @@ def test_teachers_load_from_the_package_a_folder_or_grace(tmp_path):
     assert grace.dim == 64 and grace.encode(["a cat"]).shape == (1, 64)
     with pytest.raises(GraceInputError, match="teacher rationale 'sampled'"):
         load_teacher("tiny-random", rationale="sampled")
+
+
+def test_explain_splits_the_cosine_over_the_soft_tokens_and_decodes(trained_dir):
+    from grace import GraceEncoder
+    from grace.explain import explain_pair
+
+    encoder = GraceEncoder.from_pretrained(trained_dir)
+    ex = explain_pair(encoder, "a cat on a mat", "a dog in the park", decode_tokens=4)
+    emb = encoder.encode(["a cat on a mat", "a dog in the park"], normalize_embeddings=True)
+    assert ex.kind == "llm2vec-gen" and ex.cosine == pytest.approx(float(emb[0] @ emb[1]), abs=1e-5)
+    K = encoder.model.spec.num_tokens
+    for side in (ex.a, ex.b):
+        assert [t.token for t in side.tokens] == [f"<soft{k + 1}>" for k in range(K)]
+        assert abs(side.total - ex.cosine) < 1e-5 and isinstance(side.decoded, str)
+    assert ex.a.decoded == encoder.decode("a cat on a mat", max_new_tokens=4)

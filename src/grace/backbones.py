@@ -181,8 +181,8 @@ def load_backbone(name: str, dtype: str = "float32", trust_remote_code: bool = F
             base, _ = load_backbone(base_name, dtype, trust_remote_code)
             model = PeftModel.from_pretrained(base, path, is_trainable=True)
         else:
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            model = AutoModelForCausalLM.from_pretrained(  # safetensors only: no pickle loading
+                path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
             )
         tokenizer = load_tokenizer(path, trust_remote_code)
     except GraceInputError:

@@ -4,6 +4,8 @@
     grace train ... --rollout.max_new_tokens 32 --optim.learning_rate 1e-5   (any config field)
     grace demo                                                              (README command 1)
     grace decode --model OUT "some text"          (LLM2Vec-Gen: the text an embedding holds)
+    grace explain "text A" "text B" [--model M]   (why two texts are close, token by token)
+    grace serve --model M --port 8000             (HTTP embeddings API and web explorer)
 
 User errors (bad data, unknown model, missing file) print one line and exit with code 2.
 """
@@ -112,6 +114,41 @@ def _decode_parser(sub) -> None:
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
 
 
+def _explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="why two texts are close: the cosine split over their tokens",
+                       description="Encode two texts, print their rationales, the cosine and each "
+                       "token's exact share of it (grace.explain).")
+    p.add_argument("text_a", metavar="TEXT_A")
+    p.add_argument("text_b", metavar="TEXT_B")
+    p.add_argument("--model", default="smollm2-135m",
+                   help="packaged name, grace or LLM2Vec-Gen checkpoint, sentence-transformers folder")
+    p.add_argument("--rationale", default="greedy", help="greedy | none")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--top-k", dest="top_k", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP embeddings API (OpenAI shape) and the web explorer",
+                       description="Serve /v1/embeddings, /v1/explain, /health and the explorer "
+                       "page at / (grace.server).")
+    p.add_argument("--model", required=True, help="what GraceEncoder.from_pretrained loads")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--rationale", default="greedy", help="none | greedy")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
+    p.add_argument("--max-texts", dest="max_texts", type=int, default=None,
+                   help="texts per request (default: ServerConfig.max_texts)")
+    p.add_argument("--max-chars", dest="max_chars", type=int, default=None,
+                   help="characters per text (default: ServerConfig.max_chars)")
+    p.add_argument("--max-batch", dest="max_batch", type=int, default=None,
+                   help="texts encoded together across concurrent requests")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _eval_parser(sub)
     _decode_parser(sub)
+    _explain_parser(sub)
+    _serve_parser(sub)
     return parser
 
 
@@ -160,7 +199,38 @@ def _run(argv: list[str]) -> int:
                                  dtype=args.dtype):
             print(line)
         return 0
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "serve":
+        from grace.server import ServerConfig, serve
+
+        limits = {k: getattr(args, k) for k in ("max_texts", "max_chars", "max_batch")
+                  if getattr(args, k) is not None}
+        serve(ServerConfig(model=args.model, host=args.host, port=args.port,
+                           rationale=args.rationale, max_new_tokens=args.max_new_tokens,
+                           dtype=args.dtype, cache=args.cache, **limits))
+        return 0
     return 2
+
+
+def _explain(args) -> int:
+    import json
+
+    from grace.encoder import GraceEncoder
+    from grace.explain import explain_pair
+
+    if args.top_k < 1 or args.max_new_tokens < 1:
+        raise GraceInputError("--top-k and --max-new-tokens must be >= 1")
+    encoder = GraceEncoder.from_pretrained(args.model, dtype=args.dtype, cache=args.cache,
+                                           rationale=args.rationale, max_new_tokens=args.max_new_tokens)
+    ex = explain_pair(encoder, args.text_a, args.text_b, decode_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(ex.to_dict(), ensure_ascii=False))
+    else:
+        from grace.explain_render import render
+
+        render(ex, top_k=args.top_k)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

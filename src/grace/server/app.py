@@ -1,0 +1,238 @@
+"""The HTTP API (FastAPI): OpenAI-shaped embeddings with rationales, explanations, health, and
+the web explorer page.
+
+    POST /v1/embeddings  {"input": "text" | ["text", ...], "model": optional, "encoding_format":
+                          "float" (default) | "base64"}
+        -> {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": [...]}],
+            "model": NAME, "usage": {"prompt_tokens": N, "total_tokens": N},
+            "rationales": ["...", ...]}          (the extra field: one rationale per input)
+    POST /v1/explain     {"text_a": "...", "text_b": "...", "top_k": 8}
+        -> grace.explain.Explanation as JSON (cosine, both sides' rationales and token shares)
+    GET  /health         -> {"status": "ok", "model": NAME, "embedding_dim": D, ...}
+    GET  /               -> the explorer page (static/index.html)
+
+Limits (``ServerConfig``): more than ``max_texts`` inputs or a text longer than ``max_chars``
+characters -> 413; a body larger than ``max_body_bytes`` -> 413; malformed JSON, wrong types,
+an empty input list or an empty text -> 422. Every error is JSON in OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``; none of them is a 500. The model is loaded
+once at start-up (safetensors only) and used by one thread; concurrent embedding requests are
+encoded together by grace.server.batcher.MicroBatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from grace.errors import GraceInputError
+from grace.server.batcher import MicroBatcher
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServerConfig:
+    """``grace serve`` settings."""
+
+    model: str = "tiny-random"  # what GraceEncoder.from_pretrained loads
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rationale: str = "greedy"  # none | greedy (sampled is refused: explanations need one rationale)
+    max_new_tokens: int = 64  # rationale length cap
+    dtype: str = "float32"  # float32 | bfloat16
+    cache: bool = True  # the on-disk rationale cache (a text seen before costs no generation)
+    max_texts: int = 64  # inputs per /v1/embeddings request; more -> 413
+    max_chars: int = 8192  # characters per text; more -> 413
+    max_body_bytes: int = 4_000_000  # request body; more -> 413
+    max_batch: int = 32  # texts encoded together across concurrent requests
+    batch_wait_ms: float = 5.0  # how long a gathering waits for more requests
+
+
+# -- request bodies (pydantic: wrong shapes become 422) ---------------------------------------
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send "user", "dimensions" ...
+
+    input: Union[str, list[str]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+class ExplainRequest(BaseModel):
+    text_a: str
+    text_b: str
+    top_k: int = Field(8, ge=1, le=100)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str, param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+
+def _error(status: int, message: str, kind: str, param=None, code=None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={
+        "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def check_texts(texts: list[str], config: ServerConfig, param: str) -> None:
+    """413 for too many or too long texts, 422 for none or an empty one."""
+    if not texts:
+        raise ApiError(422, f"'{param}' holds no text", "invalid_request_error", param, "empty_input")
+    if len(texts) > config.max_texts:
+        raise ApiError(413, f"'{param}' holds {len(texts)} texts; at most {config.max_texts} per "
+                       "request", "request_too_large", param, "too_many_inputs")
+    for i, text in enumerate(texts):
+        if len(text) > config.max_chars:
+            raise ApiError(413, f"{param}[{i}] has {len(text)} characters; at most "
+                           f"{config.max_chars} per text", "request_too_large", f"{param}[{i}]",
+                           "text_too_long")
+        if not text.strip():
+            raise ApiError(422, f"{param}[{i}] is empty", "invalid_request_error", f"{param}[{i}]",
+                           "empty_text")
+
+
+def _vector(row: np.ndarray, encoding: str):
+    row = np.asarray(row, dtype=np.float32)
+    return base64.b64encode(row.tobytes()).decode() if encoding == "base64" else row.tolist()
+
+
+def _count_tokens(tokenizer, texts: list[str]) -> int:
+    try:
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    except Exception:  # a tokenizer that refuses a batch: usage is informative only
+        return 0
+
+
+def load_encoder(config: ServerConfig):
+    from grace.encoder import GraceEncoder
+
+    if config.rationale not in ("none", "greedy"):
+        raise GraceInputError(f"grace serve: rationale '{config.rationale}' (choose none, greedy)")
+    return GraceEncoder.from_pretrained(config.model, dtype=config.dtype, cache=config.cache,
+                                        rationale=config.rationale,
+                                        max_new_tokens=config.max_new_tokens)
+
+
+def create_app(config: ServerConfig, encoder=None) -> FastAPI:
+    """The app; ``encoder`` (already loaded) or ``config.model`` loaded now, once."""
+    encoder = encoder if encoder is not None else load_encoder(config)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grace-model")
+    name = str(encoder.name)
+
+    def encode(texts: list[str]):
+        emb, rationales = encoder.encode(texts, return_rationales=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32), list(rationales)
+
+    batcher = MicroBatcher(encode, executor, config.max_batch, config.batch_wait_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+        executor.shutdown(wait=True)
+
+    app = FastAPI(title="grace", summary="interpretable generative text embeddings",
+                  lifespan=lifespan)
+    app.state.encoder, app.state.batcher, app.state.config = encoder, batcher, config
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.kind, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            detail = (first.get("ctx") or {}).get("error", "")
+            return _error(422, f"the request body is not valid JSON ({detail})".replace(" ()", ""),
+                          "invalid_request_error", None, "invalid_json")
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}",
+                      "invalid_request_error", where, "invalid_body")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(GraceInputError)
+    async def _user_error(request: Request, exc: GraceInputError):
+        return _error(422, str(exc), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):  # a bug: still JSON, named
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
+            return _error(413, f"request body of {length} bytes; at most {config.max_body_bytes}",
+                          "request_too_large", None, "body_too_large")
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": name, "embedding_dim": int(encoder.embedding_dim),
+                "rationale": encoder.options.rationale, "max_texts": config.max_texts,
+                "max_chars": config.max_chars, "model_calls": batcher.calls,
+                "requests": batcher.requests}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest):
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        check_texts(texts, config, "input")
+        emb, rationales = await batcher.submit(texts)
+        tokens = _count_tokens(encoder.tokenizer, texts)
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": _vector(row, body.encoding_format)}
+                     for i, row in enumerate(emb)],
+            "model": name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "rationales": rationales,
+        }
+
+    @app.post("/v1/explain")
+    async def explain(body: ExplainRequest):
+        from grace.explain import explain_pair
+
+        check_texts([body.text_a], config, "text_a")
+        check_texts([body.text_b], config, "text_b")
+        loop = asyncio.get_running_loop()
+        ex = await loop.run_in_executor(executor, explain_pair, encoder, body.text_a, body.text_b,
+                                        config.max_new_tokens)
+        out = ex.to_dict()
+        out["top"] = {side: {"adding": [vars(t) for t in getattr(ex, side).top(body.top_k, 1)],
+                             "subtracting": [vars(t) for t in getattr(ex, side).top(body.top_k, -1)]}
+                      for side in ("a", "b")}
+        return out
+
+    @app.get("/")
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    return app
+
+
+def serve(config: ServerConfig) -> None:
+    """Load the model once and serve until interrupted."""
+    import uvicorn
+
+    app = create_app(config)
+    print(f"grace serve: {config.model} on http://{config.host}:{config.port} "
+          f"(explorer at /, API at /v1/embeddings, /v1/explain, /health)", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
