@@ -53,3 +53,9 @@ def test_run_suite_scores_minilm_through_mteb(tmp_path):
     assert set(results["tasks"]) >= {"LeeDocSim", "LocalSTSBenchmark"}
     assert results["tasks"]["LeeDocSim"]["main_score"] > 0.5  # MiniLM on Lee: a real score
     assert (tmp_path / "r.json").is_file()
+
+
+def test_run_suite_keeps_an_encoder_object_of_another_kind(minilm, tmp_path):
+    from grace.evaluation.suite import _encoder
+
+    assert _encoder(minilm, "greedy", 8, cache=False) is minilm  # not rebuilt as a GRACE encoder

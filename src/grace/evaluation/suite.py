@@ -146,6 +146,8 @@ def _capability_function():
 def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32"):
     from grace.encoder import GraceEncoder
 
+    if isinstance(model, GraceEncoder) and type(model) is not GraceEncoder:
+        return model  # LLM2Vec-Gen, sentence-transformers: no rationale settings to replace
     if isinstance(model, GraceEncoder):
         options = replace(model.options, rationale=rationale, max_new_tokens=max_new_tokens)
         return GraceEncoder(model.model, model.tokenizer, options,
