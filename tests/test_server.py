@@ -84,7 +84,18 @@ def test_malformed_body_oversize_body_and_bad_explain(client):
     big = json.dumps({"input": ["y" * 30_000]}).encode()
     assert _error_of(client.post("/v1/embeddings", content=big,
                                  headers={"content-type": "application/json"}), 413)["code"] == "body_too_large"
-    assert _error_of(client.post("/v1/explain", json={"text_a": "x" * 61, "text_b": "y"}), 413)["param"] == "text_a[0]"
+    def chunks():  # no content-length: the limit still holds
+        yield b'{"input": ["'
+        for _ in range(30):
+            yield b"z" * 1000
+        yield b'"]}'
+
+    assert _error_of(client.post("/v1/embeddings", content=chunks(),
+                                 headers={"content-type": "application/json"}), 413)["code"] == "body_too_large"
+    small = client.post("/v1/embeddings", content=iter([b'{"input": ', b'["chunked ok"]}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200 and len(small.json()["data"]) == 1
+    assert _error_of(client.post("/v1/explain", json={"text_a": "x" * 61, "text_b": "y"}), 413)["param"] == "text_a"
     _error_of(client.post("/v1/explain", json={"text_a": "x", "text_b": "y", "top_k": 0}), 422)
     _error_of(client.get("/v1/nothing"), 404)
     assert client.get("/health").json()["status"] == "ok"  # still serving

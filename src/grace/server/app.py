@@ -87,21 +87,63 @@ def _error(status: int, message: str, kind: str, param=None, code=None) -> JSONR
         "error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
-def check_texts(texts: list[str], config: ServerConfig, param: str) -> None:
-    """413 for too many or too long texts, 422 for none or an empty one."""
+def check_texts(texts: list[str], config: ServerConfig, param: str, single: bool = False) -> None:
+    """413 for too many or too long texts, 422 for none or an empty one (``single``: ``param``
+    names one string, not a list)."""
     if not texts:
         raise ApiError(422, f"'{param}' holds no text", "invalid_request_error", param, "empty_input")
     if len(texts) > config.max_texts:
         raise ApiError(413, f"'{param}' holds {len(texts)} texts; at most {config.max_texts} per "
                        "request", "request_too_large", param, "too_many_inputs")
     for i, text in enumerate(texts):
+        where = param if single else f"{param}[{i}]"
         if len(text) > config.max_chars:
-            raise ApiError(413, f"{param}[{i}] has {len(text)} characters; at most "
-                           f"{config.max_chars} per text", "request_too_large", f"{param}[{i}]",
+            raise ApiError(413, f"{where} has {len(text)} characters; at most "
+                           f"{config.max_chars} per text", "request_too_large", where,
                            "text_too_long")
         if not text.strip():
-            raise ApiError(422, f"{param}[{i}] is empty", "invalid_request_error", f"{param}[{i}]",
+            raise ApiError(422, f"{where} is empty", "invalid_request_error", where,
                            "empty_text")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets a 413 JSON error before the app
+    sees it, whether the client sent a ``content-length`` or streamed it chunked (the body is
+    read up to the limit, then handed on)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    def _too_large(self, size: str) -> JSONResponse:
+        return _error(413, f"request body of {size} bytes; at most {self.limit}",
+                      "request_too_large", None, "body_too_large")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await self._too_large(length.decode())(scope, receive, send)
+        chunks, total, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return None
+            chunks.append(message.get("body", b""))
+            total += len(chunks[-1])
+            if total > self.limit:
+                return await self._too_large(f"more than {self.limit}")(scope, receive, send)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        return await self.app(scope, replay, send)
 
 
 def _vector(row: np.ndarray, encoding: str):
@@ -176,13 +218,7 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     async def _internal(request: Request, exc: Exception):  # a bug: still JSON, named
         return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
 
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-            return _error(413, f"request body of {length} bytes; at most {config.max_body_bytes}",
-                          "request_too_large", None, "body_too_large")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     @app.get("/health")
     async def health():
@@ -194,7 +230,7 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest):
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        check_texts(texts, config, "input")
+        check_texts(texts, config, "input", single=isinstance(body.input, str))
         emb, rationales = await batcher.submit(texts)
         tokens = _count_tokens(encoder.tokenizer, texts)
         return {
@@ -210,8 +246,8 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     async def explain(body: ExplainRequest):
         from grace.explain import explain_pair
 
-        check_texts([body.text_a], config, "text_a")
-        check_texts([body.text_b], config, "text_b")
+        check_texts([body.text_a], config, "text_a", single=True)
+        check_texts([body.text_b], config, "text_b", single=True)
         loop = asyncio.get_running_loop()
         ex = await loop.run_in_executor(executor, explain_pair, encoder, body.text_a, body.text_b,
                                         config.max_new_tokens)
