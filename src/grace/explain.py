@@ -138,7 +138,7 @@ def _sentence_transformers_states(encoder, texts: list[str]):
     if names[1:] not in (["Pooling"], ["Pooling", "Normalize"]) or not _mean_pooling(modules[1]):
         raise GraceInputError("explain splits the cosine of mean-pooled embeddings; this "
                               f"sentence-transformers model ({' -> '.join(names)}) pools otherwise")
-    features = st.tokenize(texts)
+    features = (getattr(st, "preprocess", None) or st.tokenize)(texts)  # preprocess: ST >= 6
     features = {k: v.to(st.device) if torch.is_tensor(v) else v for k, v in features.items()}
     token_embeddings = modules[0](features)["token_embeddings"]  # (N, L, D)
     out = []
