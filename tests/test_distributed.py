@@ -142,3 +142,31 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     # each process holds 1 of the 2 groups: a non-zero in-batch term means the rewards saw the
     # other process's group, so the embeddings were gathered
     assert all(row["reward/hard"] != 0 for row in rows)
+
+
+def test_two_cpu_processes_train_llm2vec_gen(tmp_path):
+    """LLM2Vec-Gen under the same launcher: the main process writes the responses, both train."""
+    (tmp_path / "texts.txt").write_text("".join(text + "\n" for text in ALL_TEXTS))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+    env.pop("ACCELERATE_USE_CPU", None)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
+        "-m", "grace.cli", "train", "--method", "llm2vec-gen", "--model", "tiny-random",
+        "--data", "texts.txt", "--max-steps", "2", "--output-dir", "OUT", "--batch-size", "4",
+        "--llm2vec_gen.teacher", "tiny-random", "--llm2vec_gen.num_tokens", "4",
+        "--llm2vec_gen.response_max_new_tokens", "4", "--llm2vec_gen.responses_file", "r.jsonl",
+        "--sample_every", "0",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "OUT" / "checkpoint-2"
+    assert (checkpoint / "llm2vec_gen.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
+    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + len(ALL_TEXTS)  # settings + one response per text, written once
+    rows = [json.loads(line) for line in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
