@@ -115,6 +115,7 @@ class LLM2VecGenConfig:
     num_tokens: int = 10  # K soft tokens appended to every input
     teacher: str = "all-MiniLM-L6-v2"  # packaged sentence-transformers model, an ST folder, or a grace model/checkpoint
     teacher_rationale: str = "none"  # grace teachers: none (mean pooling, SimCSE/InfoNCE) | greedy (GRACE)
+    head_init: str = "scaled"  # scaled: p = alpha*h, alignment head 0 (grace.llm2vec_gen.model) | default: nn.Linear's
     recon_weight: float = 1.0  # weight of L_recon (next-token CE of the response from the soft prompts)
     align_weight: float = 1.0  # weight of L_align (MSE to the teacher's embedding of the response)
     learning_rate: float = 5e-4  # AdamW lr (paper: 5e-4; 3e-4 for Qwen3), used instead of optim.learning_rate
@@ -184,6 +185,8 @@ class TrainConfig:
         g = self.llm2vec_gen
         return [
             (g.num_tokens >= 1, "llm2vec_gen.num_tokens must be >= 1"),
+            (g.head_init in ("scaled", "default"),
+             f"llm2vec_gen.head_init '{g.head_init}' (choose scaled, default)"),
             (g.teacher_rationale in ("none", "greedy"),
              f"llm2vec_gen.teacher_rationale '{g.teacher_rationale}' (choose none, greedy)"),
             (g.recon_weight >= 0 and g.align_weight >= 0 and g.recon_weight + g.align_weight > 0,

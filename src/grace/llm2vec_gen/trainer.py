@@ -73,6 +73,7 @@ class LLM2VecGenTrainer(Trainer):
             backbone_fingerprint=model_fingerprint(backbone),
         )
         model = LLM2VecGenModel(backbone, spec)
+        model.init_heads(g.head_init)
         c = model.parameter_counts()
         if self.acc.is_main_process:
             print(f"llm2vec-gen: {c['trainable']:,} trainable parameters (soft tokens "
