@@ -113,9 +113,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_train_one_run(tmp_path):
-    (tmp_path / "texts.txt").write_text("".join(text + "\n" for text in TEXTS))
+def _launch_two_processes(cwd, train_args: list[str]) -> subprocess.CompletedProcess:
+    """``grace train TRAIN_ARGS`` in two CPU processes (gloo) under accelerate's launcher."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     env.pop("ACCELERATE_USE_CPU", None)  # the trainer picks CPU mode by itself
@@ -123,13 +122,20 @@ def test_two_cpu_processes_train_one_run(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
-        "-m", "grace.cli", "train", "--model", "tiny-random", "--mode", "unsupervised",
+        "-m", "grace.cli", "train", *train_args,
+    ]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_run(tmp_path):
+    (tmp_path / "texts.txt").write_text("".join(text + "\n" for text in TEXTS))
+    result = _launch_two_processes(tmp_path, [
+        "--model", "tiny-random", "--mode", "unsupervised",
         "--data", "texts.txt", "--max-steps", "2", "--output-dir", "OUT", "--batch-size", "2",
         "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "8",
         "--rollout.micro_batch_size", "8", "--optim.num_mini_batches", "2",
-    ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    ])
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "OUT"
     checkpoint = out / "checkpoint-2"
@@ -144,24 +150,17 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     assert all(row["reward/hard"] != 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_llm2vec_gen(tmp_path):
     """LLM2Vec-Gen under the same launcher: the main process writes the responses, both train."""
     (tmp_path / "texts.txt").write_text("".join(text + "\n" for text in ALL_TEXTS))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-    env.pop("ACCELERATE_USE_CPU", None)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()),
-        "-m", "grace.cli", "train", "--method", "llm2vec-gen", "--model", "tiny-random",
+    result = _launch_two_processes(tmp_path, [
+        "--method", "llm2vec-gen", "--model", "tiny-random",
         "--data", "texts.txt", "--max-steps", "2", "--output-dir", "OUT", "--batch-size", "4",
         "--llm2vec_gen.teacher", "tiny-random", "--llm2vec_gen.num_tokens", "4",
         "--llm2vec_gen.response_max_new_tokens", "4", "--llm2vec_gen.responses_file", "r.jsonl",
         "--sample_every", "0",
-    ]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    ])
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = tmp_path / "OUT" / "checkpoint-2"
     assert (checkpoint / "llm2vec_gen.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
