@@ -232,6 +232,43 @@ def _comparisons(evals: dict) -> list[str]:
     return lines
 
 
+DIAGNOSTIC_TEXTS = 256  # training texts (with their cached responses) for the alignment diagnostic
+
+
+def llm2vec_gen_diagnostic(work: Path) -> dict | None:
+    """Is the trained alignment more than the teacher's mean direction? On training texts:
+    mean cos(e_i, t_i) of the model vs mean cos(mean t, t_i) of a constant predictor, and the
+    mean pairwise cosine of the model's embeddings (near 1: collapsed to one direction)."""
+    out = work / "llm2vec-gen-diagnostic.json"
+    checkpoint = work / "train" / "llm2vec-gen" / f"checkpoint-{TRAINING['llm2vec-gen'][1]['max_steps']}"
+    if out.is_file() or not checkpoint.is_dir():
+        return json.loads(out.read_text()) if out.is_file() else None
+    import torch.nn.functional as F
+
+    from grace.backbones import cache_dir
+    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.llm2vec_gen.responses import ResponseCache
+    from grace.llm2vec_gen.teacher import load_teacher
+
+    files = sorted((cache_dir() / "llm2vec-gen").glob("responses-*.jsonl"), key=lambda p: p.stat().st_size)
+    if not files:
+        return None
+    entries = list(ResponseCache(files[-1]).entries.items())[:DIAGNOSTIC_TEXTS]
+    texts, responses = [t for t, _ in entries], [r.text for _, r in entries]
+    encoder = LLM2VecGenEncoder.from_pretrained(str(checkpoint))
+    e = F.normalize(encoder.encode(texts, instruction="", convert_to_tensor=True), dim=-1)  # as trained
+    t = F.normalize(load_teacher("all-MiniLM-L6-v2").encode(responses), dim=-1)
+    mean_t = F.normalize(t.mean(dim=0), dim=0)
+    n = len(texts)
+    result = {"texts": n, "responses_file": files[-1].name,
+              "cos_model_teacher": float((e * t).sum(-1).mean()),
+              "cos_teacher_mean_teacher": float((t @ mean_t).mean()),
+              "pairwise_cos_model": float(((e @ e.T).sum() - n) / (n * (n - 1))),
+              "pairwise_cos_teacher": float(((t @ t.T).sum() - n) / (n * (n - 1)))}
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def _llm2vec_gen_section(work: Path) -> list[str]:
     """How the LLM2Vec-Gen run ended (its last metrics) and what a few embeddings decode to."""
     rows = _metrics(work, "llm2vec-gen")
@@ -246,6 +283,17 @@ def _llm2vec_gen_section(work: Path) -> list[str]:
              "the backbone's answer from the question alone, with the backbone frozen.", "",
              "Training metrics, first and last step: " + "; ".join(
                  f"{k} {first.get(k, float('nan')):.4f} -> {last[k]:.4f}" for k in keys)]
+    diag = json.loads((work / "llm2vec-gen-diagnostic.json").read_text()) if (
+        work / "llm2vec-gen-diagnostic.json").is_file() else None
+    if diag:
+        lines += ["", f"Alignment diagnostic on {diag['texts']} training texts (their cached responses "
+                  f"embedded by the teacher): mean cos(model, teacher) {diag['cos_model_teacher']:.3f} vs "
+                  f"{diag['cos_teacher_mean_teacher']:.3f} for a constant predictor (the teacher's mean "
+                  f"direction); mean pairwise cosine of the model's embeddings "
+                  f"{diag['pairwise_cos_model']:.3f} (teacher's: {diag['pairwise_cos_teacher']:.3f}). "
+                  "When the first is not above the second, the alignment head has learned the "
+                  "teacher's average direction and little about each text: the budget (120 steps "
+                  "of 32; the paper trains about 5,000) is far too small for this method here."]
     attempts = {  # earlier runs of the same data, kept for the record (stopped by hand)
         "llm2vec-gen-defaultinit": "nn.Linear's default head init, lr 5e-4, batch 32",
         "llm2vec-gen-scaled-lr5e-4": "scaled head init, lr 5e-4, batch 32",
@@ -361,6 +409,7 @@ def main() -> None:
     checkpoints = train_models(work, data_dir)
     evaluate_rows(work, data_dir, checkpoints, modes=("none",))  # cheap rows first
     capabilities = evaluate_capabilities(work, data_dir, checkpoints)
+    llm2vec_gen_diagnostic(work)
     modes = ("none",) if args.skip_greedy else ("none", "greedy")
     evals = evaluate_rows(work, data_dir, checkpoints, modes=modes)
     plots = make_plots(work, evals)
