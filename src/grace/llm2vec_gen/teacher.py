@@ -22,33 +22,23 @@ from pathlib import Path
 import torch
 
 from grace.errors import GraceInputError
-from grace.st_encoder import SentenceTransformerEncoder, load_sentence_transformer, sentence_transformers_folder
 
 TEACHER_RATIONALES = ("none", "greedy")
 
 
-class SentenceTransformerTeacher:
-    def __init__(self, folder: Path, device):
-        self.model = load_sentence_transformer(folder, device)
-        self.dim = SentenceTransformerEncoder(self.model).embedding_dim
+class Teacher:
+    """A frozen encoder (any ``GraceEncoder.from_pretrained`` result) as a teacher: its
+    embeddings as the model gives them (a sentence-transformers model without a Normalize
+    module stays unnormalised; GRACE embeddings are unit length anyway)."""
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-        emb = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
-                                show_progress_bar=False)  # (N, dim)
-        return emb.detach().float().cpu()
-
-
-class GraceTeacher:
-    def __init__(self, name: str, rationale: str, dtype: str, device):
-        from grace.encoder import GraceEncoder
-
-        self.encoder = GraceEncoder.from_pretrained(name, dtype=dtype, rationale=rationale)
+    def __init__(self, encoder, device):
+        self.encoder = encoder
         self.encoder.model.requires_grad_(False).to(device)
-        self.dim = self.encoder.embedding_dim
+        self.dim = encoder.embedding_dim
 
     def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         emb = self.encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True,
-                                  show_progress_bar=False)  # (N, dim)
+                                  show_progress_bar=False, normalize_embeddings=False)  # (N, dim)
         return emb.detach().float().cpu()
 
 
@@ -56,12 +46,11 @@ def load_teacher(spec: str, rationale: str = "none", device="cpu", dtype: str = 
     """A frozen teacher with ``dim`` and ``encode(texts) -> (N, dim)`` (module docstring)."""
     if rationale not in TEACHER_RATIONALES:
         raise GraceInputError(f"teacher rationale '{rationale}' (choose {', '.join(TEACHER_RATIONALES)})")
-    folder = sentence_transformers_folder(spec)
-    if folder is not None:
-        return SentenceTransformerTeacher(folder, device)
+    from grace.encoder import GraceEncoder
+
     if not Path(spec).exists() and (Path(spec).is_absolute() or spec.startswith(".")):
         raise GraceInputError(f"llm2vec_gen.teacher: folder not found: {spec}")
-    try:
-        return GraceTeacher(spec, rationale, dtype, device)
+    try:  # a sentence-transformers name or folder gives a SentenceTransformerEncoder
+        return Teacher(GraceEncoder.from_pretrained(spec, dtype=dtype, rationale=rationale), device)
     except GraceInputError as exc:
         raise GraceInputError(f"llm2vec_gen.teacher: {exc}") from exc
