@@ -22,7 +22,7 @@ The shares come from grace.attribution (exact: a side's shares sum to the cosine
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -64,7 +64,6 @@ class Explanation:
     b: SideExplanation
     model: str = ""
     kind: str = "grace"  # grace | llm2vec-gen | sentence-transformers
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
