@@ -245,22 +245,26 @@ def llm2vec_gen_diagnostic(work: Path) -> dict | None:
         return json.loads(out.read_text()) if out.is_file() else None
     import torch.nn.functional as F
 
-    from grace.backbones import cache_dir
+    from grace.config import load_config
+    from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec
     from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
-    from grace.llm2vec_gen.responses import ResponseCache
+    from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, response_settings
     from grace.llm2vec_gen.teacher import load_teacher
 
-    files = sorted((cache_dir() / "llm2vec-gen").glob("responses-*.jsonl"), key=lambda p: p.stat().st_size)
-    if not files:
+    g = load_config(str(checkpoint.parent / "grace_config.yaml")).llm2vec_gen
+    spec = LLM2VecGenSpec.load(checkpoint)  # the run's responses file, as its trainer named it
+    path = g.responses_file or default_responses_file(
+        response_settings(spec.backbone, spec.backbone_fingerprint, g))
+    if not Path(path).is_file():
         return None
-    entries = list(ResponseCache(files[-1]).entries.items())[:DIAGNOSTIC_TEXTS]
+    entries = list(ResponseCache(path).entries.items())[:DIAGNOSTIC_TEXTS]
     texts, responses = [t for t, _ in entries], [r.text for _, r in entries]
     encoder = LLM2VecGenEncoder.from_pretrained(str(checkpoint))
     e = F.normalize(encoder.encode(texts, instruction="", convert_to_tensor=True), dim=-1)  # as trained
     t = F.normalize(load_teacher("all-MiniLM-L6-v2").encode(responses), dim=-1)
     mean_t = F.normalize(t.mean(dim=0), dim=0)
     n = len(texts)
-    result = {"texts": n, "responses_file": files[-1].name,
+    result = {"texts": n, "responses_file": Path(path).name,
               "cos_model_teacher": float((e * t).sum(-1).mean()),
               "cos_teacher_mean_teacher": float((t @ mean_t).mean()),
               "pairwise_cos_model": float(((e @ e.T).sum() - n) / (n * (n - 1))),

@@ -45,6 +45,16 @@ class Response:
     num_tokens: int  # generated tokens, EOS included
 
 
+def response_settings(backbone: str, backbone_fingerprint: str, g) -> dict:
+    """What a run's responses depend on (``g``: the ``LLM2VecGenConfig``): the key of the
+    default responses file and the settings line the cache checks."""
+    settings = {"backbone": backbone, "backbone_fingerprint": backbone_fingerprint,
+                "max_new_tokens": g.response_max_new_tokens, "temperature": g.response_temperature}
+    if g.response_dtype != "auto":  # responses made in another dtype are other responses
+        settings["dtype"] = g.response_dtype
+    return settings
+
+
 def default_responses_file(settings: dict) -> Path:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "llm2vec-gen" / f"responses-{digest}.jsonl"

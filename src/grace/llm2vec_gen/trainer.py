@@ -40,7 +40,8 @@ from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
 from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, ensure_responses
+from grace.llm2vec_gen.responses import (ResponseCache, default_responses_file, ensure_responses,
+                                         response_settings)
 from grace.llm2vec_gen.teacher import load_teacher
 from grace.rationale_cache import model_fingerprint
 from grace.trainer import DataOrder, Trainer
@@ -96,12 +97,7 @@ class LLM2VecGenTrainer(Trainer):
 
     def _prepare_responses(self) -> None:
         cfg, g, acc = self.config, self.config.llm2vec_gen, self.acc
-        settings = {"backbone": self.policy.spec.backbone,
-                    "backbone_fingerprint": self.policy.spec.backbone_fingerprint,
-                    "max_new_tokens": g.response_max_new_tokens,
-                    "temperature": g.response_temperature}
-        if g.response_dtype != "auto":  # responses made in another dtype are other responses
-            settings["dtype"] = g.response_dtype
+        settings = response_settings(self.policy.spec.backbone, self.policy.spec.backbone_fingerprint, g)
         path = g.responses_file or default_responses_file(settings)
         generated = 0
         if acc.is_main_process:
