@@ -93,6 +93,46 @@ def test_bad_inputs(encoder):
     with pytest.warns(UserWarning, match="1 of 2 texts are empty"):
         emb = encoder.encode(["fine", "   "])
     assert np.isfinite(emb).all()
+    with pytest.raises(ValueError, match=r"text 2 is not valid Unicode: lone surrogate '\\ud800' at character 4"):
+        encoder.encode(["fine", "also fine", "bad \ud800 text"])
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            encoder.encode(["fine"], batch_size=bad)
+
+
+def test_batch_size_is_used_as_given(encoder, monkeypatch):
+    sizes = []
+    real = grace.encode.encode_batch
+
+    def spy(model, tokenizer, texts, *args):
+        sizes.append(len(texts))
+        return real(model, tokenizer, texts, *args)
+
+    monkeypatch.setattr(grace.encode, "encode_batch", spy)
+    encoder.encode(TEXTS, batch_size=1)
+    assert sizes == [1, 1, 1]
+
+
+def test_a_corrupt_cache_file_is_refused_naming_it_and_left_as_it_is(tiny, tmp_path):
+    from grace.errors import GraceInputError
+
+    bad = tmp_path / "rationales.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    before = bad.read_bytes()
+    with pytest.raises(GraceInputError, match=f"rationale cache {bad} is not a readable SQLite database"):
+        GraceEncoder(*tiny, cache=bad)
+    assert bad.read_bytes() == before
+
+
+def test_one_cache_serves_several_threads(encoder):
+    """SQLite connections belong to their thread: the cache opens one per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = encoder.encode(TEXTS)  # written from this thread
+    with ThreadPoolExecutor(1) as pool:
+        again = pool.submit(encoder.encode, TEXTS).result()  # read and written from another
+    np.testing.assert_array_equal(first, again)
+    assert encoder.cache.hits >= len(TEXTS)
 
 
 def test_similarity_is_cosine(encoder):

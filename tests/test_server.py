@@ -2,7 +2,10 @@
 
 import asyncio
 import base64
+import dataclasses
+import http.client
 import json
+import threading
 import os
 import socket
 import subprocess
@@ -11,12 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from grace.server import ServerConfig, create_app
-from grace.server.batcher import MicroBatcher
+from grace.server.batcher import ClientGone, MicroBatcher, Overloaded
 
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402  (needs httpx)
@@ -25,9 +30,12 @@ CONFIG = ServerConfig(model="tiny-random", max_new_tokens=4, cache=False, max_te
                       max_body_bytes=20_000)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(CONFIG)) as c:
+@pytest.fixture(scope="module", params=[True, False], ids=["default-cache", "no-cache"])
+def client(request):
+    """The app with the rationale cache on (the default: SQLite opened in this thread, used by
+    the model thread) and off."""
+    config = dataclasses.replace(CONFIG, cache=request.param)
+    with TestClient(create_app(config)) as c:
         yield c
 
 
@@ -73,9 +81,12 @@ def test_explain_endpoint_sums_to_the_cosine(client):
     ({"input": 5}, 422, "invalid_body"),
     ({"text": "no input field"}, 422, "invalid_body"),
     ({"input": ["a"], "encoding_format": "int8"}, 422, "invalid_body"),
+    ({"input": ["fine", "bad \ud800"]}, 422, "invalid_text"),  # a lone surrogate: no tokenizer takes it
 ])
 def test_bad_embedding_requests_get_json_errors(client, payload, status, code):
-    assert _error_of(client.post("/v1/embeddings", json=payload), status)["code"] == code
+    body = json.dumps(payload)  # ASCII JSON: a lone surrogate travels as "\\ud800", as clients send it
+    response = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+    assert _error_of(response, status)["code"] == code
 
 
 def test_malformed_body_oversize_body_and_bad_explain(client):
@@ -127,23 +138,197 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows():
     assert all(len(c) <= 8 for c in calls[:-1] if "big" not in c)
 
 
-def test_a_failing_call_fails_its_requests_and_the_worker_goes_on():
-    state = {"fail": True}
+def test_a_failing_call_fails_only_the_request_that_causes_it():
+    """Three requests gathered into one call; one text makes the call fail: the two others are
+    retried alone and answered, the culprit gets the exception, and the worker goes on."""
+    calls = []
 
     def encode(texts):
-        if state.pop("fail", False):
+        calls.append(list(texts))
+        if "boom" in texts:
             raise RuntimeError("boom")
-        return np.zeros((len(texts), 2), dtype=np.float32), [""] * len(texts)
+        return np.array([[len(t)] for t in texts], dtype=np.float32), [""] * len(texts)
 
     async def main():
-        batcher = MicroBatcher(encode, ThreadPoolExecutor(1), max_batch=4, wait_s=0.01)
-        with pytest.raises(RuntimeError, match="boom"):
-            await batcher.submit(["a"])
-        emb, _ = await batcher.submit(["b", "c"])
+        batcher = MicroBatcher(encode, ThreadPoolExecutor(1), max_batch=8, wait_s=0.05)
+        results = await asyncio.gather(batcher.submit(["a"]), batcher.submit(["boom", "bb"]),
+                                       batcher.submit(["ccc"]), return_exceptions=True)
+        after = await batcher.submit(["dddd"])
         await batcher.stop()
-        return emb
+        return results, after, batcher
 
-    assert asyncio.run(main()).shape == (2, 2)
+    (a, bad, c), after, batcher = asyncio.run(main())
+    assert isinstance(bad, RuntimeError) and a[0][:, 0].tolist() == [1] and c[0][:, 0].tolist() == [3]
+    assert after[0][:, 0].tolist() == [4]
+    assert calls[0] == ["a", "boom", "bb", "ccc"]  # one gathering, then each request alone
+    assert sorted(map(tuple, calls[1:4])) == [("a",), ("boom", "bb"), ("ccc",)]
+    assert batcher.failed == 1 and batcher.requests == 3 and batcher.pending == 0
+
+
+def test_admission_refuses_past_the_pending_budget_and_frees_it():
+    gate = threading.Event()
+
+    def encode(texts):
+        gate.wait(10)
+        return np.zeros((len(texts), 1), dtype=np.float32), [""] * len(texts)
+
+    async def main():
+        batcher = MicroBatcher(encode, ThreadPoolExecutor(1), max_batch=2, wait_s=0.0, max_pending=4)
+        first = asyncio.ensure_future(batcher.submit(["a", "b"]))
+        second = asyncio.ensure_future(batcher.submit(["c", "d"]))
+        await asyncio.sleep(0.05)
+        assert batcher.pending == 4
+        with pytest.raises(Overloaded, match="at most 4"):
+            await batcher.submit(["e"])
+        gate.set()
+        await asyncio.gather(first, second)
+        assert batcher.pending == 0
+        await batcher.submit(["e"])  # room again
+        await batcher.stop()
+        return batcher
+
+    batcher = asyncio.run(main())
+    assert batcher.rejected == 1 and batcher.requests == 3
+
+
+def test_a_request_whose_client_left_never_reaches_the_model():
+    gate, seen = threading.Event(), []
+
+    def encode(texts):
+        seen.extend(texts)
+        gate.wait(10)
+        return np.zeros((len(texts), 1), dtype=np.float32), [""] * len(texts)
+
+    async def main():
+        batcher = MicroBatcher(encode, ThreadPoolExecutor(1), max_batch=1, wait_s=0.0, max_pending=8)
+        busy = asyncio.ensure_future(batcher.submit(["busy"]))  # holds the model thread
+        await asyncio.sleep(0.05)
+        left = asyncio.get_running_loop().create_future()
+        waiting = asyncio.ensure_future(batcher.submit(["abandoned"], gone=lambda: left))
+        await asyncio.sleep(0.02)
+        left.set_result(None)  # the client disconnects while its request waits
+        with pytest.raises(ClientGone):
+            await waiting
+        assert batcher.pending == 1  # its texts left the budget at once
+        gate.set()
+        await busy
+        await batcher.submit(["next"])
+        await batcher.stop()
+        return batcher
+
+    batcher = asyncio.run(main())
+    assert "abandoned" not in seen and seen == ["busy", "next"] and batcher.dropped == 1
+
+
+# --------------------------------------------------------------------------- a live server
+
+
+@contextmanager
+def live_server(app):
+    """``app`` served by uvicorn on a free loopback port in a thread; yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        time.sleep(0.025)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def flaky_app():
+    """The tiny model behind the real app, with an encoder that fails on texts holding EXPLODE
+    (a stand-in for a bug in the model call) and sleeps on texts holding SLOW."""
+    app = create_app(dataclasses.replace(CONFIG, max_pending_texts=6, batch_wait_ms=30.0))
+    encoder = app.state.encoder
+    real = encoder.encode
+
+    def encode(texts, **kwargs):
+        if any("EXPLODE" in t for t in texts):
+            raise RuntimeError("EXPLODE in the model call")
+        if any("SLOW" in t for t in texts):
+            time.sleep(1.0)
+        return real(texts, **kwargs)
+
+    encoder.encode = encode
+    return app
+
+
+def _request(conn, payload):
+    conn.request("POST", "/v1/embeddings", body=json.dumps(payload),
+                 headers={"content-type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_bad_and_failing_requests_fail_alone_and_keep_the_connection(flaky_app):
+    """Concurrent requests, one with a bad text (422) and one that breaks the model call (500):
+    every other request gets 200, and each connection serves its next request."""
+    with live_server(flaky_app) as base:
+        port = int(base.rsplit(":", 1)[1])
+        payloads = [{"input": ["a good text"]}, {"input": ["fine", "bad \ud800"]},
+                    {"input": ["EXPLODE here"]}, {"input": ["another", "good"]}, {"input": "third"}]
+        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in payloads]
+        with ThreadPoolExecutor(len(payloads)) as pool:
+            answers = list(pool.map(_request, conns, payloads))
+        assert [status for status, _ in answers] == [200, 422, 500, 200, 200]
+        assert answers[1][1]["error"]["param"] == "input[1]" and "surrogate" in answers[1][1]["error"]["message"]
+        assert "EXPLODE" in answers[2][1]["error"]["message"]
+        for conn in conns:  # keep-alive: the same connection answers again
+            status, body = _request(conn, {"input": ["after the errors"]})
+            assert status == 200 and len(body["data"]) == 1
+            conn.close()
+        health = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+        assert health["failed"] == 1 and health["pending_texts"] == 0
+
+
+def test_overload_gets_429_at_once_and_the_server_stays_responsive(flaky_app):
+    import httpx
+
+    with live_server(flaky_app) as base:
+        async def burst():
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                slow = [client.post("/v1/embeddings", json={"input": [f"SLOW {i}", f"SLOW {i}b"]})
+                        for i in range(3)]  # 6 texts: the whole budget
+                first = asyncio.gather(*slow)
+                await asyncio.sleep(0.3)
+                t0 = time.perf_counter()
+                refused = await client.post("/v1/embeddings", json={"input": ["one more"]})
+                waited = time.perf_counter() - t0
+                return await first, refused, waited
+
+        accepted, refused, waited = asyncio.run(burst())
+        assert all(r.status_code == 200 for r in accepted)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded" and waited < 0.5  # no queueing
+        status, body = _post(base + "/v1/embeddings", {"input": ["after the burst"]})
+        assert status == 200
+
+
+def test_a_request_whose_client_gave_up_is_dropped(flaky_app):
+    import httpx
+
+    with live_server(flaky_app) as base:
+        async def run():
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                busy = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": ["SLOW busy"]}))
+                await asyncio.sleep(0.2)
+                with pytest.raises(httpx.TimeoutException):  # gives up while it waits
+                    await client.post("/v1/embeddings", json={"input": ["given up"]}, timeout=0.2)
+                return await busy
+
+        before = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+        assert asyncio.run(run()).status_code == 200
+        time.sleep(0.2)
+        after = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+        assert after["dropped"] == before["dropped"] + 1 and after["pending_texts"] == 0
 
 
 # --------------------------------------------------------------------------- the command
@@ -165,32 +350,86 @@ def _post(url, payload):
         return exc.code, json.loads(exc.read())
 
 
-@pytest.mark.slow
-def test_grace_serve_command_answers_health_embeddings_and_oversize(tmp_path):
+def _fresh_cache(tmp_path) -> Path:
+    """A new GRACE_CACHE (so the rationale cache starts empty) whose model folders link to the
+    session's (so nothing is rebuilt)."""
+    from grace.backbones import cache_dir, prepare_tiny_random
+
+    prepare_tiny_random()
+    root = tmp_path / "cache"
+    root.mkdir()
+    for folder in cache_dir().iterdir():
+        if folder.is_dir():
+            (root / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    return root
+
+
+@contextmanager
+def grace_serve(args, cache_root):
+    """``grace serve ARGS --port FREE`` as a subprocess (GRACE_CACHE=cache_root); yields the base
+    URL once /health answers."""
     port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRACE_CACHE": os.environ.get("GRACE_CACHE", str(tmp_path))}
-    proc = subprocess.Popen([sys.executable, "-m", "grace.cli", "serve", "--model", "tiny-random",
-                             "--port", str(port), "--max-new-tokens", "4", "--no-cache",
-                             "--max-texts", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRACE_CACHE": str(cache_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "grace.cli", "serve", *args, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
+        for _ in range(480):
             try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    health = json.loads(response.read())
-                break
+                with urllib.request.urlopen(base + "/health", timeout=2):
+                    break
             except OSError:
                 assert proc.poll() is None, proc.stdout.read().decode()
                 time.sleep(0.25)
         else:
-            pytest.fail("grace serve did not answer /health within 60 s")
-        assert health["status"] == "ok" and health["model"] == "tiny-random"
+            pytest.fail("grace serve did not answer /health within 120 s")
+        yield base
+        assert proc.poll() is None  # still up
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _health(base):
+    with urllib.request.urlopen(base + "/health", timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_grace_serve_as_the_readme_shows_answers_twice_the_second_from_the_cache(tmp_path):
+    """`grace serve --model tiny-random --port P`, no other flag: the default rationale cache
+    (SQLite, opened at start-up, used by the model thread) works."""
+    cache = _fresh_cache(tmp_path)
+    texts = ["a cat sits on the mat", "stocks fell on monday"]
+    with grace_serve(["--model", "tiny-random"], cache) as base:
+        health = _health(base)
+        assert health["status"] == "ok" and health["cache"]["path"] == str(cache / "rationales.sqlite")
+        status, first = _post(base + "/v1/embeddings", {"input": texts})
+        assert status == 200 and len(first["data"]) == 2 and len(first["data"][0]["embedding"]) == 64
+        assert len(first["rationales"]) == 2
+        assert _health(base)["cache"] == {**health["cache"], "hits": 0, "misses": 2}
+        status, second = _post(base + "/v1/embeddings", {"input": texts})
+        assert status == 200 and second["data"] == first["data"] and second["rationales"] == first["rationales"]
+        assert _health(base)["cache"]["hits"] == 2  # nothing generated the second time
+        status, body = _post(base + "/v1/explain", {"text_a": texts[0], "text_b": texts[1]})
+        assert status == 200 and body["a"]["rationale"] == first["rationales"][0]
+
+
+@pytest.mark.slow
+def test_grace_serve_command_answers_health_embeddings_and_oversize(tmp_path):
+    with grace_serve(["--model", "tiny-random", "--max-new-tokens", "4", "--no-cache",
+                      "--max-texts", "3"], _fresh_cache(tmp_path)) as base:
+        health = _health(base)
+        assert health["status"] == "ok" and health["model"] == "tiny-random" and health["cache"] is None
         status, body = _post(base + "/v1/embeddings", {"input": ["a cat", "a dog"]})
         assert status == 200 and len(body["data"]) == 2 and len(body["data"][0]["embedding"]) == 64
         assert len(body["rationales"]) == 2
         status, body = _post(base + "/v1/embeddings", {"input": ["a"] * 4})
         assert status == 413 and "at most 3" in body["error"]["message"]
-        assert proc.poll() is None  # still up
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+
+def test_grace_serve_refuses_a_pending_budget_below_max_texts(capsys):
+    from grace.cli import main
+
+    assert main(["serve", "--model", "tiny-random", "--max-texts", "8", "--max-pending-texts", "4"]) == 2
+    assert "max_pending_texts (4) must be at least max_texts (8)" in capsys.readouterr().err

@@ -165,8 +165,10 @@ def load_backbone(name: str, dtype: str = "float32", trust_remote_code: bool = F
     """Load ``(model, tokenizer)`` for a packaged name, a local folder or a hub id.
 
     A folder holding a peft adapter (``adapter_config.json``) is loaded onto its base model and
-    returned as a ``PeftModel``.
+    returned as a ``PeftModel``. A folder whose files cannot be read (a truncated or corrupt
+    safetensors file, broken JSON) is a ``GraceInputError`` naming the folder and the reason.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
@@ -187,7 +189,7 @@ def load_backbone(name: str, dtype: str = "float32", trust_remote_code: bool = F
         tokenizer = load_tokenizer(path, trust_remote_code)
     except GraceInputError:
         raise
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise _load_error(name, exc) from exc
     return model, tokenizer
 

@@ -147,6 +147,9 @@ def _serve_parser(sub) -> None:
                    help="characters per text (default: ServerConfig.max_chars)")
     p.add_argument("--max-batch", dest="max_batch", type=int, default=None,
                    help="texts encoded together across concurrent requests")
+    p.add_argument("--max-pending-texts", dest="max_pending_texts", type=int, default=None,
+                   help="texts accepted and not yet answered; more -> 429 "
+                   "(default: ServerConfig.max_pending_texts)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +207,8 @@ def _run(argv: list[str]) -> int:
     if args.command == "serve":
         from grace.server import ServerConfig, serve
 
-        limits = {k: getattr(args, k) for k in ("max_texts", "max_chars", "max_batch")
+        limits = {k: getattr(args, k) for k in ("max_texts", "max_chars", "max_batch",
+                                                "max_pending_texts")
                   if getattr(args, k) is not None}
         serve(ServerConfig(model=args.model, host=args.host, port=args.port,
                            rationale=args.rationale, max_new_tokens=args.max_new_tokens,

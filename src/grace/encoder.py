@@ -29,6 +29,7 @@ import torch
 
 from grace.backbones import cache_dir, load_backbone
 from grace.encode import EncodeOptions, embed_texts
+from grace.errors import GraceInputError
 from grace.rationale_cache import RationaleCache, model_fingerprint
 
 ENCODER_CONFIG = "grace_encoder.json"
@@ -41,11 +42,32 @@ def _validate(texts) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+        check_unicode(text, f"text {i}")
     empty = sum(1 for t in texts if not t.strip())
     if empty:
         warnings.warn(f"{empty} of {len(texts)} texts are empty or whitespace-only; they are "
                       "encoded as an empty user message", stacklevel=3)
     return texts
+
+
+def check_unicode(text: str, where: str) -> None:
+    """``GraceInputError`` if ``text`` cannot be encoded as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``, which JSON and Python strings allow but no tokenizer takes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GraceInputError(
+            f"{where} is not valid Unicode: lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start} (UTF-8 cannot encode it)") from None
+
+
+def resolve_batch_size(batch_size, default: int) -> int:
+    """``batch_size`` as given (an int >= 1), or ``default`` when it is None."""
+    if batch_size is None:
+        return default
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
 
 
 class GraceEncoder:
@@ -135,7 +157,8 @@ class GraceEncoder:
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
         opts = EncodeOptions(**{**asdict(self.options), **options,
-                                **({"batch_size": batch_size} if batch_size else {})})
+                                "batch_size": resolve_batch_size(
+                                    batch_size, options.get("batch_size", self.options.batch_size))})
         show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * opts.batch_size
         use_cache = self.cache if opts.rationale != "none" else None
         emb, rationales = embed_texts(

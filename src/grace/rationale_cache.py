@@ -5,7 +5,11 @@ token ids and, when the generation pass computed it, the embedding (float32) of 
 rationale: a hit with an embedding costs no model call at all, and re-encoding gives the very
 same vector; a hit without one (older entries) rebuilds the sequence and runs the scoring pass.
 Stored in one SQLite file (standard library, safe for several processes; every write is
-committed at once, so a killed run keeps what it generated).
+committed at once, so a killed run keeps what it generated). Each thread that uses the cache gets
+its own connection (SQLite connections belong to the thread that opened them), so one cache can
+be shared by a server's request threads and its model thread. A file that is not a SQLite
+database (or not one of ours) is refused with a ``GraceInputError`` naming it; nothing in it is
+changed.
 
 The model fingerprint hashes the config and a strided sample of every parameter tensor: it
 changes when the weights change (training), without reading every weight of a large model.
@@ -16,10 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from grace.errors import GraceInputError
 
 SAMPLES_PER_TENSOR = 4096
 
@@ -52,18 +60,57 @@ class RationaleCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS rationales ("
-            " key TEXT PRIMARY KEY, fingerprint TEXT, settings TEXT, text TEXT, ids TEXT,"
-            " embedding BLOB)"
-        )
-        columns = [row[1] for row in self._db.execute("PRAGMA table_info(rationales)")]
-        if "embedding" not in columns:  # a cache file written before embeddings were stored
-            self._db.execute("ALTER TABLE rationales ADD COLUMN embedding BLOB")
-        self._db.commit()
+        self._local = threading.local()  # one connection per thread
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            db = self._db
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rationales ("
+                " key TEXT PRIMARY KEY, fingerprint TEXT, settings TEXT, text TEXT, ids TEXT,"
+                " embedding BLOB)"
+            )
+            columns = [row[1] for row in db.execute("PRAGMA table_info(rationales)")]
+            if "embedding" not in columns:  # a cache file written before embeddings were stored
+                db.execute("ALTER TABLE rationales ADD COLUMN embedding BLOB")
+            missing = {"key", "ids"} - set(columns)
+            if missing:
+                self.close()
+                raise GraceInputError(
+                    f"rationale cache {self.path} has a 'rationales' table without the column(s) "
+                    f"{', '.join(sorted(missing))}: not a grace cache; move it away or pass "
+                    "cache=False (--no-cache)")
+            db.commit()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise self._unreadable(exc) from None
         self.hits = 0
         self.misses = 0
+
+    def _unreadable(self, exc: Exception) -> GraceInputError:
+        return GraceInputError(
+            f"rationale cache {self.path} is not a readable SQLite database ({exc}); delete or "
+            "move the file (it only holds cached rationales) or pass cache=False (--no-cache)")
+
+    @contextmanager
+    def _guard(self):
+        """A database error met while reading or writing names the file (no raw sqlite3 error)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise self._unreadable(exc) from None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # used by this thread only; check_same_thread=False lets close() run from any thread
+            db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
 
     @staticmethod
     def _key(fingerprint: str, settings: str, text: str, sample: int) -> str:
@@ -74,10 +121,11 @@ class RationaleCache:
         """Per text: ``(token ids, embedding or None)``, or None when not cached."""
         found = []
         for text in texts:
-            row = self._db.execute(
-                "SELECT ids, embedding FROM rationales WHERE key = ?",
-                (self._key(fingerprint, settings, text, sample),),
-            ).fetchone()
+            with self._guard():
+                row = self._db.execute(
+                    "SELECT ids, embedding FROM rationales WHERE key = ?",
+                    (self._key(fingerprint, settings, text, sample),),
+                ).fetchone()
             if row is None:
                 found.append(None)
                 continue
@@ -102,11 +150,18 @@ class RationaleCache:
             (self._key(fingerprint, settings, t, sample), fingerprint, settings, t, json.dumps(i), b)
             for t, i, b in zip(texts, ids, blobs)
         ]
-        self._db.executemany("INSERT OR REPLACE INTO rationales VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self._db.commit()
+        with self._guard():
+            self._db.executemany("INSERT OR REPLACE INTO rationales VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.commit()
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM rationales").fetchone()[0]
+        with self._guard():
+            return self._db.execute("SELECT COUNT(*) FROM rationales").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        """Close every thread's connection (a later use opens a new one)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from grace.encode import EncodeOptions
-from grace.encoder import GraceEncoder, _validate
+from grace.encoder import GraceEncoder, _validate, resolve_batch_size
 from grace.errors import GraceInputError
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -111,7 +111,7 @@ class SentenceTransformerEncoder(GraceEncoder):
         del options  # no rationale options apply
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
-        batch = batch_size or self.options.batch_size
+        batch = resolve_batch_size(batch_size, self.options.batch_size)
         show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch
         with torch.no_grad():
             emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,

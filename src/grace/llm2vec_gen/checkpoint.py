@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from grace.backbones import PACKAGED
@@ -103,4 +104,7 @@ def load_trainable(folder: Path) -> dict[str, torch.Tensor]:
     path = Path(folder) / WEIGHTS
     if not path.is_file():
         raise GraceInputError(f"{folder}: no {WEIGHTS} (not an LLM2Vec-Gen checkpoint)")
-    return load_file(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise GraceInputError(f"{path}: unreadable safetensors file, truncated or corrupt ({exc})") from None

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from grace.backbones import load_backbone
 from grace.encode import EncodeOptions
-from grace.encoder import GraceEncoder, _validate
+from grace.encoder import GraceEncoder, _validate, resolve_batch_size
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
 from grace.llm2vec_gen.inputs import build_encoder_inputs
@@ -147,7 +147,7 @@ class LLM2VecGenEncoder(GraceEncoder):
             raise TypeError(f"unknown encoding option '{unknown[0]}'")
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
-        batch_size = batch_size or options.get("batch_size") or self.options.batch_size
+        batch_size = resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
         show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
         instruction = self.query_instruction if instruction is None else instruction
         tokens = options.get("max_new_tokens", self.options.max_new_tokens) if return_rationales else None
@@ -176,7 +176,7 @@ class LLM2VecGenEncoder(GraceEncoder):
         tokens = max_new_tokens or self.options.max_new_tokens
         if tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {tokens}")
-        batch_size = batch_size or self.options.batch_size
+        batch_size = resolve_batch_size(batch_size, self.options.batch_size)
         show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
         instruction = self.query_instruction if instruction is None else instruction
         _, decoded = self._run(texts, instruction, batch_size, show, tokens)

@@ -13,16 +13,25 @@ the web explorer page.
 
 Limits (``ServerConfig``): more than ``max_texts`` inputs or a text longer than ``max_chars``
 characters -> 413; a body larger than ``max_body_bytes`` -> 413; malformed JSON, wrong types,
-an empty input list or an empty text -> 422. Every error is JSON in OpenAI's shape
-``{"error": {"message", "type", "param", "code"}}``; none of them is a 500. The model is loaded
-once at start-up (safetensors only) and used by one thread; concurrent embedding requests are
-encoded together by grace.server.batcher.MicroBatcher.
+an empty input list, an empty text or a text the tokenizer cannot take (a lone surrogate) ->
+422 naming the index. Inputs are checked before they join a batch, so a bad text never fails
+the requests it would have been encoded with. More than ``max_pending_texts`` texts accepted
+and not yet answered -> 429 at once, with ``Retry-After`` (backpressure: a burst gets quick
+refusals instead of a queue nobody waits for); a request whose client has left is dropped
+before it reaches the model. Every error is JSON in OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``. A failure inside the model call (a bug)
+is a 500 for the request that caused it only (grace.server.batcher retries the others alone),
+and the connection stays open for the next request. The model is loaded once at start-up
+(safetensors only) and used by one thread; concurrent embedding requests are encoded together
+by grace.server.batcher.MicroBatcher. The rationale cache (on by default) is SQLite; each
+thread gets its own connection (grace.rationale_cache).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import copy
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,8 +45,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from grace.encoder import check_unicode
 from grace.errors import GraceInputError
-from grace.server.batcher import MicroBatcher
+from grace.server.batcher import ClientGone, MicroBatcher, Overloaded
+
+log = logging.getLogger("grace.server")
 
 STATIC = Path(__file__).parent / "static"
 
@@ -58,6 +70,17 @@ class ServerConfig:
     max_body_bytes: int = 4_000_000  # request body; more -> 413
     max_batch: int = 32  # texts encoded together across concurrent requests
     batch_wait_ms: float = 5.0  # how long a gathering waits for more requests
+    max_pending_texts: int = 256  # texts accepted and not yet answered; more -> 429 (>= max_texts)
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch", "max_pending_texts",
+                     "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise GraceInputError(f"grace serve: {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_pending_texts < self.max_texts:
+            raise GraceInputError(
+                f"grace serve: max_pending_texts ({self.max_pending_texts}) must be at least "
+                f"max_texts ({self.max_texts}), or a full request could never be accepted")
 
 
 # -- request bodies (pydantic: wrong shapes become 422) ---------------------------------------
@@ -104,6 +127,26 @@ def check_texts(texts: list[str], config: ServerConfig, param: str, single: bool
         if not text.strip():
             raise ApiError(422, f"{where} is empty", "invalid_request_error", where,
                            "empty_text")
+        try:
+            check_unicode(text, where)
+        except GraceInputError as exc:
+            raise ApiError(422, str(exc), "invalid_request_error", where, "invalid_text") from None
+
+
+def count_tokens(tokenizer, texts: list[str], param: str, single: bool = False) -> int:
+    """Tokens of ``texts`` (the usage figure); a text the tokenizer refuses -> 422 naming it."""
+    try:
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    except Exception:  # find which text it refuses
+        for i, text in enumerate(texts):
+            try:
+                tokenizer([text], add_special_tokens=False)
+            except Exception as exc:
+                where = param if single else f"{param}[{i}]"
+                raise ApiError(422, f"{where}: the tokenizer cannot take this text "
+                               f"({type(exc).__name__}: {exc})", "invalid_request_error", where,
+                               "invalid_text") from None
+        raise
 
 
 class BodyLimit:
@@ -146,16 +189,45 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+class InternalErrors:
+    """ASGI middleware: an exception the app did not handle becomes a JSON 500 (logged with its
+    traceback) instead of propagating to the server, which would close the connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half a response was sent: nothing sensible left to do
+                raise
+            await _error(500, f"internal error: {type(exc).__name__}: {exc}",
+                         "server_error")(scope, receive, send)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed the connection (the body was already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 def _vector(row: np.ndarray, encoding: str):
     row = np.asarray(row, dtype=np.float32)
     return base64.b64encode(row.tobytes()).decode() if encoding == "base64" else row.tolist()
-
-
-def _count_tokens(tokenizer, texts: list[str]) -> int:
-    try:
-        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    except Exception:  # a tokenizer that refuses a batch: usage is informative only
-        return 0
 
 
 def load_encoder(config: ServerConfig):
@@ -171,21 +243,24 @@ def load_encoder(config: ServerConfig):
 def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     """The app; ``encoder`` (already loaded) or ``config.model`` loaded now, once."""
     encoder = encoder if encoder is not None else load_encoder(config)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grace-model")
     name = str(encoder.name)
 
     def encode(texts: list[str]):
         emb, rationales = encoder.encode(texts, return_rationales=True, show_progress_bar=False)
         return np.asarray(emb, dtype=np.float32), list(rationales)
 
-    batcher = MicroBatcher(encode, executor, config.max_batch, config.batch_wait_ms / 1000)
+    batcher = MicroBatcher(encode, None, config.max_batch, config.batch_wait_ms / 1000,
+                           max_pending=config.max_pending_texts)
+    counter = copy.deepcopy(encoder.tokenizer)  # the model thread uses the encoder's own
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # the one model thread, for the life of this server run (an app may be served again)
+        batcher.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grace-model")
         batcher.start()
         yield
         await batcher.stop()
-        executor.shutdown(wait=True)
+        batcher.executor.shutdown(wait=True)
 
     app = FastAPI(title="grace", summary="interpretable generative text embeddings",
                   lifespan=lifespan)
@@ -214,25 +289,39 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     async def _user_error(request: Request, exc: GraceInputError):
         return _error(422, str(exc), "invalid_request_error")
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):  # a bug: still JSON, named
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded):
+        response = _error(429, f"server busy: {exc}; retry shortly", "rate_limit_error", None,
+                          "overloaded")
+        response.headers["retry-after"] = "1"
+        return response
 
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone):  # nobody reads it (nginx's 499)
+        return _error(499, str(exc), "client_closed_request")
+
+    app.add_middleware(InternalErrors)  # innermost: below it nothing closes a connection
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     @app.get("/health")
     async def health():
+        cache = getattr(encoder, "cache", None)
         return {"status": "ok", "model": name, "embedding_dim": int(encoder.embedding_dim),
                 "rationale": encoder.options.rationale, "max_texts": config.max_texts,
                 "max_chars": config.max_chars, "model_calls": batcher.calls,
-                "requests": batcher.requests}
+                "requests": batcher.requests, "failed": batcher.failed,
+                "rejected": batcher.rejected, "dropped": batcher.dropped,
+                "pending_texts": batcher.pending, "max_pending_texts": config.max_pending_texts,
+                "cache": None if cache is None else {"path": str(cache.path), "hits": cache.hits,
+                                                     "misses": cache.misses}}
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingsRequest):
+    async def embeddings(body: EmbeddingsRequest, request: Request):
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        check_texts(texts, config, "input", single=isinstance(body.input, str))
-        emb, rationales = await batcher.submit(texts)
-        tokens = _count_tokens(encoder.tokenizer, texts)
+        single = isinstance(body.input, str)
+        check_texts(texts, config, "input", single=single)
+        tokens = count_tokens(counter, texts, "input", single=single)
+        emb, rationales = await batcher.submit(texts, gone=lambda: _disconnected(request))
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": _vector(row, body.encoding_format)}
@@ -246,11 +335,11 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     async def explain(body: ExplainRequest):
         from grace.explain import explain_pair
 
-        check_texts([body.text_a], config, "text_a", single=True)
-        check_texts([body.text_b], config, "text_b", single=True)
-        loop = asyncio.get_running_loop()
-        ex = await loop.run_in_executor(executor, explain_pair, encoder, body.text_a, body.text_b,
-                                        config.max_new_tokens)
+        for param in ("text_a", "text_b"):
+            check_texts([getattr(body, param)], config, param, single=True)
+            count_tokens(counter, [getattr(body, param)], param, single=True)
+        ex = await batcher.call(explain_pair, encoder, body.text_a, body.text_b,
+                                config.max_new_tokens, cost=2)
         out = ex.to_dict()
         out["top"] = {side: {"adding": [vars(t) for t in getattr(ex, side).top(body.top_k, 1)],
                              "subtracting": [vars(t) for t in getattr(ex, side).top(body.top_k, -1)]}

@@ -7,8 +7,15 @@ single worker thread: the model is used by one call at a time, and the event loo
 to accept requests), and hands every request its rows. A request larger than ``max_batch``
 is encoded alone, in one call (the encoder batches it further itself).
 
-If the call fails, every request of that gathering gets the exception (the server answers each
-with a JSON error); the worker goes on with the next gathering.
+Admission (backpressure, as text-embeddings-inference does it): at most ``max_pending`` texts
+are accepted and not yet answered (waiting or being encoded). A request that would go past it
+is refused at once with ``Overloaded`` (the server answers 429), so a burst never builds a queue
+that no client waits for. A request whose client has gone (its future cancelled, see
+``submit(..., gone=...)``) is dropped before it reaches the model.
+
+Isolation: if the call for a gathering of several requests fails, each request is retried alone,
+so only the request that causes the failure gets the exception; the worker goes on with the
+next gathering.
 """
 
 from __future__ import annotations
@@ -16,9 +23,17 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 import numpy as np
+
+
+class Overloaded(Exception):
+    """The pending-text budget is full: try again later (HTTP 429)."""
+
+
+class ClientGone(Exception):
+    """The client left before its request was answered; nothing was encoded for it."""
 
 
 @dataclass
@@ -30,24 +45,37 @@ class _Pending:
 class MicroBatcher:
     """``await batcher.submit(texts)`` -> ``(embeddings (N, D), rationales)`` of those texts.
 
-    ``encode(texts) -> (np.ndarray (N, D), list[str])`` is called from the model thread.
+    ``encode(texts) -> (np.ndarray (N, D), list[str])`` is called from the model thread, the one
+    worker of ``executor`` (which may be set later, before ``start``).
+    ``max_pending``: texts accepted and not yet answered; more -> ``Overloaded`` (None: no bound).
     """
 
     def __init__(self, encode: Callable[[list[str]], tuple[np.ndarray, list[str]]],
-                 executor: ThreadPoolExecutor, max_batch: int = 32, wait_s: float = 0.005):
+                 executor: ThreadPoolExecutor | None, max_batch: int = 32, wait_s: float = 0.005,
+                 max_pending: int | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
         self.encode = encode
         self.executor = executor
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.max_pending = max_pending
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.pending = 0  # texts accepted and not yet answered
         self.calls = 0  # model calls made (a call serves one gathering of requests)
         self.requests = 0  # requests answered
+        self.failed = 0  # requests answered with an exception
+        self.rejected = 0  # requests refused by admission (Overloaded)
+        self.dropped = 0  # requests whose client left before the model reached them
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
+        """Start the worker on the running loop (a server restarted on a new loop gets a new
+        queue: asyncio queues belong to one loop)."""
         if self._worker is None:
+            self.queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -59,53 +87,117 @@ class MicroBatcher:
                 pass
             self._worker = None
 
-    async def submit(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    # -- admission --------------------------------------------------------------------------
+    def admit(self, cost: int) -> None:
+        """Count ``cost`` texts as pending, or raise ``Overloaded`` if the budget is full."""
+        if self.max_pending is not None and self.pending + cost > self.max_pending:
+            self.rejected += 1
+            raise Overloaded(f"{self.pending} texts are waiting or being encoded; at most "
+                             f"{self.max_pending} (this request has {cost})")
+        self.pending += cost
+
+    def release(self, cost: int) -> None:
+        self.pending -= cost
+
+    async def call(self, fn: Callable, *args, cost: int = 1):
+        """Run ``fn(*args)`` in the model thread under admission (for work that is not
+        batched, such as explanations)."""
+        self.admit(cost)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.release(cost)
+
+    async def submit(self, texts: list[str], gone: Callable[[], Awaitable] | None = None
+                     ) -> tuple[np.ndarray, list[str]]:
+        """Encode ``texts`` with whatever else is waiting. ``gone``: makes an awaitable that
+        finishes when the client has left; the request is then dropped (``ClientGone``)."""
         self.start()
+        self.admit(len(texts))
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(list(texts), future))
-        return await future
+        future.add_done_callback(lambda _: self.release(len(texts)))
+        self.queue.put_nowait(_Pending(list(texts), future))
+        if gone is None:
+            return await future
+        watcher = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            left = not future.done()
+            if left:  # the client left first (or this task was cancelled): drop the request
+                future.cancel()
+        if left:
+            raise ClientGone("the client closed the connection")
+        return future.result()
+
+    # -- the worker ---------------------------------------------------------------------------
+    def _next_live(self) -> _Pending | None:
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.future.cancelled():
+                return item
+            self.dropped += 1
+        return None
 
     async def _gather(self) -> list[_Pending]:
-        batch = [await self.queue.get()]
-        size = len(batch[0].texts)
+        first = await self.queue.get()
+        while first.future.cancelled():
+            self.dropped += 1
+            first = await self.queue.get()
+        batch, size = [first], len(first.texts)
         while size < self.max_batch:
-            try:
-                item = await asyncio.wait_for(self.queue.get(), timeout=self.wait_s)
-            except asyncio.TimeoutError:
-                break
+            item = self._next_live()
+            if item is None:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout=self.wait_s)
+                except asyncio.TimeoutError:
+                    break
+                if item.future.cancelled():
+                    self.dropped += 1
+                    continue
             if size + len(item.texts) > self.max_batch:  # keep it for the next gathering
-                await self._put_front(item)
+                self._put_front(item)
                 break
             batch.append(item)
             size += len(item.texts)
         return batch
 
-    async def _put_front(self, item: _Pending) -> None:
+    def _put_front(self, item: _Pending) -> None:
         rest = [item]
         while not self.queue.empty():
             rest.append(self.queue.get_nowait())
         for pending in rest:
             self.queue.put_nowait(pending)
 
-    async def _run(self) -> None:
+    async def _encode(self, live: list[_Pending]) -> None:
+        """One model call for ``live``; on failure, each request alone (if there are several)."""
         loop = asyncio.get_running_loop()
+        unique = list(dict.fromkeys(t for p in live for t in p.texts))
+        try:
+            emb, rationales = await loop.run_in_executor(self.executor, self.encode, unique)
+        except Exception as exc:
+            if len(live) > 1:  # find the request that fails; the others get their answer
+                for p in live:
+                    if not p.future.cancelled():
+                        await self._encode([p])
+                return
+            if not live[0].future.done():
+                live[0].future.set_exception(exc)
+                self.failed += 1
+            return
+        self.calls += 1
+        row = {t: i for i, t in enumerate(unique)}
+        for p in live:
+            if not p.future.done():
+                index = [row[t] for t in p.texts]
+                p.future.set_result((emb[index], [rationales[i] for i in index]))
+                self.requests += 1
+
+    async def _run(self) -> None:
         while True:
             batch = await self._gather()
             live = [p for p in batch if not p.future.cancelled()]  # a client that left
-            if not live:
-                continue
-            unique = list(dict.fromkeys(t for p in live for t in p.texts))
-            try:
-                emb, rationales = await loop.run_in_executor(self.executor, self.encode, unique)
-            except Exception as exc:  # every request of the gathering learns why
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            self.calls += 1
-            row = {t: i for i, t in enumerate(unique)}
-            for p in live:
-                if not p.future.done():
-                    index = [row[t] for t in p.texts]
-                    p.future.set_result((emb[index], [rationales[i] for i in index]))
-                    self.requests += 1
+            self.dropped += len(batch) - len(live)
+            if live:
+                await self._encode(live)
