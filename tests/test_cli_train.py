@@ -239,9 +239,11 @@ COMPARED = ("reward/contrastive", "reward/consistency", "reward/hard", "reward/m
 
 
 def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
-    """Kill -9 after the first checkpoint, plant a half-written checkpoint folder, rerun the same
-    command: it resumes, every step is logged once, and it ends where an uninterrupted run ends."""
-    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "6", "--save_every",
+    """Kill -9 after the second checkpoint, truncate the newest complete checkpoint's weights
+    and plant a half-written checkpoint folder, rerun the same command: it reports the bad
+    checkpoint, takes over the dead run's lock, resumes from the previous good checkpoint, logs
+    every step once, and ends where an uninterrupted run ends."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "8", "--save_every",
             "2", "--output-dir", "OUT", *SMALL, "--reward.penalize_truncation", "false",
             "--optim.learning_rate", "1e-3"]
     out = tmp_path / "OUT"
@@ -249,27 +251,34 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
         proc = subprocess.Popen(_command(*args), cwd=tmp_path, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
-        while not (out / "checkpoint-2").is_dir() and proc.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint-2 after 300 s"
+        while not (out / "checkpoint-4").is_dir() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint-4 after 300 s"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
-    assert not (out / "checkpoint-6").exists()
+    assert not (out / "checkpoint-8").exists()
 
     done = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if p.suffix != ".tmp")
+    newest = out / f"checkpoint-{done[-1]}"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated write
     planted = out / f"checkpoint-{done[-1] + 2}.tmp"  # as if killed while saving the next one
     planted.mkdir(exist_ok=True)
     (planted / "trainer_state.json").write_text(json.dumps({"step": done[-1] + 2}))
     (planted / "model.safetensors").write_bytes(b"half-written")
 
     resumed = _ok(grace_train(tmp_path, *args))
-    resumed_from = Path("OUT") / f"checkpoint-{done[-1]}"
-    assert f"resuming from {resumed_from} (step {done[-1]})" in resumed.stdout + resumed.stderr
-    assert _state(out / "checkpoint-6")["step"] == 6
+    log = resumed.stdout + resumed.stderr
+    assert f"{Path('OUT', newest.name, 'model.safetensors')}: " in log and "truncated" in log
+    assert f"resuming from checkpoint-{done[-2]} instead" in log
+    assert "was left by a run that is no longer running" in log  # the dead run's lock
+    resumed_from = Path("OUT") / f"checkpoint-{done[-2]}"
+    assert f"resuming from {resumed_from} (step {done[-2]})" in log
+    assert _state(out / "checkpoint-8")["step"] == 8
     assert not list(out.glob("*.tmp"))
     rows = _metrics(out)
-    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert [row["step"] for row in rows] == list(range(1, 9))
 
     # the same command, never interrupted, in another folder
     straight = [a if a != "OUT" else "STRAIGHT" for a in args]
@@ -277,10 +286,43 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
     for row, ref in zip(rows, _metrics(tmp_path / "STRAIGHT")):
         for key in COMPARED:
             assert row[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), (row["step"], key)
-    final = load_file(out / "checkpoint-6" / "model.safetensors")
-    ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-6" / "model.safetensors")
+    final = load_file(out / "checkpoint-8" / "model.safetensors")
+    ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-8" / "model.safetensors")
     for name, tensor in ref_final.items():
         torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_no_good_checkpoint_stops_with_exit_2_naming_the_file(tmp_path, texts):
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "2", "--output-dir",
+            "OUT", *SMALL]
+    _ok(grace_train(tmp_path, *args))
+    (tmp_path / "OUT" / "checkpoint-2" / "trainer_state.json").write_text('{"step": 2,')
+    line = _one_line_error(grace_train(tmp_path, *args))
+    assert "no usable checkpoint" in line and "checkpoint-2/trainer_state.json" in line
+
+
+def test_a_second_run_on_the_same_output_dir_exits_2(tmp_path, texts):
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1000",
+            "--save_every", "1000", "--output-dir", "OUT", *SMALL]
+    lock = tmp_path / "OUT" / ".grace-train.lock"
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(_command(*args), cwd=tmp_path, env=_env(), stdout=log,
+                                 stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while not (lock.is_file() and lock.read_text().startswith("PID")):
+                assert first.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "first.log").read_text()[-3000:]
+                time.sleep(0.05)
+            line = _one_line_error(grace_train(tmp_path, *args))
+            assert f"used by another training run (PID {first.pid} on" in line and "OUT/.grace-train.lock" in line
+            assert first.poll() is None  # the first run goes on
+        finally:
+            first.kill()
+            first.wait()
+    from grace.run_lock import RunLock
+
+    RunLock(tmp_path / "OUT").acquire().release()  # the killed run's lock is free again
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -183,3 +183,31 @@ def test_cache_files_without_embeddings_are_upgraded_and_rescored(encoder, tmp_p
     np.testing.assert_allclose(rescored, first, atol=1e-5)
     stored = cache.get_entries(encoder.fingerprint, encoder.options.generation_key(), TEXTS)
     assert all(e[1] is not None for e in stored)
+
+
+def test_from_pretrained_on_a_truncated_checkpoint_is_one_clear_error(encoder, tmp_path):
+    from grace.errors import GraceInputError
+
+    folder = tmp_path / "enc"
+    encoder.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(GraceInputError, match=f"cannot load model from folder '{folder}'"):
+        GraceEncoder.from_pretrained(str(folder), cache=False)
+
+
+def test_grace_explain_with_a_corrupt_cache_file_exits_2_naming_it(tmp_path, monkeypatch, capsys):
+    from grace.backbones import cache_dir, prepare_tiny_random
+    from grace.cli import main
+
+    model = prepare_tiny_random()
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / model.name).symlink_to(model, target_is_directory=True)
+    (root / "rationales.sqlite").write_bytes(b"garbage" * 500)
+    monkeypatch.setenv("GRACE_CACHE", str(root))
+    assert cache_dir() == root
+    assert main(["explain", "a cat", "a dog", "--model", "tiny-random"]) == 2
+    err = capsys.readouterr().err
+    assert f"rationale cache {root / 'rationales.sqlite'} is not a readable SQLite database" in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 
@@ -26,7 +27,7 @@ from grace.errors import GraceInputError  # noqa: E402
 from grace.evaluation import local_tasks as lt  # noqa: E402
 from grace.evaluation.lee import load_lee, score_lee  # noqa: E402
 from grace.evaluation.mteb_adapter import GraceMTEBModel  # noqa: E402
-from grace.evaluation.suite import build_suite, run_suite  # noqa: E402
+from grace.evaluation.suite import build_suite, run_suite, summarise  # noqa: E402
 
 STS = [("A man is playing a guitar.", "A person plays the guitar.", 4.6),
        ("A cat sleeps on the sofa.", "The stock market fell today.", 0.2),
@@ -244,6 +245,29 @@ def test_cli_eval_writes_mteb_scores_and_averages(tmp_path, data_dir, capsys):
     assert results["overall"] == pytest.approx(np.mean([results["tasks"][n]["main_score"] for n in names]))
     assert results["rationale"] == "none" and results["mteb_model"] == "grace/tiny-random"
     assert "overall" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"sentence1": "a", "sentence2": "b", "score": 1.0}\n{"sentence1": "caf\xe9", "sentence2": "b", "score": 2}\n'
+     .encode("latin-1"), r"stsb-test\.jsonl:2: invalid UTF-8 \(byte 0xe9 at column 19\)"),
+    (b'{"sentence1": "a", "sentence2": "b", "score": 1.0}\n{"sentence1": "c", "sentence2": "d", "score": NaN}\n',
+     r"stsb-test\.jsonl:2: field 'score' is nan; expected a finite number"),
+], ids=["latin-1", "nan-score"])
+def test_cli_eval_bad_sts_file_is_one_line_naming_the_line(tmp_path, capsys, content, expected):
+    (tmp_path / "sts").mkdir()
+    (tmp_path / "sts" / "stsb-test.jsonl").write_bytes(content)
+    assert main(["eval", "--model", "tiny-random", "--rationale", "none", "--data-dir", str(tmp_path),
+                 "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and re.search(expected, err.splitlines()[-1]), err
+
+
+def test_an_unscored_task_makes_the_averages_null(recwarn):
+    tasks = {"A": {"type": "STS", "main_score": 0.5}, "B": {"type": "STS", "main_score": None},
+             "C": {"type": "Retrieval", "main_score": 0.3}}
+    averages, overall = summarise(tasks)
+    assert averages == {"STS": None, "Retrieval": 0.3} and overall is None
+    assert "no score (NaN) for B" in str(recwarn.pop(UserWarning).message)
 
 
 def test_cli_eval_bad_rationale_exits_2(capsys):

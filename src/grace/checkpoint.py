@@ -8,37 +8,132 @@
 - ``trainer_state.json`` (step, data position) and ``grace_config.yaml`` (the whole config).
 
 A checkpoint is written into ``checkpoint-N.tmp`` and renamed when complete, so a run killed
-while saving leaves the previous checkpoint intact; resuming takes the highest complete one.
+while saving leaves the previous checkpoint intact. Its last file, ``checkpoint_manifest.json``,
+lists every other file with its size and SHA-256. Resuming (``resumable_checkpoint``) verifies
+the newest checkpoint against it (checkpoints written before manifests existed: every JSON,
+safetensors and torch file is opened) and, if anything is missing, truncated or altered, says
+so in one line and falls back to the previous good one; when no checkpoint is good it stops
+with a ``GraceInputError`` that names each bad file. Nothing is deleted: a bad checkpoint-N is
+replaced when step N is saved again.
 The folders are assumed to be on a file system that every process sees (as on one machine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from grace.errors import GraceInputError
+
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+MANIFEST = "checkpoint_manifest.json"
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step in ``output_dir``, if any."""
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """The checkpoint folders of ``output_dir`` (complete or not), highest step first."""
     folder = Path(output_dir)
     if not folder.is_dir():
-        return None
+        return []
     found = []
     for path in folder.iterdir():
         match = re.fullmatch(rf"{PREFIX}(\d+)", path.name)
-        if match and (path / STATE_FILE).is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step in ``output_dir``, if any (not verified:
+    see ``resumable_checkpoint``)."""
+    return next((p for p in checkpoints(output_dir) if (p / STATE_FILE).is_file()), None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 23), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """List every file of ``folder`` with its size and SHA-256 in ``MANIFEST`` (written last)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (folder / MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
+
+
+def _open_without_manifest(path: Path) -> None:
+    """Open a file the way resuming will (checkpoints written before manifests existed)."""
+    if path.suffix in (".json",):
+        json.loads(path.read_text())
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                handle.get_slice(name)
+    elif path.suffix == ".pt":
+        torch.load(path, weights_only=False, map_location="cpu")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from ("FILE: reason"), or None if it is complete and
+    intact."""
+    if not (folder / STATE_FILE).is_file():
+        return f"{STATE_FILE}: missing (the checkpoint was not completed)"
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            return f"{MANIFEST}: unreadable ({exc})"
+        for name, entry in files.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name}: missing"
+            if path.stat().st_size != entry["size"]:
+                return f"{name}: {path.stat().st_size} bytes, {entry['size']} when written (truncated?)"
+            if _sha256(path) != entry["sha256"]:
+                return f"{name}: contents changed since it was written (SHA-256 differs)"
+        return None
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        try:
+            _open_without_manifest(path)
+        except Exception as exc:  # any reader's error means the same: this file is unusable
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return f"{path.name}: unreadable ({type(exc).__name__}: {first})"
+    return None
+
+
+def resumable_checkpoint(output_dir: str | Path, say=None) -> Path | None:
+    """The newest checkpoint of ``output_dir`` that passes ``checkpoint_problem``; bad newer
+    ones are reported through ``say`` (one line each). None if there is no checkpoint at all;
+    ``GraceInputError`` naming every bad file if there are checkpoints but none is good."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    bad = []
+    for folder in checkpoints(output_dir):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            for earlier in bad:
+                say(f"grace: {earlier}; resuming from {folder.name} instead")
+            return folder
+        bad.append(f"{folder}/{problem}")
+    if bad:
+        raise GraceInputError(
+            f"no usable checkpoint to resume from: {'; '.join(bad)}. Move the bad checkpoint "
+            "folder(s) away to start this run afresh, or pass another --output-dir")
+    return None
 
 
 def _rng_state() -> dict:
@@ -77,6 +172,7 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config,
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     accelerator.wait_for_everyone()

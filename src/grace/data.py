@@ -175,7 +175,7 @@ def _read_structured(source: str, path: Path | None, split: str) -> list[Located
 # --------------------------------------------------------------------------- readers
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     """The file's text; invalid UTF-8 is reported with its line and column."""
     data = path.read_bytes()
     try:
@@ -198,7 +198,7 @@ def _lines(text: str) -> list[str]:
 
 def _read_text_lines(path: Path) -> list[str]:
     """One text per line; a blank line is an error, not a separator."""
-    texts = _lines(_read_utf8(path))
+    texts = _lines(read_utf8(path))
     for number, text in enumerate(texts, start=1):
         if not text.strip():
             raise GraceInputError(f"{path}:{number}: empty text")
@@ -209,7 +209,7 @@ def _read_text_lines(path: Path) -> list[str]:
 
 def _read_json(path: Path) -> list[Located]:
     """JSON lines, or (a ``.json`` file whose content starts with '[') a JSON array of objects."""
-    text = _read_utf8(path)
+    text = read_utf8(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         return _read_json_array(path, text)
     return [_object(row, where) for where, row in json_lines(path, text)]
@@ -218,7 +218,7 @@ def _read_json(path: Path) -> list[Located]:
 def json_lines(path: Path, text: str | None = None):
     """Yield ``("FILE:LINE", parsed value)`` for every non-blank line of a JSON-lines file (read
     as UTF-8 unless ``text`` is given); bad UTF-8 or JSON is a ``GraceInputError`` naming the line."""
-    for number, line in enumerate(_lines(_read_utf8(path) if text is None else text), start=1):
+    for number, line in enumerate(_lines(read_utf8(path) if text is None else text), start=1):
         if not line.strip():
             continue
         try:
@@ -254,7 +254,7 @@ def _invalid_json(path: Path, line: int, error: json.JSONDecodeError) -> GraceIn
 
 def _read_csv(path: Path) -> list[Located]:
     """Rows under a header row; a record is located at the physical line where it starts."""
-    reader = csv.reader(io.StringIO(_read_utf8(path), newline=""))
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))
     rows: list[Located] = []
     try:
         header = next(reader, None)

@@ -31,6 +31,7 @@ import copy
 import gc
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ from grace.checkpoint import (
     latest_checkpoint,
     load_model_weights,
     load_training_state,
+    resumable_checkpoint,
     save_checkpoint,
 )
 from grace.config import MODES, TrainConfig
@@ -52,6 +54,7 @@ from grace.metrics import JsonlLogger
 from grace.policy_loss import policy_loss
 from grace.prompt import build_prompts
 from grace.rewards import compute_rewards
+from grace.run_lock import RunLock
 from grace.roles import context_blocks, num_groups_per_instance, plan_rollouts, reward_inputs
 from grace.rollout import (
     ScoredSequences,
@@ -73,16 +76,34 @@ def _split(scored: ScoredSequences, n_first: int) -> tuple[ScoredSequences, Scor
 
 
 class DataOrder:
-    """Seeded permutation per epoch; ``batch(step)`` gives this process's records of a step."""
+    """Seeded permutation per epoch; ``batch(step)`` gives this process's records of a step.
+
+    An epoch has ``ceil(n / batch_size)`` steps: as with HF Trainer's default (no drop_last),
+    its last batch holds the records that are left, rounded down to a multiple of the number of
+    processes (each process gets as many) and kept if that leaves at least 2 (every method
+    compares a text with others). Data smaller than one batch: each step trains on all of it,
+    with a warning that gives the effective batch size.
+    """
+
+    MIN_BATCH = 2
 
     def __init__(self, records: list, batch_size: int, seed: int, shuffle: bool, rank: int, world: int):
         if batch_size % world:
             raise GraceInputError(f"batch_size {batch_size} must be divisible by the {world} processes")
-        if len(records) < batch_size:
-            raise GraceInputError(f"the data has {len(records)} records, fewer than batch_size {batch_size}")
+        full, rest = divmod(len(records), batch_size)
+        rest -= rest % world
+        self.sizes = [batch_size] * full + ([rest] if rest >= self.MIN_BATCH else [])  # per step of an epoch
+        if not self.sizes:
+            raise GraceInputError(
+                f"the data has {len(records)} record(s); training needs at least "
+                f"{max(self.MIN_BATCH, world)} (and as many per process)")
+        if len(records) < batch_size and rank == 0:
+            warnings.warn(f"the data has {len(records)} records, fewer than batch_size {batch_size}: "
+                          f"every step trains on {rest} of them (effective batch size {rest})",
+                          stacklevel=2)
         self.records, self.batch_size, self.seed, self.shuffle = records, batch_size, seed, shuffle
         self.rank, self.world = rank, world
-        self.steps_per_epoch = len(records) // batch_size  # the tail of an epoch is dropped
+        self.steps_per_epoch = len(self.sizes)
 
     def position(self, step: int) -> dict:
         """Epoch and offset of the first record of ``step`` (1-based)."""
@@ -95,7 +116,7 @@ class DataOrder:
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + pos["epoch"])
             order = torch.randperm(len(self.records), generator=gen)
-        local = self.batch_size // self.world
+        local = self.sizes[(step - 1) % self.steps_per_epoch] // self.world
         start = pos["offset"] + self.rank * local
         return [self.records[i] for i in order[start : start + local].tolist()]
 
@@ -125,7 +146,6 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, accelerator=None):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
 
         if config.mode not in self.modes:
             raise GraceInputError(
@@ -149,8 +169,45 @@ class Trainer:
                 "group, so each would train alone; launch with `accelerate launch --multi_gpu "
                 "--num_processes N` (CPU too: gloo) or torchrun, or set ACCELERATE_USE_CPU=1"
             )
-        set_seed(config.seed)
         self.output_dir = Path(config.output_dir)
+        self._lock = self._take_lock()
+        try:
+            self._setup(config)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _take_lock(self) -> RunLock:
+        """The output folder's run lock (grace.run_lock), taken by the main process; every
+        process learns whether it was free."""
+        lock, error = RunLock(self.output_dir), None
+        if self.acc.is_main_process:
+            try:
+                lock.acquire()
+            except GraceInputError as exc:
+                error = str(exc)
+        if self.acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            error = broadcast_object_list([error])[0]
+        if error:
+            raise GraceInputError(error)
+        if lock.previous:
+            tqdm.write(f"grace: {lock.path} was left by a run that is no longer running "
+                       f"({lock.previous}); taking it over")
+        return lock
+
+    def close(self) -> None:
+        """Release the output folder for another run (``train()`` does it when it returns)."""
+        self._lock.release()
+
+    def _setup(self, config: TrainConfig) -> None:
+        """Data, model, optimizer, schedule and (from the newest good checkpoint) resume."""
+        from accelerate.utils import set_seed
+
+        set_seed(config.seed)
+        say = tqdm.write if self.acc.is_main_process else (lambda line: None)
+        self.resume_from = resumable_checkpoint(self.output_dir, say)  # verified first: fail fast
         fields = DataFields(
             text=config.data.text_field,
             query=config.data.query_field,
@@ -170,7 +227,6 @@ class Trainer:
         model = self.prepare_model(model)
         if config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.resume_from = latest_checkpoint(self.output_dir)
         if self.resume_from is not None:
             self.load_weights(model, self.resume_from)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -245,6 +301,13 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def train(self) -> Path | None:
+        """Run the remaining steps, checkpointing; the output folder is released at the end."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> Path | None:
         cfg, acc = self.config, self.acc
         main = acc.is_main_process
         if main:

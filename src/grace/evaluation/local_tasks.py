@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
+import io
+import math
 import random
 import warnings
 from collections import defaultdict
@@ -48,6 +49,7 @@ from mteb.abstasks import (
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
+from grace.data import json_lines, read_utf8
 from grace.errors import GraceInputError
 
 LAYOUTS = {
@@ -74,28 +76,23 @@ def _require_file(path: str | Path, layout: str) -> Path:
 
 
 def read_jsonl(path: str | Path, fields: dict[str, type | tuple], layout: str) -> list[dict]:
-    """Records of a JSONL file with the given fields (name -> accepted type(s)); errors name the line."""
+    """Records of a JSONL file with the given fields (name -> accepted type(s)); errors name the
+    line: invalid UTF-8 or JSON, a missing field, a wrong type, a number that is NaN or infinite."""
     path = _require_file(path, layout)
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise GraceInputError(f"{path}:{number}: invalid JSON ({error.msg}); expected "
-                                      f"{LAYOUTS[layout]}") from None
-            if not isinstance(row, dict):
-                raise GraceInputError(f"{path}:{number}: expected a JSON object; {LAYOUTS[layout]}")
-            for name, kind in fields.items():
-                if name not in row:
-                    raise GraceInputError(f"{path}:{number}: missing field '{name}'; expected "
-                                          f"{LAYOUTS[layout]}")
-                if not isinstance(row[name], kind) or isinstance(row[name], bool):
-                    raise GraceInputError(f"{path}:{number}: field '{name}' has type "
-                                          f"{type(row[name]).__name__}; expected {LAYOUTS[layout]}")
-            rows.append(row)
+    for where, row in json_lines(path):
+        if not isinstance(row, dict):
+            raise GraceInputError(f"{where}: expected a JSON object; {LAYOUTS[layout]}")
+        for name, kind in fields.items():
+            if name not in row:
+                raise GraceInputError(f"{where}: missing field '{name}'; expected {LAYOUTS[layout]}")
+            value = row[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise GraceInputError(f"{where}: field '{name}' has type {type(value).__name__}; "
+                                      f"expected {LAYOUTS[layout]}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GraceInputError(f"{where}: field '{name}' is {value}; expected a finite number")
+        rows.append(row)
     if not rows:
         raise GraceInputError(f"{path}: no records; expected {LAYOUTS[layout]}")
     return rows
@@ -103,7 +100,7 @@ def read_jsonl(path: str | Path, fields: dict[str, type | tuple], layout: str) -
 
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_utf8(path), newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)
         if header != ["query-id", "corpus-id", "score"]:

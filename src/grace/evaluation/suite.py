@@ -171,8 +171,11 @@ def _jsonable(value):
 
 
 def _mean(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+    """The mean, or None if any value is missing (a task that scored NaN): an average over the
+    other tasks would read as the average of them all."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
 
 
 def evaluate_task(model, task) -> dict[str, Any]:
@@ -209,6 +212,10 @@ def summarise(tasks: dict[str, dict]) -> tuple[dict[str, float], float | None]:
     by_type: dict[str, list[float]] = {}
     for row in tasks.values():
         by_type.setdefault(row["type"], []).append(row["main_score"])
+    unscored = [name for name, row in tasks.items() if row["main_score"] is None]
+    if unscored:
+        warnings.warn(f"no score (NaN) for {', '.join(unscored)}: the averages that include "
+                      "them are null", stacklevel=2)
     return {t: _mean(v) for t, v in by_type.items()}, _mean([r["main_score"] for r in tasks.values()])
 
 
