@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/load_test.py --quick             # 4 clients, 5 s, prints only
     .venv/bin/python benchmarks/load_test.py --model smollm2-135m --rationale none
     .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:8000   # a running server
+    .venv/bin/python benchmarks/load_test.py --overload          # 150 x 64-text burst: 429s
 
 Without ``--url`` the script starts its own server (``grace serve --model M --port FREE
 --max-new-tokens N --no-cache`` in a subprocess), waits for /health and stops it at the end.
@@ -28,6 +29,15 @@ The summary goes to stdout and, unless ``--no-write`` (default with ``--quick``)
 section of benchmarks/results-server.md (one section per model and rationale setting, replaced
 by the next run of the same setting). The last line printed is ``errors: N lost: M``; the exit
 code is 1 when either is non-zero.
+
+``--overload`` runs the backpressure scenario instead: ``--burst-clients`` (150) clients each
+send ONE request of ``--burst-texts`` (64) distinct texts at the same moment, with a
+``--timeout`` of 15 s. The server accepts what fits its pending-text budget
+(``--max-pending-texts``) and answers the rest 429 at once; 429s are counted apart from errors.
+Then one request of one text is sent and timed (the server must still be responsive), and
+/health is read twice, 2 s apart, to check that no abandoned work keeps the model busy. Last
+line: ``errors: N lost: M``, N counting every status but 429 (and a failed or slow single
+request); exit code 1 when either is non-zero.
 """
 
 from __future__ import annotations
@@ -55,11 +65,19 @@ from _report import cpu_model, versions, write_section  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results-server.md"
 HEADER = (
-    "# `grace serve` under load\n\n"
-    "Written by `benchmarks/load_test.py`, one section per model and rationale setting (a\n"
-    "re-run replaces its own section). Concurrent clients send POST /v1/embeddings requests of\n"
-    "1-4 short texts back to back; the server gathers concurrent requests into one model call\n"
-    "(grace.server.batcher). ok + errors + lost = sent in every run.\n"
+    '# `grace serve` under load\n'
+    '\n'
+    'Written by `benchmarks/load_test.py`, one section per model and rationale setting (a\n'
+    're-run replaces its own section). Concurrent clients send POST /v1/embeddings requests of\n'
+    '1-4 short texts back to back; the server gathers concurrent requests into one model call\n'
+    '(grace.server.batcher). ok + errors + lost = sent in every run.\n'
+    '\n'
+    'The overload sections (`--overload`) send one burst of 150 requests of 64 distinct texts at\n'
+    'once (15 s client timeout), then one request of one text. With the default pending-text\n'
+    'budget (256) the server accepts what it can answer in time and refuses the rest with 429 at\n'
+    'once; with the budget lifted to the whole burst (9600, i.e. no backpressure) most clients\n'
+    'time out, and the server drops their requests when they leave instead of encoding them.\n'
+    'Figures of different dates were taken at different machine loads: compare rows of one run.\n'
 )
 SENTENCES = [
     "A man is playing a guitar on the stage.",
@@ -99,6 +117,7 @@ class Tally:
     errors: Counter = field(default_factory=Counter)  # status code (str) -> count
     lost: Counter = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[float] = field(default_factory=list)  # ok requests only
+    latencies_429_ms: list[float] = field(default_factory=list)  # refused requests (overload)
 
 
 def _free_port() -> int:
@@ -113,6 +132,8 @@ def start_server(args) -> tuple[subprocess.Popen, str, list[str], Path]:
     cmd = [sys.executable, "-m", "grace.cli", "serve", "--model", args.model, "--port", str(port),
            "--max-new-tokens", str(args.max_new_tokens), "--rationale", args.rationale,
            "--no-cache"]
+    if args.max_pending_texts:
+        cmd += ["--max-pending-texts", str(args.max_pending_texts)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -204,6 +225,125 @@ async def run_load(url: str, clients: int, duration: float, timeout: float, seed
                 raise task.exception()
         measured = time.perf_counter() - started
     return tally, measured
+
+
+async def run_burst(url: str, clients: int, texts_per_request: int, timeout: float, seed: int,
+                    dim: int) -> tuple[Tally, float]:
+    """``clients`` requests of ``texts_per_request`` distinct texts, all sent at once."""
+    tally = Tally()
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        texts = [f"{rng.choice(SENTENCES)} (request {i}, text {j})" for j in range(texts_per_request)]
+        tally.sent += 1
+        started = time.perf_counter()
+        try:
+            response = await client.post(url + "/v1/embeddings", json={"input": texts})
+        except httpx.TimeoutException:
+            tally.lost["timeout"] += 1
+            return
+        except httpx.TransportError as exc:
+            tally.lost[type(exc).__name__] += 1
+            return
+        if response.status_code != 200:
+            tally.errors[str(response.status_code)] += 1
+            if response.status_code == 429:
+                tally.latencies_429_ms.append((time.perf_counter() - started) * 1000)
+            return
+        if not _check_body(response.json(), len(texts), dim):
+            tally.errors["200-bad-body"] += 1
+            return
+        tally.ok += 1
+        tally.texts_ok += len(texts)
+        tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(client, i) for i in range(clients)))
+        measured = time.perf_counter() - started
+    return tally, measured
+
+
+def single_request(url: str, timeout: float) -> tuple[int | str, float]:
+    """(status or the exception's name, seconds) of one request of one text."""
+    started = time.perf_counter()
+    try:
+        status = httpx.post(url + "/v1/embeddings", json={"input": ["one text after the burst"]},
+                            timeout=timeout, trust_env=False).status_code
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
+    return status, time.perf_counter() - started
+
+
+def overload(args, url: str, server_cmd: list[str] | None) -> int:
+    """The backpressure scenario (see the module docstring); returns the exit code."""
+    health = _health(url)
+    dim = int(health["embedding_dim"])
+    load_before = os.getloadavg()[0]
+    tally, measured = asyncio.run(run_burst(url, args.burst_clients, args.burst_texts,
+                                            args.timeout, args.seed, dim))
+    after_status, after_s = single_request(url, 30.0)
+    health1 = _health(url)
+    time.sleep(2.0)
+    health2 = _health(url)
+    refused = tally.errors.get("429", 0)
+    other = {k: v for k, v in tally.errors.items() if k != "429"}
+    errors, lost = sum(other.values()), sum(tally.lost.values())
+    assert tally.sent == tally.ok + refused + errors + lost, "bookkeeping"
+    slow = after_status != 200 or after_s > args.responsive_s
+    lat, lat429 = _percentiles(tally.latencies_ms), _percentiles(tally.latencies_429_ms)
+    other_text = ", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "none"
+    lost_text = ", ".join(f"{k}: {v}" for k, v in sorted(tally.lost.items())) or "none"
+    busy_after = health2["model_calls"] - health1["model_calls"]
+    setting = f"{health['model']}, rationale {health['rationale']}"
+    lines = [
+        f"overload: {args.burst_clients} requests x {args.burst_texts} texts at once against {url} "
+        f"({setting}, max_pending_texts {health.get('max_pending_texts')})",
+        f"requests: sent {tally.sent}, ok {tally.ok}, refused 429 {refused}, other errors {errors} "
+        f"({other_text}), lost {lost} ({lost_text}); burst over in {measured:.1f} s",
+        f"latency ms: ok p50 {lat['p50']:.0f} max {lat['max']:.0f}; 429 p50 {lat429['p50']:.0f} "
+        f"max {lat429['max']:.0f}",
+        f"one-text request after the burst: {after_status} in {after_s:.2f} s; model calls in the "
+        f"2 s after it: {busy_after}; server counters: rejected {health2['rejected']}, dropped "
+        f"{health2['dropped']}, pending texts {health2['pending_texts']}",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
+        shown = ([("FREE" if prev == "--port" else a) for prev, a in zip([""] + server_cmd, server_cmd)]
+                 if server_cmd else [])
+        server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
+                  if server_cmd else f"a running server at {url}")
+        markdown = "\n".join([
+            f"## Overload: {setting}, max_pending_texts {health.get('max_pending_texts')}",
+            "",
+            f"`{command}` -- {date.today().isoformat()}",
+            "",
+            f"- machine: {cpu_model()}, {os.cpu_count()} cores visible, load average "
+            f"{load_before:.2f} at the start; Python {platform.python_version()}; "
+            + versions("torch", "transformers", "fastapi", "uvicorn", "httpx"),
+            f"- server: {server}; max_pending_texts {health.get('max_pending_texts')}, max_texts "
+            f"{health['max_texts']}",
+            f"- load: {args.burst_clients} clients send one request of {args.burst_texts} distinct "
+            f"texts each, all at once, timeout {args.timeout:g} s; then one request of one text",
+            "",
+            "| sent | ok | refused (429) | other errors | lost | ok p50 ms | ok max ms | 429 p50 ms | "
+            "429 max ms | single request after | model calls in the 2 s after |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+            f"| {tally.sent} | {tally.ok} | {refused} | {errors} | {lost} | {lat['p50']:.0f} | "
+            f"{lat['max']:.0f} | {lat429['p50']:.0f} | {lat429['max']:.0f} | {after_status} in "
+            f"{after_s:.2f} s | {busy_after} |",
+            "",
+            f"Other errors by status: {other_text}. Lost by reason: {lost_text}. Server counters "
+            f"after: rejected {health2['rejected']}, dropped {health2['dropped']}, pending texts "
+            f"{health2['pending_texts']}.",
+        ])
+        name = f"overload:{section_name(health)}:pending{health.get('max_pending_texts')}"
+        print(f"wrote {write_results(name, markdown)}")
+    print(f"errors: {errors + int(slow)} lost: {lost}")
+    return 1 if errors or lost or slow else 0
 
 
 def _health(url: str) -> dict:
@@ -302,23 +442,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, help="concurrent clients (default 8; --quick 4)")
     p.add_argument("--duration", type=float, help="seconds of load (default 20; --quick 5)")
     p.add_argument("--quick", action="store_true", help="4 clients for 5 s, prints only")
-    p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout (s)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="per-request timeout (s; default 60, --overload 15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-timeout", type=float, default=300.0,
                    help="seconds to wait for the started server's /health (the first SmolLM2 "
                    "load converts the GGUF)")
+    p.add_argument("--overload", action="store_true",
+                   help="the backpressure scenario: one burst of --burst-clients large requests")
+    p.add_argument("--burst-clients", type=int, default=150)
+    p.add_argument("--burst-texts", type=int, default=64, help="texts per burst request")
+    p.add_argument("--max-pending-texts", type=int, default=None,
+                   help="the started server's pending-text budget (default: the server's)")
+    p.add_argument("--responsive-s", type=float, default=5.0,
+                   help="the single request after the burst must be answered within this")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                    help="write benchmarks/results-server.md (default: only without --quick)")
     args = p.parse_args(argv)
     args.clients = args.clients or (4 if args.quick else 8)
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     args.write = (not args.quick) if args.write is None else args.write
+    args.timeout = args.timeout or (15.0 if args.overload else 60.0)
 
     proc, server_cmd = None, None
     if args.url:
         url = args.url.rstrip("/")
     else:
         proc, url, server_cmd, log = start_server(args)
+    if args.overload:
+        try:
+            warm = httpx.post(url + "/v1/embeddings", json={"input": SENTENCES[:2]}, timeout=60,
+                              trust_env=False)
+            warm.raise_for_status()
+            return overload(args, url, server_cmd)
+        finally:
+            if proc is not None:
+                stop_server(proc)
+                log.unlink(missing_ok=True)
     try:
         health = _health(url)
         warm = httpx.post(url + "/v1/embeddings", json={"input": SENTENCES[:2]},
