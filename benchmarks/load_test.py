@@ -173,35 +173,44 @@ def _check_body(body: dict, n: int, dim: int) -> bool:
             and len(body.get("rationales", ())) == n)
 
 
+async def send(client: httpx.AsyncClient, url: str, texts: list[str], dim: int, tally: Tally) -> str:
+    """One request, put in its bucket: returns "ok", "error", "timeout" or "gone" (no answer:
+    the connection was refused, reset or closed)."""
+    tally.sent += 1
+    started = time.perf_counter()
+    try:
+        response = await client.post(url + "/v1/embeddings", json={"input": texts})
+    except httpx.TimeoutException:
+        tally.lost["timeout"] += 1
+        return "timeout"
+    except httpx.TransportError as exc:  # connection refused/reset, closed without answer
+        tally.lost[type(exc).__name__] += 1
+        return "gone"
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        tally.errors[str(response.status_code)] += 1
+        if response.status_code == 429:
+            tally.latencies_429_ms.append(elapsed_ms)
+        return "error"
+    try:
+        good = _check_body(response.json(), len(texts), dim)
+    except ValueError:
+        good = False
+    if not good:
+        tally.errors["200-bad-body"] += 1
+        return "error"
+    tally.ok += 1
+    tally.texts_ok += len(texts)
+    tally.latencies_ms.append(elapsed_ms)
+    return "ok"
+
+
 async def one_client(client: httpx.AsyncClient, url: str, rng: random.Random, end: float,
                      dim: int, tally: Tally) -> None:
     while time.perf_counter() < end:
         texts = rng.sample(SENTENCES, rng.randint(1, 4))
-        tally.sent += 1
-        started = time.perf_counter()
-        try:
-            response = await client.post(url + "/v1/embeddings", json={"input": texts})
-        except httpx.TimeoutException:
-            tally.lost["timeout"] += 1
-            continue
-        except httpx.TransportError as exc:  # connection refused/reset, closed without answer
-            tally.lost[type(exc).__name__] += 1
+        if await send(client, url, texts, dim, tally) == "gone":
             await asyncio.sleep(0.2)  # a server gone: no busy loop of refused connections
-            continue
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        if response.status_code != 200:
-            tally.errors[str(response.status_code)] += 1
-            continue
-        try:
-            good = _check_body(response.json(), len(texts), dim)
-        except ValueError:
-            good = False
-        if not good:
-            tally.errors["200-bad-body"] += 1
-            continue
-        tally.ok += 1
-        tally.texts_ok += len(texts)
-        tally.latencies_ms.append(elapsed_ms)
 
 
 async def run_load(url: str, clients: int, duration: float, timeout: float, seed: int,
@@ -236,27 +245,7 @@ async def run_burst(url: str, clients: int, texts_per_request: int, timeout: flo
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         texts = [f"{rng.choice(SENTENCES)} (request {i}, text {j})" for j in range(texts_per_request)]
-        tally.sent += 1
-        started = time.perf_counter()
-        try:
-            response = await client.post(url + "/v1/embeddings", json={"input": texts})
-        except httpx.TimeoutException:
-            tally.lost["timeout"] += 1
-            return
-        except httpx.TransportError as exc:
-            tally.lost[type(exc).__name__] += 1
-            return
-        if response.status_code != 200:
-            tally.errors[str(response.status_code)] += 1
-            if response.status_code == 429:
-                tally.latencies_429_ms.append((time.perf_counter() - started) * 1000)
-            return
-        if not _check_body(response.json(), len(texts), dim):
-            tally.errors["200-bad-body"] += 1
-            return
-        tally.ok += 1
-        tally.texts_ok += len(texts)
-        tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+        await send(client, url, texts, dim, tally)
 
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
         started = time.perf_counter()

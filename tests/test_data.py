@@ -195,6 +195,15 @@ def test_non_string_field(tmp_path):
     assert _error(load_triplets, str(path)) == f"{path}:2: field 'query' must be a string, got int"
 
 
+def test_lone_surrogate_in_a_field_names_the_line(tmp_path):
+    rows = _triplet_rows()
+    rows[1]["positive"] = "bad \ud800 text"
+    path = _jsonl(tmp_path / "surrogate.jsonl", rows)  # json.dumps writes it as "\\ud800"
+    assert _error(load_triplets, str(path)) == (
+        f"{path}:2: field 'positive' is not valid Unicode: lone surrogate '\\ud800' at character 4 "
+        "(UTF-8 cannot encode it)")
+
+
 @pytest.mark.parametrize(
     "name, content", [("a.txt", ""), ("a.jsonl", "\n\n"), ("a.csv", "text\n"), ("a.json", "[]")]
 )

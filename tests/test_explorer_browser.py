@@ -12,14 +12,12 @@ the test is skipped with the reason.
 
 import math
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from grace.server import ServerConfig, create_app
+from live_server import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium's own connections are refused on a closed
@@ -51,25 +49,8 @@ def sync_playwright():
 @pytest.fixture(scope="module")
 def server():
     """The real app under uvicorn on a free loopback port, in a background thread."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(CONFIG), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with live_server(create_app(CONFIG)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

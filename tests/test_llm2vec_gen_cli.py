@@ -16,11 +16,12 @@ ALLOWED = {  # the trainable parts + backbone reference, training state, tokeniz
     "llm2vec_gen.safetensors", "llm2vec_gen.json", "optimizer.pt", "scheduler.pt",
     "rng_state_0.pt", "trainer_state.json", "grace_config.yaml", "tokenizer.json",
     "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+    "checkpoint_manifest.json",  # every file's size and SHA-256, verified on resume
 }
 
 
 def test_train_then_decode(tmp_path, capsys):
-    queries = tmp_path / "QUERIES.txt"  # 72 queries: the default batch (64) needs 64
+    queries = tmp_path / "QUERIES.txt"  # 72 queries: one full default batch (64) per step
     queries.write_text("".join(f"Question {i}: what does this mean? {TEXTS[i % len(TEXTS)]}\n"
                                for i in range(72)))
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",

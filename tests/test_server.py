@@ -22,6 +22,7 @@ import pytest
 
 from grace.server import ServerConfig, create_app
 from grace.server.batcher import ClientGone, MicroBatcher, Overloaded
+from live_server import live_server
 
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402  (needs httpx)
@@ -221,25 +222,6 @@ def test_a_request_whose_client_left_never_reaches_the_model():
 
 
 # --------------------------------------------------------------------------- a live server
-
-
-@contextmanager
-def live_server(app):
-    """``app`` served by uvicorn on a free loopback port in a thread; yields the base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(400):
-        if server.started:
-            break
-        time.sleep(0.025)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -320,7 +320,19 @@ def _string_field(row: object, name: str, where: str) -> str:
         raise GraceInputError(f"{where}: field {name!r} must be a string, got {_type_name(value)}")
     if not value.strip():
         raise GraceInputError(f"{where}: field {name!r} is empty")
+    check_unicode(value, f"{where}: field {name!r}")
     return value
+
+
+def check_unicode(text: str, where: str) -> None:
+    """``GraceInputError`` if ``text`` cannot be encoded as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``, which JSON and Python strings allow but no tokenizer takes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise GraceInputError(
+            f"{where} is not valid Unicode: lone surrogate {text[exc.start]!r} at character "
+            f"{exc.start} (UTF-8 cannot encode it)") from None
 
 
 def _type_name(value: object) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from grace.backbones import cache_dir, load_backbone
+from grace.data import check_unicode
 from grace.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
 from grace.rationale_cache import RationaleCache, model_fingerprint
@@ -48,17 +49,6 @@ def _validate(texts) -> list[str]:
         warnings.warn(f"{empty} of {len(texts)} texts are empty or whitespace-only; they are "
                       "encoded as an empty user message", stacklevel=3)
     return texts
-
-
-def check_unicode(text: str, where: str) -> None:
-    """``GraceInputError`` if ``text`` cannot be encoded as UTF-8 (a lone surrogate such as
-    ``"\\ud800"``, which JSON and Python strings allow but no tokenizer takes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise GraceInputError(
-            f"{where} is not valid Unicode: lone surrogate {text[exc.start]!r} at character "
-            f"{exc.start} (UTF-8 cannot encode it)") from None
 
 
 def resolve_batch_size(batch_size, default: int) -> int:

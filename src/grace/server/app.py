@@ -45,7 +45,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from grace.encoder import check_unicode
+from grace.data import check_unicode
 from grace.errors import GraceInputError
 from grace.server.batcher import ClientGone, MicroBatcher, Overloaded
 
