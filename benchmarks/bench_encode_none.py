@@ -78,9 +78,9 @@ def main() -> None:
     if args.quick:
         args.texts, args.repeats, args.dtypes = 32, 1, "float32"
 
-    from grace.backbones import load_backbone, resolve_model_path
-    from grace.encoder import GraceEncoder
-    from grace.prompt import build_prompts
+    from grace.models.backbones import load_backbone, resolve_model_path
+    from grace.encoders.base import GraceEncoder
+    from grace.models.prompt import build_prompts
 
     folder = resolve_model_path(args.model)
     texts = _texts(args.texts)

@@ -10,16 +10,16 @@ What one step is, on both sides (unsupervised GRACE, ``reference`` reward, SPEC 
 B texts of the Wikipedia sentences (the same texts in the same order: no shuffling), G sampled
 rationales per text at T=1.0 (top_p 1, top_k off) up to ``--max-new-tokens``, one anchor
 rationale per text at T=0.5, embeddings = masked mean of the last hidden states over text +
-rationale (system prompt excluded), the unsupervised reward of ``grace.rewards.unsupervised``
+rationale (system prompt excluded), the unsupervised reward of ``grace.grpo.rewards.unsupervised``
 (cos(anchor_i, x_ik) + 0.2 consistency + 0.2 in-batch hard term, x10), group-mean-centred
 advantages without std scaling, then one PPO-clip epoch over the B*G rollouts in
 ``--mini-batches`` AdamW steps (lr, weight decay 0.01, constant schedule, grad-norm 1.0, no KL),
-old log-probs from a no-grad pass. Same backbone (``grace.backbones.load_backbone``, two
+old log-probs from a no-grad pass. Same backbone (``grace.models.backbones.load_backbone``, two
 copies), same dtype, full fine-tuning, no gradient checkpointing, same thread count.
 
-* ours: ``grace.trainer.GraceTrainer.step`` built from the packaged ``unsup-wiki`` config with
+* ours: ``grace.grpo.trainer.GraceTrainer.step`` built from the packaged ``unsup-wiki`` config with
   the sizes above as overrides, with the config's rollout engine (``--engine`` to choose:
-  ``fast`` = ``grace.engine``, embeddings and old log-probs from the generation pass itself;
+  ``fast`` = ``grace.rollout.engine``, embeddings and old log-probs from the generation pass itself;
   ``simple`` = HF ``generate`` + a rescoring pass);
 * TRL: ``trl.GRPOTrainer`` (``use_vllm`` off, so transformers ``generate``) with
   ``generation_batch_size = B*G``, ``steps_per_generation = --mini-batches`` (one generation
@@ -28,7 +28,7 @@ copies), same dtype, full fine-tuning, no gradient checkpointing, same thread co
   prompts and completion token ids, not hidden states, so the reward below does what a TRL user
   must do to get GRACE's reward: it generates the anchor rationales itself (HF ``generate``,
   T=0.5, the policy's current weights) and runs a second no-grad forward pass of the policy over
-  prompt + completion to pool the embeddings, then calls the same ``grace.rewards.unsupervised``.
+  prompt + completion to pool the embeddings, then calls the same ``grace.grpo.rewards.unsupervised``.
   The rewards are therefore the same function of the same kind of embeddings; what differs is
   the work needed to get them, which is the point of the comparison.
 
@@ -99,9 +99,9 @@ def embed(model, tokenizer, texts, responses, max_prompt_tokens, micro_batch_siz
 
     texts: N strings; responses: N lists of token ids (cut after EOS) -> (N, D) float32, L2-normed.
     """
-    from grace.backbones import decoder_and_head
-    from grace.pooling import pool, pooling_mask, position_ids_from_mask
-    from grace.prompt import SYSTEM_PROMPT, build_prompts
+    from grace.models.backbones import decoder_and_head
+    from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
+    from grace.models.prompt import SYSTEM_PROMPT, build_prompts
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # prompt truncation warning: same prompts as ours
@@ -130,7 +130,7 @@ def embed(model, tokenizer, texts, responses, max_prompt_tokens, micro_batch_siz
 @torch.no_grad()
 def anchor_responses(model, tokenizer, texts, max_new_tokens, temperature, max_prompt_tokens):
     """One sampled rationale per text (the anchor / context rationale), cut after EOS."""
-    from grace.prompt import SYSTEM_PROMPT, build_prompts
+    from grace.models.prompt import SYSTEM_PROMPT, build_prompts
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -149,7 +149,7 @@ def anchor_responses(model, tokenizer, texts, max_new_tokens, temperature, max_p
 
 def make_trl_reward(tokenizer, cfg, get_model):
     """GRACE's unsupervised reward as a TRL reward function (see the module docstring)."""
-    from grace.rewards import unsupervised
+    from grace.grpo.rewards import unsupervised
 
     G, r = cfg.rollout.num_rollouts, cfg.reward
 
@@ -179,8 +179,8 @@ def make_trl_reward(tokenizer, cfg, get_model):
 
 # -- the two pipelines ---------------------------------------------------------------------------
 def build_ours(args, workdir):
-    from grace.config import load_config
-    from grace.trainer import GraceTrainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
 
     engine = {} if args.engine is None else {"rollout.engine": args.engine}
     if args.mixed_bf16:
@@ -201,9 +201,9 @@ def build_trl(args, cfg, workdir, callback):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from grace.backbones import load_backbone
-    from grace.data import load_records
-    from grace.prompt import SYSTEM_PROMPT
+    from grace.models.backbones import load_backbone
+    from grace.data.readers import load_records
+    from grace.models.prompt import SYSTEM_PROMPT
 
     B, G, k = args.batch, args.rollouts, args.mini_batches
     texts = load_records(args.data, "unsupervised")[: B * (args.steps + 1)]  # ours reads the same, in order
@@ -337,7 +337,7 @@ def main(argv=None) -> None:
             "- TRL side: `GRPOTrainer` (transformers generate, no vLLM), `loss_type=dapo`, "
             "`scale_rewards=none`, `beta=0`, `steps_per_generation` = optimizer steps per rollout "
             "batch; its reward function generates the anchor rationales and runs a second forward "
-            "pass to pool embeddings, then calls the same `grace.rewards.unsupervised` (see the "
+            "pass to pool embeddings, then calls the same `grace.grpo.rewards.unsupervised` (see the "
             "script's docstring for every difference)",
             "",
             table,

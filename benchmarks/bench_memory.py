@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/bench_memory.py --quick    # tiny-random, < 1 minute, prints only
 
 Each configuration runs in a fresh subprocess (``--worker NAME``), so peaks never mix: it builds
-``grace.trainer.GraceTrainer`` from the packaged ``unsup-wiki`` config (unsupervised GRACE, the
-sizes below as overrides; LoRA through ``model.lora`` and ``grace.backbones.apply_lora``, r=16,
+``grace.grpo.trainer.GraceTrainer`` from the packaged ``unsup-wiki`` config (unsupervised GRACE, the
+sizes below as overrides; LoRA through ``model.lora`` and ``grace.models.backbones.apply_lora``, r=16,
 alpha=32, all linear layers) and runs ``--steps`` training steps (the first one allocates AdamW's
 state, so two steps show the steady state). Memory is the resident set size (RSS) of the
 process, read from /proc/self/status (Linux):
@@ -138,8 +138,8 @@ def worker(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from grace.config import load_config
-    from grace.trainer import GraceTrainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
 
     transformers.logging.set_verbosity_error()
     rss_imports = _status_kib("VmRSS")
@@ -247,7 +247,7 @@ def main(argv=None) -> None:
             "allocator keeps what the update freed (RSS is not handed back to the system), so the "
             "rollout-stage figure of later steps starts from the previous update's high water: it "
             "is not the rollout's own need (one rollout alone, B=4 x G=4, 8 tokens, in a fresh process: "
-            "1037 MiB with grace.engine, 1092 MiB with generate + a scoring pass)",
+            "1037 MiB with grace.rollout.engine, 1092 MiB with generate + a scoring pass)",
             "",
             report,
             "",

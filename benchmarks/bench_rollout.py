@@ -13,8 +13,8 @@ log-probs of the rationale.
 
 * reference: what the GRACE reference implementation does -- Hugging Face ``generate`` on the
   left-padded prompts (prompt repeated G times), then a second full forward pass over prompt +
-  rationale to pool and score (``grace.rollout.generate_sequences`` + ``score_sequences``);
-* ours: ``grace.engine.rollout`` (shared system-prefix KV, one prefill per group, pooling and
+  rationale to pool and score (``grace.rollout.reference.generate_sequences`` + ``score_sequences``);
+* ours: ``grace.rollout.engine.rollout`` (shared system-prefix KV, one prefill per group, pooling and
   log-probs from the generation pass, early exit, preallocated KV cache).
 
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
@@ -50,8 +50,8 @@ def _texts(n: int) -> list[str]:
 
 
 def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: float, tokens: int):
-    from grace.engine import rollout
-    from grace.rollout import generate_sequences, score_sequences
+    from grace.rollout.engine import rollout
+    from grace.rollout.reference import generate_sequences, score_sequences
 
     start = time.perf_counter()
     if pipeline == "ours":
@@ -66,7 +66,7 @@ def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: fl
 
 def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
     """Median seconds and produced tokens of both pipelines, alternating; checks greedy equality."""
-    from grace.prompt import build_prompts
+    from grace.models.prompt import build_prompts
 
     prompts = build_prompts(tokenizer, texts)
     _run("ours", model, tokenizer, prompts, samples, temperature, tokens)  # warm-up
@@ -116,7 +116,7 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
-    from grace.backbones import load_backbone
+    from grace.models.backbones import load_backbone
 
     rows = []
     for dtype in args.dtypes.split(","):
@@ -138,7 +138,7 @@ def main() -> None:
     headline = next(s for (scenario, dtype, *_rest, s) in rows if scenario == "rollout" and dtype == "float32")
     if not args.quick:
         lines = [
-            "## (a) Rollouts + embeddings: `grace.engine` vs `generate` + a second forward pass",
+            "## (a) Rollouts + embeddings: `grace.rollout.engine` vs `generate` + a second forward pass",
             "",
             f"`benchmarks/bench_rollout.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
             f"max {args.max_new_tokens} new tokens, median of {args.repeats} alternating repeats.",

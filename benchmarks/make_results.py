@@ -78,8 +78,8 @@ def _log(msg: str) -> None:
 
 
 def train_models(work: Path, data_dir: Path) -> dict:
-    from grace.config import load_config
-    from grace.trainer import train
+    from grace.config.schema import load_config
+    from grace.training.registry import train
 
     data = {"sup-nli": data_dir / "triplets/nli-triplets.jsonl",
             "infonce-nli": data_dir / "triplets/nli-triplets.jsonl",
@@ -119,7 +119,7 @@ def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, modes=("none", 
 
 
 def evaluate_capabilities(work: Path, data_dir: Path, checkpoints: dict) -> dict:
-    from grace.backbones import load_backbone
+    from grace.models.backbones import load_backbone
     from grace.evaluation.capability import arc_easy_accuracy, load_heldout_texts, perplexity
 
     results = {}
@@ -245,7 +245,7 @@ def llm2vec_gen_diagnostic(work: Path) -> dict | None:
         return json.loads(out.read_text()) if out.is_file() else None
     import torch.nn.functional as F
 
-    from grace.config import load_config
+    from grace.config.schema import load_config
     from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec
     from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
     from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, response_settings

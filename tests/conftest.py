@@ -7,7 +7,7 @@ import torch
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer): the seeded 2-layer Llama with SmolLM2's tokenizer, in eval mode."""
-    from grace.backbones import load_backbone
+    from grace.models.backbones import load_backbone
 
     model, tokenizer = load_backbone("tiny-random")
     model.eval()

@@ -18,11 +18,12 @@ import pytest
 import torch
 from sample_data import TEXTS as ALL_TEXTS, TRIPLETS
 
-from grace.baselines import InfoNCETrainer, SimCSETrainer, embed_with_grad, gather_with_grad
-from grace.config import load_config
-from grace.contrastive import info_nce, simcse_unsup
+from grace.contrastive.trainers import InfoNCETrainer, SimCSETrainer, embed_with_grad, gather_with_grad
+from grace.config.schema import load_config
+from grace.contrastive.losses import info_nce, simcse_unsup
 from grace.errors import GraceInputError
-from grace.trainer import GraceTrainer, trainer_class
+from grace.grpo.trainer import GraceTrainer
+from grace.training.registry import trainer_class
 
 T = torch.tensor
 Q = T([[1.0, 0.0], [0.0, 1.0]])  # two queries
@@ -120,8 +121,8 @@ def test_gather_with_grad_puts_the_local_tensor_back():
 
 def test_embedding_is_rationale_none_encoding(tiny):
     """The baselines train exactly the embedding that ``rationale="none"`` encoding computes."""
-    from grace.encode import EncodeOptions, embed_texts
-    from grace.prompt import build_prompts
+    from grace.encoders.encode import EncodeOptions, embed_texts
+    from grace.models.prompt import build_prompts
 
     model, tokenizer = tiny
     texts = ["A man plays a guitar.", "Two dogs run across a snowy field in the morning.", "Hi"]

@@ -90,7 +90,7 @@ def triplets(tmp_path: Path) -> Path:
 def test_unsupervised_run_writes_checkpoint_and_metrics(tmp_path, texts):
     """The README command on tiny settings; full fine-tuning with a real gradient, so the saved
     weights must all differ from the base model's."""
-    from grace.backbones import load_backbone
+    from grace.models.backbones import load_backbone
 
     result = _ok(grace_train(tmp_path, "--method", "grace", "--mode", "unsupervised", "--data",
                              texts.name, "--max-steps", "2", "--output-dir", "OUT", *SMALL, *LEARN))
@@ -140,8 +140,8 @@ def test_supervised_variants_train(tmp_path, triplets, variant, steps):
 def test_one_step_changes_every_trainable_parameter(tmp_path, texts, lora, one_thread):
     """TRL-style: after one step every trainable parameter moved (with weight decay off, so only
     the gradient moves them) and, with LoRA, no frozen base weight did."""
-    from grace.config import load_config
-    from grace.trainer import GraceTrainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
 
     overrides = {
         "model.name": "tiny-random", "model.lora": lora, "mode": "unsupervised",
@@ -170,8 +170,8 @@ def test_one_step_changes_every_trainable_parameter(tmp_path, texts, lora, one_t
 def test_kl_to_the_initial_policy_is_measured(tmp_path, texts, lora, one_thread):
     """With kl_coef > 0 the reference is the initial policy (a frozen copy, or the LoRA adapter
     switched off): zero on the first mini-batch, positive once the policy has moved."""
-    from grace.config import load_config
-    from grace.trainer import GraceTrainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
 
     overrides = {
         "model.name": "tiny-random", "model.lora": lora, "mode": "unsupervised",
@@ -320,7 +320,7 @@ def test_a_second_run_on_the_same_output_dir_exits_2(tmp_path, texts):
         finally:
             first.kill()
             first.wait()
-    from grace.run_lock import RunLock
+    from grace.training.run_lock import RunLock
 
     RunLock(tmp_path / "OUT").acquire().release()  # the killed run's lock is free again
 
@@ -329,8 +329,8 @@ def test_a_second_run_on_the_same_output_dir_exits_2(tmp_path, texts):
 def test_bf16_rollout_copy_follows_the_float32_policy(tmp_path, texts, lora, one_thread):
     """rollout.dtype=bfloat16 + mixed_precision=bf16: rollouts come from a bf16 copy refreshed
     from the float32 policy every step; the policy's own log-probs are the old ones."""
-    from grace.config import load_config
-    from grace.trainer import GraceTrainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
 
     overrides = {
         "model.name": "tiny-random", "model.lora": lora, "model.mixed_precision": "bf16",

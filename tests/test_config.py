@@ -2,9 +2,9 @@
 
 import pytest
 
-from grace.config import TrainConfig, load_config
+from grace.config.schema import TrainConfig, load_config
 from grace.errors import GraceInputError
-from grace.prompt import SYSTEM_PROMPT
+from grace.models.prompt import SYSTEM_PROMPT
 
 
 def write(tmp_path, text, name="run.yaml"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from grace.data import (
+from grace.data.readers import (
     DataFields,
     Triplet,
     gensim_test_file,

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import pytest
 
-from grace.encode import EncodeOptions, embed_texts
+from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
 
 TEXTS = ["A cat sat on the mat.", "Stocks fell sharply on Monday after the announcement.", "Hi"]
@@ -62,7 +62,7 @@ def test_unknown_rationale_mode():
 
 
 def test_bfloat16_backbone_gives_float32_unit_embeddings():
-    from grace.backbones import load_backbone
+    from grace.models.backbones import load_backbone
 
     model, tokenizer = load_backbone("tiny-random", dtype="bfloat16")
     assert next(model.parameters()).dtype == torch.bfloat16
@@ -72,7 +72,7 @@ def test_bfloat16_backbone_gives_float32_unit_embeddings():
 
 
 def test_unknown_dtype_is_a_user_error():
-    from grace.backbones import resolve_dtype
+    from grace.models.backbones import resolve_dtype
     from grace.errors import GraceInputError
 
     with pytest.raises(GraceInputError, match="unknown dtype 'float8'"):

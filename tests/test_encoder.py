@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import grace.encode
+import grace.encoders.encode
 from grace import GraceEncoder
-from grace.rationale_cache import RationaleCache, model_fingerprint
+from grace.encoders.cache import RationaleCache, model_fingerprint
 
 TEXTS = ["The cat sat on the mat.", "Stocks fell on Monday.", "A short one"]
 
@@ -14,7 +14,7 @@ TEXTS = ["The cat sat on the mat.", "Stocks fell on Monday.", "A short one"]
 @pytest.fixture
 def encoder(tiny, tmp_path):
     model, tokenizer = tiny
-    from grace.encode import EncodeOptions
+    from grace.encoders.encode import EncodeOptions
 
     return GraceEncoder(model, tokenizer, EncodeOptions(max_new_tokens=4, batch_size=2),
                         cache=tmp_path / "rationales.sqlite")
@@ -40,8 +40,8 @@ def test_greedy_twice_is_identical_and_second_time_comes_from_cache(encoder, mon
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although every rationale is cached")
 
-    monkeypatch.setattr(grace.encode, "rollout", no_generation)
-    monkeypatch.setattr(grace.encode, "score_sequences", no_generation)
+    monkeypatch.setattr(grace.encoders.encode, "rollout", no_generation)
+    monkeypatch.setattr(grace.encoders.encode, "score_sequences", no_generation)
     second = encoder.encode(TEXTS)
     np.testing.assert_array_equal(first, second)
     assert encoder.cache.hits == 3
@@ -102,13 +102,13 @@ def test_bad_inputs(encoder):
 
 def test_batch_size_is_used_as_given(encoder, monkeypatch):
     sizes = []
-    real = grace.encode.encode_batch
+    real = grace.encoders.encode.encode_batch
 
     def spy(model, tokenizer, texts, *args):
         sizes.append(len(texts))
         return real(model, tokenizer, texts, *args)
 
-    monkeypatch.setattr(grace.encode, "encode_batch", spy)
+    monkeypatch.setattr(grace.encoders.encode, "encode_batch", spy)
     encoder.encode(TEXTS, batch_size=1)
     assert sizes == [1, 1, 1]
 
@@ -178,7 +178,7 @@ def test_cache_files_without_embeddings_are_upgraded_and_rescored(encoder, tmp_p
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although every rationale is cached")
 
-    monkeypatch.setattr(grace.encode, "rollout", no_generation)
+    monkeypatch.setattr(grace.encoders.encode, "rollout", no_generation)
     rescored = again.encode(TEXTS)
     np.testing.assert_allclose(rescored, first, atol=1e-5)
     stored = cache.get_entries(encoder.fingerprint, encoder.options.generation_key(), TEXTS)
@@ -197,7 +197,7 @@ def test_from_pretrained_on_a_truncated_checkpoint_is_one_clear_error(encoder, t
 
 
 def test_grace_explain_with_a_corrupt_cache_file_exits_2_naming_it(tmp_path, monkeypatch, capsys):
-    from grace.backbones import cache_dir, prepare_tiny_random
+    from grace.models.backbones import cache_dir, prepare_tiny_random
     from grace.cli import main
 
     model = prepare_tiny_random()

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
-from grace.backbones import load_backbone
-from grace.engine import PreallocatedLayer, pool_prompts, rollout, sample_tokens, split_shared_prefix
-from grace.prompt import build_prompts
-from grace.rollout import generate_sequences, prompt_only, score_sequences
+from grace.models.backbones import load_backbone
+from grace.rollout.engine import PreallocatedLayer, pool_prompts, rollout, sample_tokens, split_shared_prefix
+from grace.models.prompt import build_prompts
+from grace.rollout.reference import generate_sequences, prompt_only, score_sequences
 
 TEXTS = [
     "hi",

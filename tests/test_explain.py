@@ -1,4 +1,4 @@
-"""Exact token attributions (grace.attribution) and `grace explain` (grace.explain)."""
+"""Exact token attributions (grace.explain.attribution) and `grace explain` (grace.explain.pair)."""
 
 import json
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from grace import GraceEncoder
-from grace.attribution import pair_attributions, token_contributions
+from grace.explain.attribution import pair_attributions, token_contributions
 from grace.errors import GraceInputError
-from grace.explain import explain_pair
+from grace.explain.pair import explain_pair
 
 A, B = "A cat sits on the mat.", "A kitten is resting on a small rug."
 

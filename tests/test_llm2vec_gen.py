@@ -196,7 +196,7 @@ def test_responses_are_generated_once(tiny, tmp_path, one_thread):
 
 
 def test_engine_responses_equal_hf_generate(tiny, one_thread):
-    """Responses come from grace.engine (shared template prefix once, early exit): greedy, they
+    """Responses come from grace.rollout.engine (shared template prefix once, early exit): greedy, they
     are the tokens HF generate picks, for prompts of different lengths batched together."""
     from grace.llm2vec_gen.inputs import chat_prompt
     from grace.llm2vec_gen.responses import chat_prompt_batch, generate_batch
@@ -220,7 +220,7 @@ TEACHER = "tiny-random"  # a grace teacher (mean pooling), 64-d and fast; the CL
 
 
 def _config(tmp_path, data: Path, **overrides):
-    from grace.config import load_config
+    from grace.config.schema import load_config
 
     values = {
         "method": "llm2vec-gen", "model.name": "tiny-random", "data.path": str(data),
@@ -288,7 +288,7 @@ def test_one_step_changes_every_trainable_tensor_and_no_frozen_one(tmp_path, tex
 
 def test_resume_after_interruption_continues_exactly(tmp_path, texts, one_thread, monkeypatch):
     from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
-    from grace.trainer import train
+    from grace.training.registry import train
 
     config = _config(tmp_path, texts, max_steps=4, save_every=2)
     original = LLM2VecGenTrainer.step
@@ -347,7 +347,7 @@ def test_overfit_a_few_responses_then_decode_them_back(tmp_path, steerable_backb
     pairs (hand-written into the response cache, so nothing is generated), the model's soft
     prompts decode greedily back into exactly those responses."""
     from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
-    from grace.trainer import train
+    from grace.training.registry import train
 
     data = tmp_path / "queries.txt"
     data.write_text("".join(q + "\n" for q in QUERIES))
@@ -371,7 +371,7 @@ def test_overfit_a_few_responses_then_decode_them_back(tmp_path, steerable_backb
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory, tiny):
     """A 1-step run on tiny-random (module scope: shared by the encoder tests)."""
-    from grace.trainer import train
+    from grace.training.registry import train
 
     root = tmp_path_factory.mktemp("l2vgen")
     data = root / "texts.txt"
@@ -513,7 +513,7 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, texts, capsys):
 
 def test_teachers_load_from_the_package_a_folder_or_grace(tmp_path):
     from grace.llm2vec_gen.teacher import load_teacher
-    from grace.st_encoder import minilm_folder as _minilm_folder
+    from grace.encoders.sentence_transformer import minilm_folder as _minilm_folder
 
     folder = load_teacher(str(_minilm_folder()))  # a sentence-transformers folder
     assert folder.dim == 384
@@ -528,7 +528,7 @@ def test_teachers_load_from_the_package_a_folder_or_grace(tmp_path):
 
 def test_explain_splits_the_cosine_over_the_soft_tokens_and_decodes(trained_dir):
     from grace import GraceEncoder
-    from grace.explain import explain_pair
+    from grace.explain.pair import explain_pair
 
     encoder = GraceEncoder.from_pretrained(trained_dir)
     ex = explain_pair(encoder, "a cat on a mat", "a dog in the park", decode_tokens=4)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from grace.errors import GraceInputError
-from grace.pooling import masked_mean, pool, pooling_mask, position_ids_from_mask
-from grace.prompt import SYSTEM_PROMPT, build_prompts, render_prompt
+from grace.models.pooling import masked_mean, pool, pooling_mask, position_ids_from_mask
+from grace.models.prompt import SYSTEM_PROMPT, build_prompts, render_prompt
 
 # SmolLM2's template, written out by hand.
 SYSTEM_TURN = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"

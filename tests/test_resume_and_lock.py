@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from grace.checkpoint import (
+from grace.training.checkpoint import (
     MANIFEST,
     STATE_FILE,
     checkpoint_problem,
@@ -19,8 +19,8 @@ from grace.checkpoint import (
     write_manifest,
 )
 from grace.errors import GraceInputError
-from grace.run_lock import LOCK_FILE, RunLock
-from grace.trainer import DataOrder
+from grace.training.run_lock import LOCK_FILE, RunLock
+from grace.training.loop import DataOrder
 
 
 def _checkpoint(folder, step, manifest=True):
@@ -113,7 +113,7 @@ def test_a_second_lock_on_the_same_folder_is_refused_until_released(tmp_path):
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal
-        from grace.run_lock import RunLock
+        from grace.training.run_lock import RunLock
         lock = RunLock({str(tmp_path)!r}).acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     """)

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from grace.advantages import group_advantages
-from grace.rewards import (
+from grace.grpo.advantages import group_advantages
+from grace.grpo.rewards import (
     compute_rewards,
     consistency,
     finalize,

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grace.pooling import pooling_mask
-from grace.prompt import build_prompts
-from grace.rollout import (
+from grace.models.pooling import pooling_mask
+from grace.models.prompt import build_prompts
+from grace.rollout.reference import (
     Sequences,
     generate_sequences,
     response_logprobs,

@@ -335,7 +335,7 @@ def _post(url, payload):
 def _fresh_cache(tmp_path) -> Path:
     """A new GRACE_CACHE (so the rationale cache starts empty) whose model folders link to the
     session's (so nothing is rebuilt)."""
-    from grace.backbones import cache_dir, prepare_tiny_random
+    from grace.models.backbones import cache_dir, prepare_tiny_random
 
     prepare_tiny_random()
     root = tmp_path / "cache"

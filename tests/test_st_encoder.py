@@ -7,7 +7,7 @@ import torch
 
 from grace import GraceEncoder
 from grace.errors import GraceInputError
-from grace.st_encoder import SentenceTransformerEncoder, minilm_folder
+from grace.encoders.sentence_transformer import SentenceTransformerEncoder, minilm_folder
 
 
 @pytest.fixture(scope="module")

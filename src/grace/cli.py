@@ -117,7 +117,7 @@ def _decode_parser(sub) -> None:
 def _explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="why two texts are close: the cosine split over their tokens",
                        description="Encode two texts, print their rationales, the cosine and each "
-                       "token's exact share of it (grace.explain).")
+                       "token's exact share of it (grace.explain.pair).")
     p.add_argument("text_a", metavar="TEXT_A")
     p.add_argument("text_b", metavar="TEXT_B")
     p.add_argument("--model", default="smollm2-135m",
@@ -168,8 +168,8 @@ def _run(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
-        from grace.config import load_config
-        from grace.trainer import train
+        from grace.config.schema import load_config
+        from grace.training.registry import train
 
         overrides = _dotted_overrides(extra)
         for flag, key in SHORT_FLAGS.items():
@@ -220,8 +220,8 @@ def _run(argv: list[str]) -> int:
 def _explain(args) -> int:
     import json
 
-    from grace.encoder import GraceEncoder
-    from grace.explain import explain_pair
+    from grace.encoders.base import GraceEncoder
+    from grace.explain.pair import explain_pair
 
     if args.top_k < 1 or args.max_new_tokens < 1:
         raise GraceInputError("--top-k and --max-new-tokens must be >= 1")
@@ -231,7 +231,7 @@ def _explain(args) -> int:
     if args.json:
         print(json.dumps(ex.to_dict(), ensure_ascii=False))
     else:
-        from grace.explain_render import render
+        from grace.explain.render import render
 
         render(ex, top_k=args.top_k)
     return 0

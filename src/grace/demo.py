@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grace.backbones import load_backbone
-from grace.config import load_config
-from grace.encode import EncodeOptions, embed_texts
+from grace.models.backbones import load_backbone
+from grace.config.schema import load_config
+from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
-from grace.trainer import train
+from grace.training.registry import train
 
 SHOWN_DOCS = (0, 1)  # whose rationales are printed
 

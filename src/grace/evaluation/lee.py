@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from grace.data import gensim_test_file
+from grace.data.readers import gensim_test_file
 
 
 @dataclass

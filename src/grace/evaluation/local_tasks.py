@@ -49,7 +49,7 @@ from mteb.abstasks import (
 from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
 from mteb.abstasks.task_metadata import TaskMetadata
 
-from grace.data import json_lines, read_utf8
+from grace.data.readers import json_lines, read_utf8
 from grace.errors import GraceInputError
 
 LAYOUTS = {
@@ -257,7 +257,7 @@ def make_sts_task(name: str, path: str | Path, max_pairs: int | None = None, see
 
 def make_lee_task(name: str = "LeeDocSim", max_pairs: int | None = None, seed: int = 0) -> LeeSTSTask:
     """The Lee document-similarity benchmark (50 docs, 1,225 pairs, scores 0-1, gensim test data)."""
-    from grace.data import gensim_test_file
+    from grace.data.readers import gensim_test_file
 
     files = [gensim_test_file("lee.cor"), gensim_test_file("similarities0-1.txt")]
     meta = _metadata(

@@ -144,7 +144,7 @@ def _capability_function():
 
 
 def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32"):
-    from grace.encoder import GraceEncoder
+    from grace.encoders.base import GraceEncoder
 
     if isinstance(model, GraceEncoder) and type(model) is not GraceEncoder:
         return model  # LLM2Vec-Gen, sentence-transformers: no rationale settings to replace
@@ -262,7 +262,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     abilities of the policy), stored under "capability". Returns the results dict (see the
     module docstring), writes it to ``output`` as JSON and prints a table if ``show``.
     """
-    from grace.encode import RATIONALE_MODES
+    from grace.encoders.encode import RATIONALE_MODES
 
     if rationale not in RATIONALE_MODES:
         raise GraceInputError(f"unknown rationale mode '{rationale}': choose one of "

@@ -11,7 +11,7 @@ Module map, in pipeline order:
 - ``model``: soft tokens + reconstruction head + alignment head around the frozen backbone;
   greedy decoding from the soft prompts;
 - ``losses``: L_recon and L_align as pure tensor functions;
-- ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.trainer.Trainer);
+- ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.training.loop.Trainer);
 - ``checkpoint``: trainable parts + a backbone reference, never a copy of the backbone;
 - ``encoder``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
   checkpoints (``encode_query`` / ``encode_document`` with the SPEC 2 instructions, ``decode``),

@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from grace.backbones import PACKAGED
+from grace.models.backbones import PACKAGED
 from grace.errors import GraceInputError
 
 WEIGHTS = "llm2vec_gen.safetensors"
@@ -46,7 +46,7 @@ class LLM2VecGenSpec:
     document_instruction: str = "Summarize the following passage:"
     max_input_tokens: int = 512  # text + soft tokens; longer texts are cut (with a warning)
     backbone_dtype: str = "float32"  # dtype the backbone was loaded in when trained
-    backbone_fingerprint: str = ""  # grace.rationale_cache.model_fingerprint of that backbone
+    backbone_fingerprint: str = ""  # grace.encoders.cache.model_fingerprint of that backbone
     format: str = FORMAT  # marks the folder as an LLM2Vec-Gen checkpoint
 
     def save(self, folder: Path) -> None:
@@ -79,7 +79,7 @@ def backbone_reference(name: str) -> str:
 def resolve_folder(name_or_path) -> Path | None:
     """The LLM2Vec-Gen checkpoint folder ``name_or_path`` names: itself if it holds the spec, or
     the latest checkpoint of a training output folder; None if it is neither."""
-    from grace.checkpoint import latest_checkpoint
+    from grace.training.checkpoint import latest_checkpoint
 
     folder = Path(str(name_or_path))
     if not folder.is_dir():

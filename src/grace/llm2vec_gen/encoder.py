@@ -35,14 +35,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.backbones import load_backbone
-from grace.encode import EncodeOptions
-from grace.encoder import GraceEncoder, _validate, resolve_batch_size
+from grace.models.backbones import load_backbone
+from grace.encoders.encode import EncodeOptions
+from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.rationale_cache import model_fingerprint
+from grace.encoders.cache import model_fingerprint
 
 IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grace.prompt import left_pad
+from grace.models.prompt import left_pad
 
 
 def input_text(instruction: str, text: str) -> str:

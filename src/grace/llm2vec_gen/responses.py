@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from grace.backbones import cache_dir
+from grace.models.backbones import cache_dir
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
-from grace.prompt import PromptBatch, left_pad
+from grace.models.prompt import PromptBatch, left_pad
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class ResponseCache:
 def chat_prompt_batch(tokenizer, texts: list[str]) -> PromptBatch:
     """The chat prompts of ``texts``, left-padded, as a ``PromptBatch`` whose "system prefix"
     is the token prefix every prompt shares (the template's default system message, if any):
-    grace.engine runs it once for the whole batch. Nothing is pooled from it."""
+    grace.rollout.engine runs it once for the whole batch. Nothing is pooled from it."""
     ids = [tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"] for t in texts]
     shared = min(len(x) for x in ids) - 1  # every prompt keeps at least one token of its own
     for row in ids[1:]:
@@ -144,8 +144,8 @@ def chat_prompt_batch(tokenizer, texts: list[str]) -> PromptBatch:
 def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
                    temperature: float) -> list[Response]:
     """The backbone's answers to ``texts`` (chat template), greedy at temperature 0, decoded by
-    grace.engine (shared template prefix run once, early exit; no log-probs)."""
-    from grace.engine import rollout
+    grace.rollout.engine (shared template prefix run once, early exit; no log-probs)."""
+    from grace.rollout.engine import rollout
 
     scored = rollout(backbone, tokenizer, chat_prompt_batch(tokenizer, texts), num_samples=1,
                      temperature=temperature, max_new_tokens=max_new_tokens,

@@ -46,7 +46,7 @@ def load_teacher(spec: str, rationale: str = "none", device="cpu", dtype: str = 
     """A frozen teacher with ``dim`` and ``encode(texts) -> (N, dim)`` (module docstring)."""
     if rationale not in TEACHER_RATIONALES:
         raise GraceInputError(f"teacher rationale '{rationale}' (choose {', '.join(TEACHER_RATIONALES)})")
-    from grace.encoder import GraceEncoder
+    from grace.encoders.base import GraceEncoder
 
     if not Path(spec).exists() and (Path(spec).is_absolute() or spec.startswith(".")):
         raise GraceInputError(f"llm2vec_gen.teacher: folder not found: {spec}")

@@ -1,4 +1,4 @@
-"""LLM2Vec-Gen training (SPEC 2) on the shared loop (grace.trainer.Trainer): data order, configs,
+"""LLM2Vec-Gen training (SPEC 2) on the shared loop (grace.training.loop.Trainer): data order, configs,
 checkpoints, resume, metrics.jsonl, samples.jsonl and the progress bar are GRACE's.
 
 Before the loop: the teacher is loaded, the model is built around the frozen backbone (the
@@ -34,7 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from grace.backbones import cast_copy, resolve_dtype
+from grace.models.backbones import cast_copy, resolve_dtype
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
@@ -43,8 +43,8 @@ from grace.llm2vec_gen.model import LLM2VecGenModel
 from grace.llm2vec_gen.responses import (ResponseCache, default_responses_file, ensure_responses,
                                          response_settings)
 from grace.llm2vec_gen.teacher import load_teacher
-from grace.rationale_cache import model_fingerprint
-from grace.trainer import DataOrder, Trainer
+from grace.encoders.cache import model_fingerprint
+from grace.training.loop import DataOrder, Trainer
 
 
 class LLM2VecGenTrainer(Trainer):

@@ -7,7 +7,7 @@ the web explorer page.
             "model": NAME, "usage": {"prompt_tokens": N, "total_tokens": N},
             "rationales": ["...", ...]}          (the extra field: one rationale per input)
     POST /v1/explain     {"text_a": "...", "text_b": "...", "top_k": 8}
-        -> grace.explain.Explanation as JSON (cosine, both sides' rationales and token shares)
+        -> grace.explain.pair.Explanation as JSON (cosine, both sides' rationales and token shares)
     GET  /health         -> {"status": "ok", "model": NAME, "embedding_dim": D, ...}
     GET  /               -> the explorer page (static/index.html)
 
@@ -24,7 +24,7 @@ is a 500 for the request that caused it only (grace.server.batcher retries the o
 and the connection stays open for the next request. The model is loaded once at start-up
 (safetensors only) and used by one thread; concurrent embedding requests are encoded together
 by grace.server.batcher.MicroBatcher. The rationale cache (on by default) is SQLite; each
-thread gets its own connection (grace.rationale_cache).
+thread gets its own connection (grace.encoders.cache).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from grace.data import check_unicode
+from grace.data.readers import check_unicode
 from grace.errors import GraceInputError
 from grace.server.batcher import ClientGone, MicroBatcher, Overloaded
 
@@ -231,7 +231,7 @@ def _vector(row: np.ndarray, encoding: str):
 
 
 def load_encoder(config: ServerConfig):
-    from grace.encoder import GraceEncoder
+    from grace.encoders.base import GraceEncoder
 
     if config.rationale not in ("none", "greedy"):
         raise GraceInputError(f"grace serve: rationale '{config.rationale}' (choose none, greedy)")
@@ -333,7 +333,7 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
 
     @app.post("/v1/explain")
     async def explain(body: ExplainRequest):
-        from grace.explain import explain_pair
+        from grace.explain.pair import explain_pair
 
         for param in ("text_a", "text_b"):
             check_texts([getattr(body, param)], config, param, single=True)

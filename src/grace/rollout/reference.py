@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from grace.backbones import decoder_and_head
-from grace.policy_loss import token_logprobs
-from grace.pooling import pool, pooling_mask, position_ids_from_mask
-from grace.prompt import PromptBatch
+from grace.models.backbones import decoder_and_head
+from grace.grpo.policy_loss import token_logprobs
+from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
+from grace.models.prompt import PromptBatch
 
 
 @dataclass

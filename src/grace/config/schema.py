@@ -6,7 +6,7 @@ Flags are either the common short ones (``--model``, ``--data``, ``--mode`` ...)
 type-checked against the field's type. The whole config is saved with every checkpoint.
 
 Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted. The contrastive
-baselines (``method: infonce | simcse``, grace.baselines) read ``baseline`` and, of ``optim``,
+baselines (``method: infonce | simcse``, grace.contrastive.trainers) read ``baseline`` and, of ``optim``,
 only weight_decay, lr_scheduler, warmup_steps and max_grad_norm; GRACE ignores ``baseline``.
 LLM2Vec-Gen (``method: llm2vec-gen``, grace.llm2vec_gen) reads ``llm2vec_gen`` and the same four
 ``optim`` fields; its packaged config ``llm2vec-gen`` sets the paper's schedule.
@@ -21,18 +21,16 @@ from pathlib import Path
 
 import yaml
 
+from grace.config.methods import METHODS, MODES, VARIANTS
 from grace.errors import GraceInputError
-from grace.prompt import SYSTEM_PROMPT
+from grace.models.prompt import SYSTEM_PROMPT
 
-METHODS = ("grace", "infonce", "simcse", "llm2vec-gen")  # grace.trainer.train dispatches on these
-MODES = ("supervised", "unsupervised")
-VARIANTS = ("paper", "reference", "decoupled")
-PACKAGED_CONFIGS = Path(__file__).parent / "configs"  # usable by name: --config sup-nli
+PACKAGED_CONFIGS = Path(__file__).parent / "presets"  # usable by name: --config sup-nli
 
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m"  # packaged name, local folder or hub id (see grace.backbones)
+    name: str = "smollm2-135m"  # packaged name, local folder or hub id (see grace.models.backbones)
     dtype: str = "float32"  # float32 | bfloat16 (weights and compute)
     lora: bool = False  # False: full fine-tuning (paper); True: peft LoRA (small machines)
     lora_rank: int = 16  # LoRA r
@@ -67,7 +65,7 @@ class RolloutConfig:
     context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref)
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
-    engine: str = "fast"  # fast: grace.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
+    engine: str = "fast"  # fast: grace.rollout.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
     dtype: str = "auto"  # auto: rollouts run on the policy itself | bfloat16 | float32: on a copy
     # of the policy in that dtype, refreshed every step (old log-probs are then recomputed by the

@@ -3,7 +3,7 @@
 ``OUTPUT_DIR/checkpoint-N/`` holds
 - the policy as a Hugging Face folder: ``model.safetensors`` + ``config.json`` for full
   fine-tuning, or ``adapter_model.safetensors`` + ``adapter_config.json`` for LoRA, plus the
-  tokenizer -- so ``grace.backbones.load_backbone(checkpoint)`` loads it directly;
+  tokenizer -- so ``grace.models.backbones.load_backbone(checkpoint)`` loads it directly;
 - ``optimizer.pt`` and ``scheduler.pt`` (state dicts), ``rng_state_RANK.pt`` per process;
 - ``trainer_state.json`` (step, data position) and ``grace_config.yaml`` (the whole config).
 

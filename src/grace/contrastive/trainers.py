@@ -1,18 +1,18 @@
 """The contrastive baselines of the paper (SPEC 1.8) as training methods beside GRACE.
 
 - ``method: infonce`` (mode supervised): InfoNCE on (query, positive, hard negative) triplets
-  with in-batch negatives (grace.contrastive.info_nce), temperature ``baseline.temperature``
+  with in-batch negatives (grace.contrastive.losses.info_nce), temperature ``baseline.temperature``
   (0.05). Every query is scored against the positives and hard negatives of the whole global
   batch.
-- ``method: simcse`` (mode unsupervised): unsupervised SimCSE (grace.contrastive.simcse_unsup):
+- ``method: simcse`` (mode unsupervised): unsupervised SimCSE (grace.contrastive.losses.simcse_unsup):
   each text is embedded twice in train mode, and dropout makes the two views differ.
 
-Both reuse GRACE's loop (grace.trainer.Trainer): data formats, data order, configs,
+Both reuse GRACE's loop (grace.training.loop.Trainer): data formats, data order, configs,
 checkpoints, resume, metrics.jsonl and the progress bar; each supplies only ``step()``.
 
-Embedding, with gradient: the GRACE prompt (grace.prompt.build_prompts: system prompt, chat
+Embedding, with gradient: the GRACE prompt (grace.models.prompt.build_prompts: system prompt, chat
 template), NO rationale, and the L2-normalised masked mean of the last-layer hidden states
-(after the final norm) over every token after the system prefix (grace.pooling.pool). That is
+(after the final norm) over every token after the system prefix (grace.models.pooling.pool). That is
 exactly what encoding with ``rationale="none"`` computes at inference, so a trained baseline is
 evaluated with ``--rationale none``. The forward pass calls the (possibly DDP-wrapped) model
 itself, so distributed gradient hooks run, with ``output_hidden_states=True`` (transformers
@@ -53,11 +53,11 @@ import warnings
 
 import torch
 
-from grace.contrastive import info_nce, simcse_unsup
+from grace.contrastive.losses import info_nce, simcse_unsup
 from grace.errors import GraceInputError
-from grace.pooling import pool, pooling_mask, position_ids_from_mask
-from grace.prompt import PromptBatch, build_prompts
-from grace.trainer import Trainer
+from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
+from grace.models.prompt import PromptBatch, build_prompts
+from grace.training.loop import Trainer
 
 
 def gather_with_grad(accelerator, x: torch.Tensor) -> torch.Tensor:

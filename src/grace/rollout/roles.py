@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grace.data import Triplet
+from grace.data.readers import Triplet
 
 
 @dataclass
@@ -49,7 +49,7 @@ def reward_inputs(
     truncated: torch.Tensor,
     num_rollouts: int,
 ) -> tuple[dict, dict]:
-    """Name the embeddings for ``grace.rewards.compute_rewards``.
+    """Name the embeddings for ``grace.grpo.rewards.compute_rewards``.
 
     context (C, D), trained (T*G, D), truncated (T*G,) -> (embeddings, truncation masks).
     """

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grace.backbones import cache_dir, load_backbone
-from grace.data import check_unicode
-from grace.encode import EncodeOptions, embed_texts
+from grace.models.backbones import cache_dir, load_backbone
+from grace.data.readers import check_unicode
+from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
-from grace.rationale_cache import RationaleCache, model_fingerprint
+from grace.encoders.cache import RationaleCache, model_fingerprint
 
 ENCODER_CONFIG = "grace_encoder.json"
 
@@ -89,10 +89,10 @@ class GraceEncoder:
 
         An LLM2Vec-Gen checkpoint (or training output folder) gives a
         ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, and a sentence-transformers folder or
-        ``all-MiniLM-L6-v2`` a ``grace.st_encoder.SentenceTransformerEncoder``: same API.
+        ``all-MiniLM-L6-v2`` a ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
         """
         from grace.llm2vec_gen.checkpoint import resolve_folder
-        from grace.st_encoder import SentenceTransformerEncoder, sentence_transformers_folder
+        from grace.encoders.sentence_transformer import SentenceTransformerEncoder, sentence_transformers_folder
 
         if cls is GraceEncoder and sentence_transformers_folder(name_or_path) is not None:
             return SentenceTransformerEncoder.from_pretrained(name_or_path, dtype=dtype, **options)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from grace.config.methods import MODES, VARIANTS
 
 
 @dataclass
@@ -134,8 +135,6 @@ def unsupervised(anchor, rollouts, truncated, *, consistency_weight=0.2, hard_we
                     consistency_weight, hard_weight, scale, truncation_penalty)
 
 
-VARIANTS = ("paper", "reference", "decoupled")
-MODES = ("supervised", "unsupervised")
 _UNSUP = (unsupervised, ("anchor", "rollouts"), ("rollouts",))
 # (variant, mode) -> (function, embedding keys, truncation-mask keys), in argument order.
 _DISPATCH = {

@@ -10,7 +10,7 @@ Rationale modes:
   the same embedding.
 
 Texts are processed in length-sorted batches and returned in input order. Generation runs on
-``grace.engine`` (one pass: rationale and pooled embedding together, the system prefix shared).
+``grace.rollout.engine`` (one pass: rationale and pooled embedding together, the system prefix shared).
 Rationales and their embeddings come from the ``RationaleCache`` when one is given and holds
 them; only the missing ones are generated, and every batch's new entries are stored before the
 next batch starts.
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
-from grace.rationale_cache import RationaleCache, settings_key
-from grace.engine import pool_prompts, rollout
-from grace.rollout import response_token_lists, score_sequences, sequences_from_responses
+from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
+from grace.encoders.cache import RationaleCache, settings_key
+from grace.rollout.engine import pool_prompts, rollout
+from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 
 RATIONALE_MODES = ("none", "greedy", "sampled")
 
@@ -125,7 +125,7 @@ def embed_texts(
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
 
-    ``cache`` and ``fingerprint`` (``grace.rationale_cache.model_fingerprint(model)``) go
+    ``cache`` and ``fingerprint`` (``grace.encoders.cache.model_fingerprint(model)``) go
     together: rationales are looked up and stored under that model's fingerprint.
     """
     opts = options or EncodeOptions()

@@ -1,11 +1,11 @@
 """Why two texts are close: the cosine of their embeddings split exactly over their tokens.
 
     from grace import GraceEncoder
-    from grace.explain import explain_pair
+    from grace.explain.pair import explain_pair
     ex = explain_pair(GraceEncoder.from_pretrained("smollm2-135m"), "text A", "text B")
     ex.cosine, ex.a.rationale, ex.a.top(5), ex.b.top(5, sign=-1)
 
-The shares come from grace.attribution (exact: a side's shares sum to the cosine). What the
+The shares come from grace.explain.attribution (exact: a side's shares sum to the cosine). What the
 "tokens" of a side are depends on the encoder:
 
 - GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``): every pooled position (SPEC 1.2):
@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from grace.attribution import pair_attributions
+from grace.explain.attribution import pair_attributions
 from grace.errors import GraceInputError
 
 SEGMENTS = ("text", "rationale", "soft")  # where a token sits: prompt side, rationale, soft slot
@@ -78,9 +78,9 @@ def _side(text: str, rationale: str, labels: list[str], segments: list[str], sha
 @torch.no_grad()
 def _grace_states(encoder, texts: list[str]):
     """Per text: pooled hidden states (n, D) float32, token labels, segments; and rationales."""
-    from grace.encode import encode_batch
-    from grace.prompt import build_prompts
-    from grace.rollout import _forward_hidden, sequences_from_responses
+    from grace.encoders.encode import encode_batch
+    from grace.models.prompt import build_prompts
+    from grace.rollout.reference import _forward_hidden, sequences_from_responses
 
     opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
     if opts.rationale == "sampled":
@@ -152,9 +152,9 @@ def _sentence_transformers_states(encoder, texts: list[str]):
 def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> Explanation:
     """The cosine of ``text_a`` and ``text_b`` under ``encoder`` and each token's exact share
     (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
-    from grace.encoder import _validate
+    from grace.encoders.base import _validate
     from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
-    from grace.st_encoder import SentenceTransformerEncoder
+    from grace.encoders.sentence_transformer import SentenceTransformerEncoder
 
     texts = _validate([text_a, text_b])
     decoded = [None, None]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grace.errors import GraceInputError
+from grace.config.methods import MODES
 
 TEXT_SUFFIXES = (".txt", ".cor")
 JSON_SUFFIXES = (".jsonl", ".json")
@@ -37,7 +38,6 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet",)
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES
 GENSIM_PREFIX = "gensim:"
-MODES = ("supervised", "unsupervised")
 
 # A record read from a structured source, with its location for error messages: ("a.jsonl:3", {...}).
 Located = tuple[str, object]

@@ -1,6 +1,6 @@
 """``grace explain`` in the terminal: both rationales, the cosine, tokens coloured by their share
 (green pulls the texts together, red pushes them apart; stronger colour, larger share), and the
-tokens adding and subtracting most. Rendering only; the numbers come from grace.explain."""
+tokens adding and subtracting most. Rendering only; the numbers come from grace.explain.pair."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from grace.explain import Explanation, SideExplanation
+from grace.explain.pair import Explanation, SideExplanation
 
 
 def _shade(value: float, scale: float) -> str:

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from grace.backbones import decoder_and_head
-from grace.prompt import PromptBatch
-from grace.rollout import ScoredSequences, sequences_from_response_tensor
+from grace.models.backbones import decoder_and_head
+from grace.models.prompt import PromptBatch
+from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
 
 def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torch.Tensor:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grace.encode import EncodeOptions
-from grace.encoder import GraceEncoder, _validate, resolve_batch_size
+from grace.encoders.encode import EncodeOptions
+from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
 from grace.errors import GraceInputError
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -84,7 +84,7 @@ class SentenceTransformerEncoder(GraceEncoder):
             raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
         from sentence_transformers import SentenceTransformer
 
-        from grace.backbones import resolve_dtype
+        from grace.models.backbones import resolve_dtype
 
         model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)  # no hub access
         model = model.to(resolve_dtype(dtype)).eval().requires_grad_(False)

@@ -1,0 +1,1 @@
+"""Training configuration: documented dataclasses, packaged presets, the one list of methods, modes and variants."""

@@ -1,0 +1,1 @@
+"""The contrastive baselines: InfoNCE and SimCSE losses and their trainers."""

@@ -1,0 +1,1 @@
+"""Text encoders behind one sentence-transformers-like API: GRACE, sentence-transformers, and the generation cache."""

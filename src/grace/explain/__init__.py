@@ -1,0 +1,1 @@
+"""Why two texts are close: exact token attributions of a cosine, and their rendering."""

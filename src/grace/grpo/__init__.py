@@ -1,0 +1,1 @@
+"""GRPO for GRACE: rewards, group advantages, the clipped policy loss, the GRACE trainer."""

@@ -1,0 +1,1 @@
+"""The backbone and what surrounds it: loading, the chat prompt, masked mean pooling."""

@@ -1,0 +1,1 @@
+"""The training loop every method shares: data order, checkpoints, metrics, the run lock, the method registry."""

@@ -1,0 +1,42 @@
+"""Method name -> trainer class, one level above the trainers (the loop imports no method).
+
+``METHODS`` (grace.config.methods) lists the names; ``train(config)`` builds the method's
+trainer and runs it.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from grace.config.schema import TrainConfig
+from grace.contrastive.trainers import InfoNCETrainer, SimCSETrainer
+from grace.grpo.trainer import GraceTrainer
+from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
+from grace.training.loop import Trainer
+
+TRAINERS: dict[str, type[Trainer]] = {
+    "grace": GraceTrainer,
+    "infonce": InfoNCETrainer,
+    "simcse": SimCSETrainer,
+    "llm2vec-gen": LLM2VecGenTrainer,
+}
+
+
+def trainer_class(method: str) -> type[Trainer]:
+    """The trainer of a training method (grace.config.methods.METHODS)."""
+    return TRAINERS[method]
+
+
+def train(config: TrainConfig) -> Path | None:
+    """Train with ``config``; resume if ``config.output_dir`` holds a checkpoint.
+
+    The accelerator's references to the model and optimizer are released on return, so a
+    process that trains several models in turn does not keep them all in memory.
+    """
+    trainer = trainer_class(config.method)(config)
+    try:
+        return trainer.train()
+    finally:
+        trainer.acc.free_memory()
+        gc.collect()
