@@ -24,7 +24,7 @@ from mteb.types import PromptType  # noqa: E402
 from grace import GraceEncoder  # noqa: E402
 from grace.cli import main  # noqa: E402
 from grace.errors import GraceInputError  # noqa: E402
-from grace.evaluation import local_tasks as lt  # noqa: E402
+from grace.evaluation import tasks as lt  # noqa: E402
 from grace.evaluation.lee import load_lee, score_lee  # noqa: E402
 from grace.evaluation.mteb_adapter import GraceMTEBModel  # noqa: E402
 from grace.evaluation.suite import build_suite, run_suite, summarise  # noqa: E402

@@ -444,7 +444,7 @@ def test_mteb_adapter_encodes_queries_and_documents_with_their_instructions(trai
     from datasets import Dataset
     from mteb._create_dataloaders import create_dataloader
 
-    from grace.evaluation.local_tasks import make_lee_task
+    from grace.evaluation.tasks import make_lee_task
     from grace.evaluation.mteb_adapter import GraceMTEBModel
 
     encoder = GraceEncoder.from_pretrained(trained_dir)

@@ -9,7 +9,7 @@ __all__ = ["GraceEncoder"]
 
 def __getattr__(name):
     if name == "GraceEncoder":
-        from grace.encoders.base import GraceEncoder
+        from grace.encoders import GraceEncoder  # the package registers every encoder class
 
         return GraceEncoder
     raise AttributeError(f"module 'grace' has no attribute {name!r}")

@@ -19,10 +19,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from grace.models.backbones import load_backbone
 from grace.config.schema import load_config
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
+from grace.models.backbones import load_backbone
 from grace.training.registry import train
 
 SHOWN_DOCS = (0, 1)  # whose rationales are printed

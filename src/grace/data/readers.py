@@ -29,8 +29,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grace.errors import GraceInputError
 from grace.config.methods import MODES
+from grace.errors import GraceInputError
 
 TEXT_SUFFIXES = (".txt", ".cor")
 JSON_SUFFIXES = (".jsonl", ".json")

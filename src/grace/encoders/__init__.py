@@ -1,1 +1,13 @@
-"""Text encoders behind one sentence-transformers-like API: GRACE, sentence-transformers, and the generation cache."""
+"""Text encoders behind one sentence-transformers-like API: GRACE (base), sentence-transformers,
+LLM2Vec-Gen, and the rationale cache.
+
+Importing this package imports every encoder class, which registers the ones with a saved
+format of their own (``GraceEncoder.claims``), so ``GraceEncoder.from_pretrained`` picks the
+class from what the folder holds. The base module never imports its subclasses.
+"""
+
+from grace.encoders.base import GraceEncoder
+from grace.encoders.sentence_transformer import SentenceTransformerEncoder
+from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+
+__all__ = ["GraceEncoder", "LLM2VecGenEncoder", "SentenceTransformerEncoder"]

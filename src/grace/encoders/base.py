@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grace.models.backbones import cache_dir, load_backbone
 from grace.data.readers import check_unicode
-from grace.encoders.encode import EncodeOptions, embed_texts
-from grace.errors import GraceInputError
 from grace.encoders.cache import RationaleCache, model_fingerprint
+from grace.encoders.encode import EncodeOptions, embed_texts
+from grace.models.backbones import cache_dir, load_backbone
 
 ENCODER_CONFIG = "grace_encoder.json"
 
@@ -64,6 +63,17 @@ class GraceEncoder:
     """A GRACE policy used as a text encoder. See the module docstring."""
 
     uses_instructions = False  # encode_query == encode_document (LLM2Vec-Gen's differ)
+    _formats: list[type["GraceEncoder"]] = []  # subclasses that load a saved format of their own
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "claims" in cls.__dict__:  # a format of its own: from_pretrained may pick it
+            GraceEncoder._formats.append(cls)
+
+    @classmethod
+    def claims(cls, name_or_path) -> bool:
+        """Whether ``name_or_path`` is saved in this class's own format (subclasses override)."""
+        return False
 
     def __init__(self, model, tokenizer, options: EncodeOptions | None = None,
                  cache: RationaleCache | str | Path | bool | None = True, name: str | None = None):
@@ -87,21 +97,18 @@ class GraceEncoder:
         Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
         in the folder if present, then from keyword arguments.
 
-        An LLM2Vec-Gen checkpoint (or training output folder) gives a
-        ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, and a sentence-transformers folder or
-        ``all-MiniLM-L6-v2`` a ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
+        ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: each
+        subclass with a saved format of its own says so in ``claims`` and is registered when
+        its module is imported (``grace.encoders`` imports them all). An LLM2Vec-Gen checkpoint
+        (or training output folder) gives a ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, a
+        sentence-transformers folder or ``all-MiniLM-L6-v2`` a
+        ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
         """
-        from grace.llm2vec_gen.checkpoint import resolve_folder
-        from grace.encoders.sentence_transformer import SentenceTransformerEncoder, sentence_transformers_folder
-
-        if cls is GraceEncoder and sentence_transformers_folder(name_or_path) is not None:
-            return SentenceTransformerEncoder.from_pretrained(name_or_path, dtype=dtype, **options)
-
-        if cls is GraceEncoder and resolve_folder(name_or_path) is not None:
-            from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
-
-            return LLM2VecGenEncoder.from_pretrained(name_or_path, dtype=dtype, cache=cache,
-                                                     trust_remote_code=trust_remote_code, **options)
+        if cls is GraceEncoder:
+            for fmt in GraceEncoder._formats:
+                if fmt.claims(name_or_path):
+                    return fmt.from_pretrained(name_or_path, dtype=dtype, cache=cache,
+                                               trust_remote_code=trust_remote_code, **options)
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
         saved = {}
         config_file = Path(name_or_path) / ENCODER_CONFIG

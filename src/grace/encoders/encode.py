@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.encoders.cache import RationaleCache, settings_key
+from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import pool_prompts, rollout
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 

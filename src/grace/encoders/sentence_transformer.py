@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grace.encoders.encode import EncodeOptions
 from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
+from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -68,6 +68,11 @@ class SentenceTransformerEncoder(GraceEncoder):
         options = options or EncodeOptions(rationale="none", max_prompt_tokens=model.max_seq_length)
         super().__init__(model, model.tokenizer, options, cache=False,
                          name=name or "sentence-transformers")
+
+    @classmethod
+    def claims(cls, name_or_path) -> bool:
+        """A sentence-transformers folder (modules.json) or a packaged reference name."""
+        return sentence_transformers_folder(name_or_path) is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,

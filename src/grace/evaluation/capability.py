@@ -63,10 +63,10 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from grace.models.backbones import decoder_and_head
 from grace.data.readers import gensim_test_file, json_lines
 from grace.errors import GraceInputError
 from grace.grpo.policy_loss import token_logprobs
+from grace.models.backbones import decoder_and_head
 
 ARC_EASY_FILE = "capability/arc-easy-test.jsonl"  # relative to the shared data folder
 DEFAULT_ARC_QUESTIONS = 300  # seeded subsample used unless ``full``

@@ -70,14 +70,14 @@ class SuiteTask:
 
 
 def _lee(name, data_dir, seed, **limits):
-    from grace.evaluation.local_tasks import make_lee_task
+    from grace.evaluation.tasks import make_lee_task
 
     return make_lee_task(name, seed=seed, **limits)
 
 
 def _sts(path, min_score, max_score):
     def build(name, data_dir, seed, **limits):
-        from grace.evaluation.local_tasks import make_sts_task
+        from grace.evaluation.tasks import make_sts_task
 
         return make_sts_task(name, data_dir / path, seed=seed, min_score=min_score,
                              max_score=max_score, **limits)
@@ -85,7 +85,7 @@ def _sts(path, min_score, max_score):
 
 
 def _scifact(name, data_dir, seed, **limits):
-    from grace.evaluation.local_tasks import make_retrieval_task
+    from grace.evaluation.tasks import make_retrieval_task
 
     return make_retrieval_task(name, data_dir / "retrieval/scifact", split="test", seed=seed,
                                description="SciFact (BEIR test split: SciFact dev claims) against "
@@ -93,7 +93,7 @@ def _scifact(name, data_dir, seed, **limits):
 
 
 def _banking77(name, data_dir, seed, **limits):
-    from grace.evaluation.local_tasks import make_classification_task
+    from grace.evaluation.tasks import make_classification_task
 
     return make_classification_task(name, data_dir / "classification/banking77-train.jsonl",
                                     data_dir / "classification/banking77-test.jsonl", seed=seed,
@@ -181,7 +181,6 @@ def _mean(values: list[float]) -> float | None:
 def evaluate_task(model, task) -> dict[str, Any]:
     """Run one task through ``mteb.evaluate`` (no result cache) and summarise its scores."""
     import mteb
-
     from sklearn.exceptions import UndefinedMetricWarning
 
     texts_before, start = model.texts_encoded, time.perf_counter()

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from grace.explain.attribution import pair_attributions
 from grace.errors import GraceInputError
+from grace.explain.attribution import pair_attributions
 
 SEGMENTS = ("text", "rationale", "soft")  # where a token sits: prompt side, rationale, soft slot
 
@@ -153,8 +153,8 @@ def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> 
     """The cosine of ``text_a`` and ``text_b`` under ``encoder`` and each token's exact share
     (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
     from grace.encoders.base import _validate
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
     from grace.encoders.sentence_transformer import SentenceTransformerEncoder
+    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
 
     texts = _validate([text_a, text_b])
     decoded = [None, None]

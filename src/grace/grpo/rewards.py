@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from grace.config.methods import MODES, VARIANTS
 
 

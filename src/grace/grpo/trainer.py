@@ -37,7 +37,12 @@ from grace.rollout.reference import (
     response_logprobs,
     score_sequences,
 )
-from grace.rollout.roles import context_blocks, num_groups_per_instance, plan_rollouts, reward_inputs
+from grace.rollout.roles import (
+    context_blocks,
+    num_groups_per_instance,
+    plan_rollouts,
+    reward_inputs,
+)
 from grace.training.loop import Trainer, gather_blocks, local_rows
 
 

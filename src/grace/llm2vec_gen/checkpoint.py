@@ -25,8 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from grace.models.backbones import PACKAGED
 from grace.errors import GraceInputError
+from grace.models.backbones import PACKAGED
 
 WEIGHTS = "llm2vec_gen.safetensors"
 SPEC_FILE = "llm2vec_gen.json"

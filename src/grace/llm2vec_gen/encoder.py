@@ -35,14 +35,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.models.backbones import load_backbone
-from grace.encoders.encode import EncodeOptions
 from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
+from grace.encoders.cache import model_fingerprint
+from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.encoders.cache import model_fingerprint
+from grace.models.backbones import load_backbone
 
 IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")
@@ -78,6 +78,11 @@ class LLM2VecGenEncoder(GraceEncoder):
         self.query_instruction = model.spec.query_instruction if query_instruction is None else query_instruction
         self.document_instruction = (model.spec.document_instruction if document_instruction is None
                                      else document_instruction)
+
+    @classmethod
+    def claims(cls, name_or_path) -> bool:
+        """An LLM2Vec-Gen checkpoint, or a training output folder whose latest checkpoint is one."""
+        return resolve_folder(name_or_path) is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,

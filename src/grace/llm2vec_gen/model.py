@@ -41,10 +41,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from grace.models.backbones import decoder_and_head
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, load_trainable, save_trainable
 from grace.llm2vec_gen.losses import mean_embedding
+from grace.models.backbones import decoder_and_head
 from grace.models.pooling import position_ids_from_mask
 
 TRAINABLE_PREFIXES = ("soft_tokens", "reconstruction_head.", "alignment_head.")

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from grace.models.backbones import cache_dir
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
+from grace.models.backbones import cache_dir
 from grace.models.prompt import PromptBatch, left_pad
 
 

@@ -34,16 +34,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from grace.models.backbones import cast_copy, resolve_dtype
+from grace.encoders.cache import model_fingerprint
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
 from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.llm2vec_gen.responses import (ResponseCache, default_responses_file, ensure_responses,
-                                         response_settings)
+from grace.llm2vec_gen.responses import (
+    ResponseCache,
+    default_responses_file,
+    ensure_responses,
+    response_settings,
+)
 from grace.llm2vec_gen.teacher import load_teacher
-from grace.encoders.cache import model_fingerprint
+from grace.models.backbones import cast_copy, resolve_dtype
 from grace.training.loop import DataOrder, Trainer
 
 

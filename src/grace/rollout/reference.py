@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from grace.models.backbones import decoder_and_head
 from grace.grpo.policy_loss import token_logprobs
+from grace.models.backbones import decoder_and_head
 from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch
 
