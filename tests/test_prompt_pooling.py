@@ -31,12 +31,13 @@ MEAN = torch.tensor([[4.0, 5.0], [3.0, 2.0]])
 
 
 def test_masked_mean_hand_computed():
-    assert torch.allclose(masked_mean(HIDDEN, MASK), MEAN)
-    assert torch.allclose(masked_mean(HIDDEN, MASK.bool()), MEAN)
+    assert torch.allclose(masked_mean(HIDDEN, MASK, dim=1), MEAN)  # over T; D broadcasts
+    assert torch.allclose(masked_mean(HIDDEN, MASK.bool(), dim=1), MEAN)
+    assert masked_mean(HIDDEN, MASK).item() == pytest.approx(MEAN.mean().item())  # token-mean of all
 
 
 def test_masked_mean_of_an_empty_mask_is_zero_not_nan():
-    out = masked_mean(HIDDEN, torch.zeros(2, 4))
+    out = masked_mean(HIDDEN, torch.zeros(2, 4), dim=1)
     assert torch.equal(out, torch.zeros(2, 2))
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grace.config.schema import load_config
+from grace.data.readers import json_lines
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
 from grace.models.backbones import load_backbone
@@ -65,7 +66,7 @@ def run_demo(config: str | None, output_dir: str, max_steps: int | None, model: 
     start = time.perf_counter()
     checkpoint = train(cfg)
     train_seconds = time.perf_counter() - start
-    metrics = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    metrics = [row for _, row in json_lines(Path(cfg.output_dir) / "metrics.jsonl")]
 
     console.print(f"[bold]after training[/] ({checkpoint})")
     after = _evaluate(str(checkpoint), docs, ratings, options, console)

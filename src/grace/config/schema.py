@@ -5,7 +5,7 @@ Flags are either the common short ones (``--model``, ``--data``, ``--mode`` ...)
 ``--section.field VALUE`` (for example ``--rollout.max_new_tokens 32``); values are parsed and
 type-checked against the field's type. The whole config is saved with every checkpoint.
 
-Defaults follow the GRACE reference run (SPEC 1.3-1.5) except where noted. The contrastive
+Defaults follow the GRACE reference run (GRACE paper, arXiv 2510.04506) except where noted. The contrastive
 baselines (``method: infonce | simcse``, grace.contrastive.trainers) read ``baseline`` and, of ``optim``,
 only weight_decay, lr_scheduler, warmup_steps and max_grad_norm; GRACE ignores ``baseline``.
 LLM2Vec-Gen (``method: llm2vec-gen``, grace.llm2vec_gen) reads ``llm2vec_gen`` and the same four
@@ -54,7 +54,7 @@ class DataConfig:
     negative_field: str = "negative"
     shuffle: bool = True  # reshuffle every epoch (seeded)
     max_prompt_tokens: int = 1024  # prompts longer than this are truncated (ref), with a warning
-    system_prompt: str = SYSTEM_PROMPT  # SPEC 1.1, one prompt for every input
+    system_prompt: str = SYSTEM_PROMPT  # one prompt for every input (GRACE, arXiv 2510.04506)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
-    variant: str = "reference"  # paper | reference | decoupled (SPEC 1.4)
+    variant: str = "reference"  # paper | reference | decoupled (GRACE paper, arXiv 2510.04506)
     consistency_weight: float = 0.2  # lambda_1
     hard_weight: float = 0.2  # lambda_2
     scale: float = 10.0  # multiplies the reward (= 1/tau, tau = 0.1 in the reference code)
@@ -99,7 +99,7 @@ class OptimConfig:
 
 @dataclass
 class BaselineConfig:
-    """The contrastive baselines (SPEC 1.8): infonce (supervised) and simcse (unsupervised)."""
+    """The contrastive baselines (GRACE paper, arXiv 2510.04506): infonce (supervised) and simcse (unsupervised)."""
 
     learning_rate: float = 2e-5  # AdamW lr of the baselines, used instead of optim.learning_rate
     temperature: float = 0.05  # softmax temperature of InfoNCE and SimCSE (E5 / SimCSE papers)
@@ -108,7 +108,7 @@ class BaselineConfig:
 
 @dataclass
 class LLM2VecGenConfig:
-    """LLM2Vec-Gen (SPEC 2): a frozen backbone, K soft tokens and two heads (grace.llm2vec_gen)."""
+    """LLM2Vec-Gen (LLM2Vec-Gen paper, arXiv 2603.10913): a frozen backbone, K soft tokens and two heads (grace.llm2vec_gen)."""
 
     num_tokens: int = 10  # K soft tokens appended to every input
     teacher: str = "all-MiniLM-L6-v2"  # packaged sentence-transformers model, an ST folder, or a grace model/checkpoint

@@ -1,4 +1,4 @@
-"""Contrastive losses of the baselines (SPEC 1.8): supervised InfoNCE and unsupervised SimCSE.
+"""Contrastive losses of the baselines (GRACE paper, arXiv 2510.04506): supervised InfoNCE and unsupervised SimCSE.
 
 Pure tensor functions: embeddings in, ``(loss, stats)`` out; no model, optimizer or data.
 Inputs are L2-normalised here (again, if they already are), so every score is a cosine.

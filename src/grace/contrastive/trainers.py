@@ -1,4 +1,4 @@
-"""The contrastive baselines of the paper (SPEC 1.8) as training methods beside GRACE.
+"""The contrastive baselines of the paper (GRACE paper, arXiv 2510.04506) as training methods beside GRACE.
 
 - ``method: infonce`` (mode supervised): InfoNCE on (query, positive, hard negative) triplets
   with in-batch negatives (grace.contrastive.losses.info_nce), temperature ``baseline.temperature``

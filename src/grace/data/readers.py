@@ -215,15 +215,19 @@ def _read_json(path: Path) -> list[Located]:
     return [_object(row, where) for where, row in json_lines(path, text)]
 
 
-def json_lines(path: Path, text: str | None = None):
+def json_lines(path: Path, text: str | None = None, skip_invalid: bool = False):
     """Yield ``("FILE:LINE", parsed value)`` for every non-blank line of a JSON-lines file (read
-    as UTF-8 unless ``text`` is given); bad UTF-8 or JSON is a ``GraceInputError`` naming the line."""
+    as UTF-8 unless ``text`` is given); bad UTF-8 or JSON is a ``GraceInputError`` naming the line.
+    ``skip_invalid``: lines that are not valid JSON are passed over (a log whose writer was
+    killed mid-line)."""
     for number, line in enumerate(_lines(read_utf8(path) if text is None else text), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
+            if skip_invalid:
+                continue
             raise _invalid_json(path, number, error) from None
         yield f"{path}:{number}", row
 

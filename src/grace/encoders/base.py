@@ -7,7 +7,7 @@
     scores = encoder.similarity(emb[:1], emb)                        # cosine, (1, 2)
 
 Every embedding is the masked mean of the policy's last-layer hidden states over the text and
-its rationale (SPEC 1.2). ``rationale`` picks none / greedy (default, deterministic) / sampled.
+its rationale (GRACE paper, arXiv 2510.04506). ``rationale`` picks none / greedy (default, deterministic) / sampled.
 Rationales are cached on disk (``GRACE_CACHE``/rationales.sqlite by default; ``cache=False``
 disables it), keyed by model fingerprint, text and generation settings.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,34 @@ def resolve_batch_size(batch_size, default: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     return batch_size
+
+
+def check_options(options: dict, known, listed=None) -> None:
+    """``TypeError`` naming the first option not in ``known`` (and listing ``listed``, default
+    ``known``): the one unknown-option check of every encoder."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        shown = ", ".join(sorted(listed if listed is not None else known))
+        raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {shown})")
+
+
+def show_progress(show_progress_bar: bool | None, n: int, batch_size: int) -> bool:
+    """sentence-transformers' default: a bar only when there are several batches' worth."""
+    return show_progress_bar if show_progress_bar is not None else n > 4 * batch_size
+
+
+def encode_output(emb, rationales: list[str], single: bool, convert_to_numpy: bool,
+                  convert_to_tensor: bool, return_rationales: bool):
+    """The end of every ``encode``: a tensor or a float32 numpy array (N, D), 1-D for a single
+    string, with the rationales when asked."""
+    as_tensor = convert_to_tensor or not convert_to_numpy
+    if torch.is_tensor(emb):
+        out = emb if as_tensor else emb.numpy().astype(np.float32)
+    else:
+        out = torch.from_numpy(emb) if as_tensor else emb
+    if single:
+        out, rationales = out[0], rationales[0]
+    return (out, rationales) if return_rationales else out
 
 
 class GraceEncoder:
@@ -115,11 +143,16 @@ class GraceEncoder:
         if config_file.is_file():
             saved = json.loads(config_file.read_text())
         known = {f.name for f in fields(EncodeOptions)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        check_options(options, known)
         opts = EncodeOptions(**{**{k: v for k, v in saved.items() if k in known}, **options})
         return cls(model, tokenizer, opts, cache=cache, name=name_or_path)
+
+    def with_options(self, cache=True, **options) -> "GraceEncoder":
+        """The same weights with other encoding options (``cache``: True keeps this encoder's
+        cache). Encoders without rationale settings (LLM2Vec-Gen, sentence-transformers)
+        return themselves."""
+        return GraceEncoder(self.model, self.tokenizer, replace(self.options, **options),
+                            cache=self.cache if cache is True else cache, name=self.name)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Weights (safetensors), tokenizer and the encoding options as ``grace_encoder.json``."""
@@ -156,24 +189,22 @@ class GraceEncoder:
         opts = EncodeOptions(**{**asdict(self.options), **options,
                                 "batch_size": resolve_batch_size(
                                     batch_size, options.get("batch_size", self.options.batch_size))})
-        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * opts.batch_size
+        show = show_progress(show_progress_bar, len(texts), opts.batch_size)
         use_cache = self.cache if opts.rationale != "none" else None
         emb, rationales = embed_texts(
             self.model, self.tokenizer, texts, opts, show_progress=show, cache=use_cache,
             fingerprint=self.fingerprint if use_cache is not None else None,
         )
         del normalize_embeddings  # always unit length (see docstring)
-        out = torch.from_numpy(emb) if convert_to_tensor or not convert_to_numpy else emb
-        if single:
-            out, rationales = out[0], rationales[0]
-        return (out, rationales) if return_rationales else out
+        return encode_output(emb, rationales, single, convert_to_numpy, convert_to_tensor,
+                             return_rationales)
 
     def encode_query(self, sentences, **kwargs):
-        """GRACE uses one prompt for every input (SPEC 1.1): same as ``encode``."""
+        """GRACE uses one prompt for every input (GRACE paper, arXiv 2510.04506): same as ``encode``."""
         return self.encode(sentences, **kwargs)
 
     def encode_document(self, sentences, **kwargs):
-        """GRACE uses one prompt for every input (SPEC 1.1): same as ``encode``."""
+        """GRACE uses one prompt for every input (GRACE paper, arXiv 2510.04506): same as ``encode``."""
         return self.encode(sentences, **kwargs)
 
     @staticmethod

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from grace.data.batching import length_sorted_batches
 from grace.encoders.cache import RationaleCache, settings_key
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import pool_prompts, rollout
@@ -131,10 +132,9 @@ def embed_texts(
     opts = options or EncodeOptions()
     if cache is not None and fingerprint is None:
         raise ValueError("a rationale cache needs the model fingerprint")
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     embeddings: list[torch.Tensor | None] = [None] * len(texts)
     rationales: list[str] = [""] * len(texts)
-    batches = [order[i : i + opts.batch_size] for i in range(0, len(order), opts.batch_size)]
+    batches = length_sorted_batches([len(t) for t in texts], opts.batch_size)
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
         emb, rat, _ = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
         for row, index in enumerate(batch):

@@ -23,10 +23,16 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
+from grace.encoders.base import (
+    GraceEncoder,
+    _validate,
+    check_options,
+    encode_output,
+    resolve_batch_size,
+    show_progress,
+)
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 
@@ -69,6 +75,10 @@ class SentenceTransformerEncoder(GraceEncoder):
         super().__init__(model, model.tokenizer, options, cache=False,
                          name=name or "sentence-transformers")
 
+    def with_options(self, cache=True, **options) -> "GraceEncoder":
+        """No rationale settings to change: this encoder as it is."""
+        return self
+
     @classmethod
     def claims(cls, name_or_path) -> bool:
         """A sentence-transformers folder (modules.json) or a packaged reference name."""
@@ -83,10 +93,7 @@ class SentenceTransformerEncoder(GraceEncoder):
         if folder is None:
             raise GraceInputError(f"'{name_or_path}' is not a sentence-transformers folder "
                                   f"(no modules.json) nor one of {', '.join(MINILM_NAMES)}")
-        known = set(OPTIONS) | set(IGNORED)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
+        check_options(options, set(OPTIONS) | set(IGNORED), OPTIONS)
         from sentence_transformers import SentenceTransformer
 
         from grace.models.backbones import resolve_dtype
@@ -117,15 +124,11 @@ class SentenceTransformerEncoder(GraceEncoder):
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
         batch = resolve_batch_size(batch_size, self.options.batch_size)
-        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch
+        show = show_progress(show_progress_bar, len(texts), batch)
         with torch.no_grad():
             emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,
                                     normalize_embeddings=normalize_embeddings,
                                     show_progress_bar=show)  # (N, D)
-        emb = emb.float().cpu()
-        out = emb if convert_to_tensor or not convert_to_numpy else emb.numpy().astype(np.float32)
-        rationales = [""] * len(texts)
-        if single:
-            out, rationales = out[0], rationales[0]
-        return (out, rationales) if return_rationales else out
+        return encode_output(emb.float().cpu(), [""] * len(texts), single, convert_to_numpy,
+                             convert_to_tensor, return_rationales)
 

@@ -1,4 +1,4 @@
-"""General abilities of the LM itself (SPEC 1.8): does it survive embedding training?
+"""General abilities of the LM itself (GRACE paper, arXiv 2510.04506): does it survive embedding training?
 
 GRACE trains the policy with a policy gradient on its own rationales, so the model should stay a
 working language model; InfoNCE fine-tuning collapses it (paper Table 5). Two cheap probes,
@@ -63,6 +63,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from grace.data.batching import length_sorted_batches
 from grace.data.readers import gensim_test_file, json_lines
 from grace.errors import GraceInputError
 from grace.grpo.policy_loss import token_logprobs
@@ -126,8 +127,7 @@ def continuation_logprobs(
     model.eval()
     sums = torch.zeros(len(sequences), dtype=torch.float32)
     counts = torch.tensor([len(seq) - start for seq, start in zip(sequences, starts)])
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # longest first
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_sorted_batches([len(s) for s in sequences], batch_size)
     try:
         for batch in _progress(batches, show_progress, desc, len(batches)):
             seqs = [torch.tensor(sequences[i], dtype=torch.long) for i in batch]

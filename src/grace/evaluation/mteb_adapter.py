@@ -16,9 +16,9 @@ title and text with one space (``mteb._create_dataloaders._corpus_to_dict``) and
 query instruction, so no joining happens here.
 
 Choices (each one documented where it is made):
-- GRACE reads every input under one fixed system prompt (SPEC 1.1), so ``prompt_type``
+- GRACE reads every input under one fixed system prompt (GRACE, arXiv 2510.04506), so ``prompt_type``
   (query / document) and mteb task prompts are ignored, and the meta says
-  ``use_instructions=False``. An encoder with ``uses_instructions`` (LLM2Vec-Gen, SPEC 2)
+  ``use_instructions=False``. An encoder with ``uses_instructions`` (LLM2Vec-Gen, arXiv 2603.10913)
   encodes documents (``prompt_type`` document) with ``encode_document`` and everything else
   (queries, and the single side of STS, classification, clustering) with ``encode_query``;
   its mteb task prompts are ignored too (it has its own two fixed instructions).
@@ -93,7 +93,7 @@ def grace_model_meta(encoder: GraceEncoder, revision: str | None = None,
         framework=["PyTorch"],
         reference=GRACE_REFERENCE,
         similarity_fn_name="cosine",
-        use_instructions=encoder.uses_instructions,  # GRACE: one fixed system prompt (SPEC 1.1)
+        use_instructions=encoder.uses_instructions,  # GRACE: one fixed system prompt (arXiv 2510.04506)
         training_datasets=None,
         adapted_from=None,
         modalities=["text"],

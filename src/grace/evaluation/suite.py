@@ -42,7 +42,7 @@ import math
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -146,12 +146,8 @@ def _capability_function():
 def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32"):
     from grace.encoders.base import GraceEncoder
 
-    if isinstance(model, GraceEncoder) and type(model) is not GraceEncoder:
-        return model  # LLM2Vec-Gen, sentence-transformers: no rationale settings to replace
     if isinstance(model, GraceEncoder):
-        options = replace(model.options, rationale=rationale, max_new_tokens=max_new_tokens)
-        return GraceEncoder(model.model, model.tokenizer, options,
-                            cache=model.cache if cache is True else cache, name=model.name)
+        return model.with_options(cache=cache, rationale=rationale, max_new_tokens=max_new_tokens)
     return GraceEncoder.from_pretrained(model, cache=cache, rationale=rationale,
                                         max_new_tokens=max_new_tokens, dtype=dtype)
 

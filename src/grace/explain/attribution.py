@@ -1,7 +1,7 @@
 """Exact token attributions of a cosine between two mean-pooled embeddings (pure tensor math).
 
-A GRACE embedding is the L2-normalised mean of the pooled hidden states (SPEC 1.2); an
-LLM2Vec-Gen embedding is the mean of its K aligned vectors (SPEC 2); both are means, and a mean
+A GRACE embedding is the L2-normalised mean of the pooled hidden states (GRACE paper, arXiv 2510.04506); an
+LLM2Vec-Gen embedding is the mean of its K aligned vectors (LLM2Vec-Gen paper, arXiv 2603.10913); both are means, and a mean
 is linear. With ``m_a = mean_i h_i`` (n rows) and ``e_a = m_a / |m_a|``:
 
     cos(a, b) = e_a . e_b = sum_i  (h_i . e_b) / (n |m_a|)

@@ -8,7 +8,7 @@
 The shares come from grace.explain.attribution (exact: a side's shares sum to the cosine). What the
 "tokens" of a side are depends on the encoder:
 
-- GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``): every pooled position (SPEC 1.2):
+- GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``): every pooled position (GRACE paper, arXiv 2510.04506):
   the user text, the chat-template tokens around it, and the rationale (EOS included when the
   rationale ended by itself); the system prompt is not pooled and so has no share. The greedy
   rationale is the one ``encode`` uses (read from the rationale cache when it holds it); the
@@ -22,10 +22,13 @@ The shares come from grace.explain.attribution (exact: a side's shares sum to th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from grace.encoders import GraceEncoder, LLM2VecGenEncoder, SentenceTransformerEncoder
+from grace.encoders.base import _validate
 from grace.errors import GraceInputError
 from grace.explain.attribution import pair_attributions
 
@@ -75,9 +78,18 @@ def _side(text: str, rationale: str, labels: list[str], segments: list[str], sha
     return SideExplanation(text, rationale, tokens, decoded)
 
 
+@functools.singledispatch
+def pooled_states(encoder, texts: list[str], decode_tokens: int):
+    """What an encoder pools, per text: ``(kind, [(states (n, D) float32, token labels,
+    segments) per text], rationales, decodings or None)``. One implementation per encoder class
+    (``functools.singledispatch``): a new encoder class registers its own."""
+    raise GraceInputError(f"explain does not know how {type(encoder).__name__} pools its tokens")
+
+
+@pooled_states.register
 @torch.no_grad()
-def _grace_states(encoder, texts: list[str]):
-    """Per text: pooled hidden states (n, D) float32, token labels, segments; and rationales."""
+def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
+    """GRACE: the pooled hidden states of text and rationale (greedy or none)."""
     from grace.encoders.encode import encode_batch
     from grace.models.prompt import build_prompts
     from grace.rollout.reference import _forward_hidden, sequences_from_responses
@@ -103,11 +115,13 @@ def _grace_states(encoder, texts: list[str]):
         labels = [tok.decode([t]) for t in token_ids]
         segments = ["rationale" if p >= seqs.prompt_len else "text" for p in positions.tolist()]
         out.append((hidden[row, keep.to(device)].float().cpu(), labels, segments))
-    return out, rationales
+    return "grace", out, rationales, [None] * len(texts)
 
 
+@pooled_states.register
 @torch.no_grad()
-def _llm2vec_gen_states(encoder, texts: list[str], decode_tokens: int):
+def _llm2vec_gen_states(encoder: LLM2VecGenEncoder, texts: list[str], decode_tokens: int):
+    """LLM2Vec-Gen: the K aligned soft-token vectors, and what the embedding decodes to."""
     from grace.llm2vec_gen.inputs import build_encoder_inputs
 
     model, tok = encoder.model, encoder.tokenizer
@@ -118,7 +132,8 @@ def _llm2vec_gen_states(encoder, texts: list[str], decode_tokens: int):
     decoded = model.decode(out["soft_prompts"], decode_tokens, tok.eos_token_id, tok.pad_token_id)
     labels = [f"<soft{k + 1}>" for k in range(K)]
     states = [(out["aligned"][row].float().cpu(), labels, ["soft"] * K) for row in range(len(texts))]
-    return states, [tok.decode(d, skip_special_tokens=True).strip() for d in decoded]
+    return ("llm2vec-gen", states, [""] * len(texts),
+            [tok.decode(d, skip_special_tokens=True).strip() for d in decoded])
 
 
 def _mean_pooling(pooling) -> bool:
@@ -129,8 +144,11 @@ def _mean_pooling(pooling) -> bool:
     return flags == ["pooling_mode_mean_tokens"]  # older releases: one flag per mode
 
 
+@pooled_states.register
 @torch.no_grad()
-def _sentence_transformers_states(encoder, texts: list[str]):
+def _sentence_transformers_states(encoder: SentenceTransformerEncoder, texts: list[str],
+                                  decode_tokens: int):
+    """Mean-pooled sentence-transformers: the word-piece embeddings."""
     st = encoder.model
     modules = list(st.children())
     names = [type(m).__name__ for m in modules]
@@ -146,28 +164,14 @@ def _sentence_transformers_states(encoder, texts: list[str]):
         ids = features["input_ids"][row][keep].tolist()
         labels = [st.tokenizer.decode([t]) for t in ids]
         out.append((token_embeddings[row, keep].float().cpu(), labels, ["text"] * len(ids)))
-    return out, [""] * len(texts)
+    return "sentence-transformers", out, [""] * len(texts), [None] * len(texts)
 
 
 def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> Explanation:
     """The cosine of ``text_a`` and ``text_b`` under ``encoder`` and each token's exact share
     (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
-    from grace.encoders.base import _validate
-    from grace.encoders.sentence_transformer import SentenceTransformerEncoder
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
-
     texts = _validate([text_a, text_b])
-    decoded = [None, None]
-    if isinstance(encoder, LLM2VecGenEncoder):
-        kind = "llm2vec-gen"
-        states, decoded = _llm2vec_gen_states(encoder, texts, decode_tokens)
-        rationales = ["", ""]
-    elif isinstance(encoder, SentenceTransformerEncoder):
-        kind = "sentence-transformers"
-        states, rationales = _sentence_transformers_states(encoder, texts)
-    else:
-        kind = "grace"
-        states, rationales = _grace_states(encoder, texts)
+    kind, states, rationales, decoded = pooled_states(encoder, texts, decode_tokens)
     (h_a, labels_a, seg_a), (h_b, labels_b, seg_b) = states
     cosine, shares_a, shares_b = pair_attributions(h_a, h_b)
     return Explanation(

@@ -17,13 +17,7 @@ GRACE's reference run uses eps 0.2 on both sides, c = 3, kl_coef = 0 and no entr
 
 import torch
 
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    """Mean of x where mask is 1 (token-mean); 0 where the mask is all zeros."""
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1e-8)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1e-8)
+from grace.models.pooling import masked_mean
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

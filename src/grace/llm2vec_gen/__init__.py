@@ -1,4 +1,4 @@
-"""LLM2Vec-Gen (arXiv 2603.10913; SPEC 2): a FROZEN LLM learns, through K soft tokens and two
+"""LLM2Vec-Gen (arXiv 2603.10913): a FROZEN LLM learns, through K soft tokens and two
 linear heads, to compress its own answer to a text into an embedding that a teacher embedding
 model agrees with and that the LLM itself can decode back into text.
 
@@ -14,10 +14,10 @@ Module map, in pipeline order:
 - ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.training.loop.Trainer);
 - ``checkpoint``: trainable parts + a backbone reference, never a copy of the backbone;
 - ``encoder``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
-  checkpoints (``encode_query`` / ``encode_document`` with the SPEC 2 instructions, ``decode``),
+  checkpoints (``encode_query`` / ``encode_document`` with the paper's two instructions, ``decode``),
   so ``grace eval`` and the mteb adapter work unchanged; ``grace decode`` calls it.
 
-Deviations from SPEC 2, each explained where it is made: the K special tokens are a (K, d)
+Deviations from the paper, each explained where it is made: the K special tokens are a (K, d)
 parameter appended as embeddings (equivalent to peft TrainableTokens on K new tokens, without
 resizing the backbone's vocabulary: model); responses are capped below the paper's 500 tokens
 on CPUs (configs/llm2vec-gen.yaml); EOS is a reconstruction target only when the backbone

@@ -10,9 +10,9 @@
 ``GraceEncoder.from_pretrained`` returns this class when the folder holds an LLM2Vec-Gen
 checkpoint (``llm2vec_gen.json``), so ``grace eval`` and the mteb adapter work unchanged. The
 embedding is one forward pass: input + K soft tokens -> heads -> mean of the aligned vectors.
-It is unnormalised (SPEC 2: cosine at use); ``normalize_embeddings=True`` L2-normalises it.
+It is unnormalised (as in the paper: cosine at use); ``normalize_embeddings=True`` L2-normalises it.
 
-Instructions (SPEC 2): ``encode_query`` (and ``encode``, which symmetric tasks such as STS use)
+Instructions (LLM2Vec-Gen paper, arXiv 2603.10913): ``encode_query`` (and ``encode``, which symmetric tasks such as STS use)
 prefix "Generate text that is semantically similar to this text:", ``encode_document``
 "Summarize the following passage:" (both stored in the checkpoint; ``query_instruction`` /
 ``document_instruction`` override them). ``uses_instructions`` tells the mteb adapter to encode
@@ -30,12 +30,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.encoders.base import GraceEncoder, _validate, resolve_batch_size
+from grace.data.batching import length_sorted_batches
+from grace.encoders.base import (
+    GraceEncoder,
+    _validate,
+    check_options,
+    encode_output,
+    resolve_batch_size,
+    show_progress,
+)
 from grace.encoders.cache import model_fingerprint
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
@@ -79,6 +86,10 @@ class LLM2VecGenEncoder(GraceEncoder):
         self.document_instruction = (model.spec.document_instruction if document_instruction is None
                                      else document_instruction)
 
+    def with_options(self, cache=True, **options) -> "GraceEncoder":
+        """No rationale settings to change: this encoder as it is."""
+        return self
+
     @classmethod
     def claims(cls, name_or_path) -> bool:
         """An LLM2Vec-Gen checkpoint, or a training output folder whose latest checkpoint is one."""
@@ -91,9 +102,7 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Load a checkpoint folder or a training output folder (its latest checkpoint).
         ``cache`` and the rationale options are accepted and ignored (module docstring)."""
         del cache  # no rationales, nothing to cache
-        unknown = sorted(set(options) - set(IGNORED_OPTIONS) - set(OPTIONS))
-        if unknown:
-            raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {', '.join(OPTIONS)})")
+        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,
@@ -124,10 +133,9 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Embeddings (N, d_t) float32, and the decodings if ``decode_tokens``; input order."""
         device = next(self.model.parameters()).device
         K = self.model.spec.num_tokens
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         emb = torch.zeros(len(texts), self.embedding_dim)
         decoded = [""] * len(texts)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = length_sorted_batches([len(t) for t in texts], batch_size)
         for batch in tqdm(batches, desc="encode (llm2vec-gen)", disable=not show):
             enc = build_encoder_inputs(self.tokenizer, [texts[i] for i in batch], instruction,
                                        self.options.max_prompt_tokens, K)
@@ -147,22 +155,18 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Embed ``sentences`` under ``instruction`` (default: the query instruction): (N, d_t)
         numpy array (or tensor), 1-D for a single string; unnormalised unless
         ``normalize_embeddings``. ``return_rationales``: also each text's decoding."""
-        unknown = sorted(set(options) - set(IGNORED_OPTIONS) - set(OPTIONS))
-        if unknown:
-            raise TypeError(f"unknown encoding option '{unknown[0]}'")
+        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         single = isinstance(sentences, str)
         texts = _validate([sentences] if single else sentences)
         batch_size = resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
-        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
+        show = show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         tokens = options.get("max_new_tokens", self.options.max_new_tokens) if return_rationales else None
         emb, decoded = self._run(texts, instruction, batch_size, show, tokens)
         if normalize_embeddings:
             emb = F.normalize(emb, dim=-1)
-        out = emb if convert_to_tensor or not convert_to_numpy else emb.numpy().astype(np.float32)
-        if single:
-            out, decoded = out[0], decoded[0]
-        return (out, decoded) if return_rationales else out
+        return encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
+                             return_rationales)
 
     def encode_query(self, sentences, **kwargs):
         """``encode`` under the query instruction."""
@@ -182,7 +186,7 @@ class LLM2VecGenEncoder(GraceEncoder):
         if tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {tokens}")
         batch_size = resolve_batch_size(batch_size, self.options.batch_size)
-        show = show_progress_bar if show_progress_bar is not None else len(texts) > 4 * batch_size
+        show = show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         _, decoded = self._run(texts, instruction, batch_size, show, tokens)
         return decoded[0] if single else decoded

@@ -1,4 +1,4 @@
-"""What the LLM2Vec-Gen model reads (SPEC 2), as token tensors.
+"""What the LLM2Vec-Gen model reads (LLM2Vec-Gen paper, arXiv 2603.10913), as token tensors.
 
 - Encoder input: ``instruction + " " + text`` (just ``text`` when the instruction is empty),
   tokenised WITHOUT a chat template, left-padded; the K soft-token slots follow it (they are

@@ -1,4 +1,4 @@
-"""The two LLM2Vec-Gen losses (SPEC 2) as pure tensor functions: no model, no optimizer.
+"""The two LLM2Vec-Gen losses (LLM2Vec-Gen paper, arXiv 2603.10913) as pure tensor functions: no model, no optimizer.
 
     L = w_recon * L_recon + w_align * L_align
 

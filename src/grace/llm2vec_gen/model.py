@@ -1,4 +1,4 @@
-"""The LLM2Vec-Gen model (SPEC 2): a frozen LLM, K trainable soft tokens and two linear heads.
+"""The LLM2Vec-Gen model (LLM2Vec-Gen paper, arXiv 2603.10913): a frozen LLM, K trainable soft tokens and two linear heads.
 
     input  = tokens(instruction + " " + text) ⊕ [s_1 .. s_K]        (no chat template, left pad)
     h_k    = last-layer hidden state (after the final norm) at soft token k      (B, K, d)
@@ -22,7 +22,7 @@ backbone stays bit-for-bit the loaded one, its vocabulary unchanged, and a check
 K*d + the heads. The rows start as the mean of the backbone's input embeddings (what
 transformers' ``resize_token_embeddings`` gives new tokens, less its 1e-9-scaled noise).
 
-Head initialisation (``init_heads``, config ``llm2vec_gen.head_init``; SPEC 2 does not say):
+Head initialisation (``init_heads``, config ``llm2vec_gen.head_init``; the LLM2Vec-Gen paper does not say):
 - ``scaled`` (default): the reconstruction head starts as ``p = alpha * h`` with ``alpha`` = mean
   token-embedding norm / norm of the final-norm weight (the norm of h after the final RMSNorm),
   so the soft prompts start at the scale of real input embeddings; the alignment head starts at

@@ -1,4 +1,4 @@
-"""The backbone's own responses to the training queries (SPEC 2), cached in a JSONL file.
+"""The backbone's own responses to the training queries (LLM2Vec-Gen paper, arXiv 2603.10913), cached in a JSONL file.
 
 Each training query (the encoder's ``input_text``) is answered by the frozen backbone under the
 tokenizer's chat template (grace.llm2vec_gen.inputs.chat_prompt), greedily by default, up to
@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from grace.data.readers import json_lines
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
 from grace.models.backbones import cache_dir
@@ -85,17 +86,10 @@ class ResponseCache:
                     handle.write(json.dumps({"settings": settings}, sort_keys=True) + "\n")
 
     def _read(self) -> None:
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{self.path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GraceInputError(f"{where}: invalid JSON in the responses file ({exc.msg})") from None
+        for number, (where, row) in enumerate(json_lines(self.path)):
             if not isinstance(row, dict):
                 raise GraceInputError(f"{where}: expected a JSON object")
-            if "settings" in row and number == 1:
+            if "settings" in row and number == 0:
                 if self.settings is not None and row["settings"] != self.settings:
                     raise GraceInputError(
                         f"{where}: these responses were generated with other settings "

@@ -1,5 +1,5 @@
 """Teachers: the embedding model whose vector t of each response the alignment head learns to
-reproduce (SPEC 2: an unsupervised embedding model; the paper uses LLM2Vec unsup-SimCSE of the
+reproduce (the paper uses an unsupervised embedding model: LLM2Vec unsup-SimCSE of the
 same backbone).
 
 ``load_teacher(spec)`` understands

@@ -1,4 +1,4 @@
-"""LLM2Vec-Gen training (SPEC 2) on the shared loop (grace.training.loop.Trainer): data order, configs,
+"""LLM2Vec-Gen training (LLM2Vec-Gen paper, arXiv 2603.10913) on the shared loop (grace.training.loop.Trainer): data order, configs,
 checkpoints, resume, metrics.jsonl, samples.jsonl and the progress bar are GRACE's.
 
 Before the loop: the teacher is loaded, the model is built around the frozen backbone (the

@@ -1,4 +1,4 @@
-"""Pooling (SPEC 1.2): masked mean of last-layer hidden states, then L2 normalisation.
+"""Pooling (GRACE paper, arXiv 2510.04506): masked mean of last-layer hidden states, then L2 normalisation.
 
 Pure functions. The mask convention used everywhere in grace: 1 (or True) marks a position
 that counts, 0 a position that is ignored (padding, the system prefix, tokens after EOS).
@@ -22,14 +22,18 @@ def pooling_mask(attention_mask: torch.Tensor, pool_start: torch.Tensor) -> torc
     return attention_mask.bool() & after_prefix  # (N, T)
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` (N, T, D) over positions where ``mask`` (N, T) is set -> (N, D)."""
-    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
-    total = (hidden * weights).sum(dim=1)  # (N, D)
-    count = weights.sum(dim=1).clamp(min=1.0)  # (N, 1)
-    return total / count
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is set: over everything (``dim=None``: a
+    loss's token-mean) or along ``dim``. ``mask`` may have fewer dims than ``x``; the trailing
+    ones broadcast (hidden (N, T, D) with mask (N, T), ``dim=1`` -> (N, D)). An empty mask gives
+    0 (verl divides by sum + 1e-8: also 0)."""
+    m = mask.to(x.dtype)
+    m = m.reshape(m.shape + (1,) * (x.dim() - m.dim())).expand_as(x)  # broadcast over trailing dims
+    if dim is None:
+        return (x * m).sum() / m.sum().clamp(min=1e-8)
+    return (x * m).sum(dim) / m.sum(dim).clamp(min=1e-8)
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean in float32, L2-normalised: the embedding. (N, T, D), (N, T) -> (N, D)."""
-    return F.normalize(masked_mean(hidden.float(), mask), dim=-1)
+    return F.normalize(masked_mean(hidden.float(), mask, dim=1), dim=-1)

@@ -1,4 +1,4 @@
-"""Prompts (SPEC 1.1) and where pooling starts in them (SPEC 1.2).
+"""Prompts (GRACE paper, arXiv 2510.04506) and where pooling starts in them (GRACE paper, arXiv 2510.04506).
 
 Every input -- query, document, unsupervised text, evaluation text -- gets the same system
 prompt; the user message is the raw text; the tokenizer's chat template is applied with

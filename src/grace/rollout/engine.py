@@ -1,7 +1,7 @@
 """The rollout/encode engine (issue 5): rationales and their embeddings in one generation pass.
 
 Training rollouts and greedy/sampled encoding both need, for every prompt, sampled rationale
-tokens, their log-probabilities and the pooled embedding of prompt + rationale (SPEC 1.2-1.3).
+tokens, their log-probabilities and the pooled embedding of prompt + rationale (GRACE paper, arXiv 2510.04506).
 The simple pipeline (``rollout.generate_sequences`` then ``rollout.score_sequences``) runs
 ``generate`` and then a second full forward pass over prompt + rationale. This engine does it
 in one pass:

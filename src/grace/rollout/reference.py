@@ -1,9 +1,9 @@
-"""Rollouts (SPEC 1.3): sample rationales, then score them in one no-grad forward pass.
+"""Rollouts (GRACE paper, arXiv 2510.04506): sample rationales, then score them in one no-grad forward pass.
 
 ``generate_sequences`` samples rationales for a batch of prompts (``num_samples`` per prompt,
 rows group-major: prompt 0's samples first). ``score_sequences`` runs the policy once over
 prompt + rationale (no gradient, as in the reference) and returns both the pooled, normalised
-embeddings (SPEC 1.2) and the per-token log-probabilities of the rationale under the policy
+embeddings (GRACE paper, arXiv 2510.04506) and the per-token log-probabilities of the rationale under the policy
 (the "old" log-probs of PPO). ``response_logprobs`` is the same log-prob computation with
 gradient, used by the policy update.
 

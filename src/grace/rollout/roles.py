@@ -1,4 +1,4 @@
-"""Which texts get which rationales in one GRACE step (SPEC 1.3), and how their embeddings
+"""Which texts get which rationales in one GRACE step (GRACE paper, arXiv 2510.04506), and how their embeddings
 are laid out for the reward functions.
 
 Two generation calls per step:

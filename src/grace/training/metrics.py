@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from grace.data.readers import json_lines
+
 
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
@@ -25,14 +27,10 @@ class JsonlLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if row.get("step", 0) <= resume_step:
-                    kept.append(line)
+        if self.path.exists():  # a line cut by a kill is dropped
+            for _, row in json_lines(self.path, skip_invalid=True):
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
+                    kept.append(json.dumps(row))
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(self.path)

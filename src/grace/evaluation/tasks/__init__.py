@@ -1,4 +1,5 @@
-"""mteb tasks built from local files (one module per task type), so every score comes from mteb's own evaluators, offline.
+"""mteb tasks built from local files (one module per task type), so every score comes from
+mteb's own evaluators, offline.
 
 Each factory returns an instance of a subclass of one of mteb's task classes (written against
 mteb 2.26) whose ``load_data`` reads files instead of the Hugging Face Hub:
