@@ -247,7 +247,7 @@ def llm2vec_gen_diagnostic(work: Path) -> dict | None:
 
     from grace.config.schema import load_config
     from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
     from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, response_settings
     from grace.llm2vec_gen.teacher import load_teacher
 

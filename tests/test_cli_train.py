@@ -97,8 +97,8 @@ def test_unsupervised_run_writes_checkpoint_and_metrics(tmp_path, texts):
     out = tmp_path / "OUT"
     assert "checkpoint-2" in result.stdout
     checkpoint = out / "checkpoint-2"
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.pt",
-                 "scheduler.pt", "grace_config.yaml"):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "optimizer.bin",
+                 "scheduler.bin", "random_states_0.pkl", "grace_config.yaml"):
         assert (checkpoint / name).is_file(), name
     assert _state(checkpoint)["step"] == 2
     rows = _metrics(out)
@@ -290,6 +290,57 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
     ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-8" / "model.safetensors")
     for name, tensor in ref_final.items():
         torch.testing.assert_close(final[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_a_checkpoint_of_the_older_layout_still_resumes_exactly(tmp_path, texts):
+    """Checkpoints written before accelerate's save_state (optimizer.pt, scheduler.pt,
+    rng_state_0.pt, no manifest) resume through their own loader and end where a straight run
+    ends."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "2", "--save_every",
+            "2", "--output-dir", "OUT", *SMALL, *LEARN]
+    _ok(grace_train(tmp_path, *args))
+    old = tmp_path / "OUT" / "checkpoint-2"
+    # the older writer: torch.save of the state dicts, its own RNG dict
+    torch.save(torch.load(old / "optimizer.bin", weights_only=False), old / "optimizer.pt")
+    torch.save(torch.load(old / "scheduler.bin", weights_only=False), old / "scheduler.pt")
+    rng = torch.load(old / "random_states_0.pkl", weights_only=False)
+    torch.save({"python": rng["random_state"], "numpy": rng["numpy_random_seed"],
+                "torch": rng["torch_manual_seed"], "cuda": None}, old / "rng_state_0.pt")
+    for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl",
+                 "custom_checkpoint_0.pkl", "checkpoint_manifest.json"):
+        (old / name).unlink()
+    more = [a if a != "2" or prev != "--max-steps" else "4" for prev, a in zip([""] + args, args)]
+    resumed = _ok(grace_train(tmp_path, *more))
+    assert "resuming from OUT/checkpoint-2 (step 2)" in resumed.stdout + resumed.stderr
+    straight = [a if a != "OUT" else "STRAIGHT" for a in more]
+    _ok(grace_train(tmp_path, *straight))
+    rows, ref = _metrics(tmp_path / "OUT"), _metrics(tmp_path / "STRAIGHT")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row, expected in zip(rows, ref):
+        for key in COMPARED:
+            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (row["step"], key)
+
+
+def test_report_to_tensorboard_writes_the_metrics_as_events(tmp_path, texts):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _ok(grace_train(tmp_path, "--mode", "unsupervised", "--data", texts.name, "--max-steps", "2",
+                    "--output-dir", "OUT", "--report-to", "tensorboard", *SMALL))
+    logs = tmp_path / "OUT" / "tensorboard"
+    events = EventAccumulator(str(logs)).Reload()
+    loss = events.Scalars("policy/loss")
+    assert [e.step for e in loss] == [1, 2]
+    rows = _metrics(tmp_path / "OUT")  # metrics.jsonl is still written, with the same values
+    assert [e.value for e in loss] == pytest.approx([r["policy/loss"] for r in rows], rel=1e-6)
+    assert "reward/mean" in events.Tags()["scalars"]
+
+
+def test_an_unknown_tracker_is_one_line(tmp_path, texts):
+    line = _one_line_error(grace_train(tmp_path, "--mode", "unsupervised", "--data", texts.name,
+                                       "--max-steps", "1", "--output-dir", "OUT", "--report-to",
+                                       "tensorbored", *SMALL))
+    assert "unknown tracker 'tensorbored'" in line
 
 
 def test_no_good_checkpoint_stops_with_exit_2_naming_the_file(tmp_path, texts):

@@ -143,12 +143,26 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     assert json.loads((checkpoint / "trainer_state.json").read_text())["step"] == 2
     assert (checkpoint / "model.safetensors").is_file()
     # both processes took part in one run (not two runs writing the same folder)
-    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert (checkpoint / "optimizer.bin").is_file()  # written by accelerate's save_state
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]  # logged by the main process only
     # each process holds 1 of the 2 groups: a non-zero in-batch term means the rewards saw the
     # other process's group, so the embeddings were gathered
     assert all(row["reward/hard"] != 0 for row in rows)
+
+    # the same command with more steps: both processes resume through accelerate's load_state
+    resumed = _launch_two_processes(tmp_path, [
+        "--model", "tiny-random", "--mode", "unsupervised",
+        "--data", "texts.txt", "--max-steps", "3", "--output-dir", "OUT", "--batch-size", "2",
+        "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "8",
+        "--rollout.micro_batch_size", "8", "--optim.num_mini_batches", "2",
+    ])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from OUT/checkpoint-2 (step 2)" in resumed.stdout + resumed.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["step"] == 3
 
 
 @pytest.mark.slow
@@ -165,7 +179,7 @@ def test_two_cpu_processes_train_llm2vec_gen(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = tmp_path / "OUT" / "checkpoint-2"
     assert (checkpoint / "llm2vec_gen.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
-    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert len(lines) == 1 + len(ALL_TEXTS)  # settings + one response per text, written once
     rows = [json.loads(line) for line in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]

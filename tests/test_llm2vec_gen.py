@@ -261,7 +261,7 @@ def test_training_moves_every_trainable_part_and_not_one_backbone_bit(tmp_path, 
     n_trainable = sum(t.numel() for t in saved.values())
     assert (checkpoint / WEIGHTS).stat().st_size < 4 * n_trainable + 4096  # float32 + header
     # the checkpoint, reloaded: the trained parts, around the backbone it names
-    from grace.llm2vec_gen.encoder import load_model
+    from grace.encoders.llm2vec_gen import load_model
 
     trained, _, _ = load_model(tmp_path / "OUT")
     for name, tensor in trained.trainable_state_dict().items():
@@ -346,7 +346,7 @@ def test_overfit_a_few_responses_then_decode_them_back(tmp_path, steerable_backb
     """The reconstruction objective works end to end: trained on three fixed (query, response)
     pairs (hand-written into the response cache, so nothing is generated), the model's soft
     prompts decode greedily back into exactly those responses."""
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
     from grace.training.registry import train
 
     data = tmp_path / "queries.txt"
@@ -387,7 +387,7 @@ def trained_dir(tmp_path_factory, tiny):
 
 def test_grace_encoder_dispatches_to_llm2vec_gen(trained_dir):
     from grace import GraceEncoder
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
 
     assert resolve_folder(trained_dir) == trained_dir / "checkpoint-1"
     encoder = GraceEncoder.from_pretrained(trained_dir, rationale="greedy", max_new_tokens=5, cache=True)
@@ -425,7 +425,7 @@ def test_save_pretrained_round_trip(trained_dir, tmp_path):
 def test_a_changed_backbone_is_refused(trained_dir, tmp_path):
     import shutil
 
-    from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
+    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
 
     folder = tmp_path / "ckpt"
     shutil.copytree(trained_dir / "checkpoint-1", folder)

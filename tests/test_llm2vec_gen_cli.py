@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 from grace.cli import main
 
 ALLOWED = {  # the trainable parts + backbone reference, training state, tokenizer files
-    "llm2vec_gen.safetensors", "llm2vec_gen.json", "optimizer.pt", "scheduler.pt",
-    "rng_state_0.pt", "trainer_state.json", "grace_config.yaml", "tokenizer.json",
+    "llm2vec_gen.safetensors", "llm2vec_gen.json", "trainer_state.json", "grace_config.yaml",
+    # accelerate's save_state: optimizer, scheduler, RNG, the registered run position
+    "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl",
+    "tokenizer.json",
     "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
     "checkpoint_manifest.json",  # every file's size and SHA-256, verified on resume
 }

@@ -1,5 +1,5 @@
-"""The package's shape: no import cycles (explicit imports, also those inside functions), and
-no module over ~400 lines."""
+"""The package's shape: no import cycles (explicit imports, also those inside functions, and
+the package __init__ files an import runs first), and no module over ~400 lines."""
 
 import ast
 from pathlib import Path
@@ -31,9 +31,24 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
                            else node.module for alias in node.names]
-            edges |= {t for t in targets if t in modules and t != name}
+            for target in targets:
+                if target in modules and target != name:
+                    edges.add(target)
+                    edges |= _packages_run_first(target, name, modules)
         graph[name] = edges
     return graph
+
+
+def _packages_run_first(target: str, importer: str, modules) -> set[str]:
+    """Importing ``a.b.c`` first runs ``a/__init__`` and ``a/b/__init__``: the packages above
+    ``target`` that do not also hold ``importer`` (those are already being imported)."""
+    parts, own = target.split("."), importer.split(".")
+    found = set()
+    for depth in range(1, len(parts)):
+        package = ".".join(parts[:depth])
+        if package in modules and parts[:depth] != own[:depth]:
+            found.add(package)
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -71,6 +86,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+    modules = {"g", "g.p", "g.p.m", "g.q"}
+    assert _packages_run_first("g.p.m", "g.q", modules) == {"g.p"}  # g.p's __init__ runs first
+    assert _packages_run_first("g.p.m", "g.p", modules) == set()  # the importer's own package
 
 
 def test_no_module_imports_a_module_that_imports_it_back():

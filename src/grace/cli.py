@@ -31,6 +31,7 @@ SHORT_FLAGS = {
     "variant": "reward.variant",
     "lora": "model.lora",
     "dtype": "model.dtype",
+    "report_to": "report_to",
 }
 
 
@@ -69,6 +70,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--variant", help="reward variant: paper | reference | decoupled")
     p.add_argument("--lora", action="store_const", const=True, help="train a LoRA adapter")
     p.add_argument("--dtype", help="float32 | bfloat16")
+    p.add_argument("--report-to", dest="report_to",
+                   help="trackers beside metrics.jsonl: none (default) | tensorboard | wandb ...")
 
 
 def _demo_parser(sub) -> None:
@@ -195,7 +198,7 @@ def _run(argv: list[str]) -> int:
                   seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype)
         return 0
     if args.command == "decode":
-        from grace.llm2vec_gen.encoder import decode_texts
+        from grace.encoders.llm2vec_gen import decode_texts
 
         for line in decode_texts(args.model, args.texts, max_new_tokens=args.max_new_tokens,
                                  instruction=args.instruction, document=args.document,

@@ -142,6 +142,7 @@ class TrainConfig:
     sample_every: int = 10  # log a few sample rationales every N steps
     num_samples_logged: int = 2  # how many sample rationales to log
     seed: int = 0
+    report_to: str = "none"  # trackers beside metrics.jsonl: none | tensorboard | wandb, ... (comma list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

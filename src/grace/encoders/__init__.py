@@ -7,7 +7,7 @@ class from what the folder holds. The base module never imports its subclasses.
 """
 
 from grace.encoders.base import GraceEncoder
+from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
 from grace.encoders.sentence_transformer import SentenceTransformerEncoder
-from grace.llm2vec_gen.encoder import LLM2VecGenEncoder
 
 __all__ = ["GraceEncoder", "LLM2VecGenEncoder", "SentenceTransformerEncoder"]

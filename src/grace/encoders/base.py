@@ -128,7 +128,7 @@ class GraceEncoder:
         ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: each
         subclass with a saved format of its own says so in ``claims`` and is registered when
         its module is imported (``grace.encoders`` imports them all). An LLM2Vec-Gen checkpoint
-        (or training output folder) gives a ``grace.llm2vec_gen.encoder.LLM2VecGenEncoder``, a
+        (or training output folder) gives a ``grace.encoders.llm2vec_gen.LLM2VecGenEncoder``, a
         sentence-transformers folder or ``all-MiniLM-L6-v2`` a
         ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
         """

@@ -13,13 +13,13 @@ Module map, in pipeline order:
 - ``losses``: L_recon and L_align as pure tensor functions;
 - ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.training.loop.Trainer);
 - ``checkpoint``: trainable parts + a backbone reference, never a copy of the backbone;
-- ``encoder``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
+- its encoder lives with the others, in ``grace.encoders.llm2vec_gen``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
   checkpoints (``encode_query`` / ``encode_document`` with the paper's two instructions, ``decode``),
   so ``grace eval`` and the mteb adapter work unchanged; ``grace decode`` calls it.
 
 Deviations from the paper, each explained where it is made: the K special tokens are a (K, d)
 parameter appended as embeddings (equivalent to peft TrainableTokens on K new tokens, without
 resizing the backbone's vocabulary: model); responses are capped below the paper's 500 tokens
-on CPUs (configs/llm2vec-gen.yaml); EOS is a reconstruction target only when the backbone
+on CPUs (config/presets/llm2vec-gen.yaml); EOS is a reconstruction target only when the backbone
 finished its answer (inputs).
 """

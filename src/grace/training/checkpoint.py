@@ -4,8 +4,16 @@
 - the policy as a Hugging Face folder: ``model.safetensors`` + ``config.json`` for full
   fine-tuning, or ``adapter_model.safetensors`` + ``adapter_config.json`` for LoRA, plus the
   tokenizer -- so ``grace.models.backbones.load_backbone(checkpoint)`` loads it directly;
-- ``optimizer.pt`` and ``scheduler.pt`` (state dicts), ``rng_state_RANK.pt`` per process;
+- what ``accelerate``'s ``save_state`` writes: ``optimizer.bin``, ``scheduler.bin``,
+  ``random_states_RANK.pkl`` per process (and the sharded optimizer and model under FSDP, the
+  engine's files under DeepSpeed), and ``custom_checkpoint_0.pkl``, the run's position
+  (``TrainingProgress``, registered for checkpointing). The model itself is written by us
+  (above) and loaded before ``prepare``, so a save-state hook leaves accelerate's copy of the
+  plain model out;
 - ``trainer_state.json`` (step, data position) and ``grace_config.yaml`` (the whole config).
+
+Checkpoints written before grace used ``save_state`` (``optimizer.pt``, ``scheduler.pt``,
+``rng_state_RANK.pt``) still resume, through the loader they were written for.
 
 A checkpoint is written into ``checkpoint-N.tmp`` and renamed when complete, so a run killed
 while saving leaves the previous checkpoint intact. Its last file, ``checkpoint_manifest.json``,
@@ -83,7 +91,7 @@ def _open_without_manifest(path: Path) -> None:
         with safe_open(str(path), framework="pt") as handle:
             for name in handle.keys():
                 handle.get_slice(name)
-    elif path.suffix == ".pt":
+    elif path.suffix in (".pt", ".bin", ".pkl"):
         torch.load(path, weights_only=False, map_location="cpu")
 
 
@@ -136,15 +144,6 @@ def resumable_checkpoint(output_dir: str | Path, say=None) -> Path | None:
     return None
 
 
-def _rng_state() -> dict:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
 def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -153,7 +152,31 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config, state: dict, output_dir) -> Path:
+class TrainingProgress:
+    """The run's position (step, data position, seed): the project's own state, saved and
+    restored by accelerate's ``save_state``/``load_state`` beside the optimizer's."""
+
+    def __init__(self):
+        self.state: dict = {}
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = dict(state)
+
+
+def prepare_checkpointing(accelerator, progress: TrainingProgress) -> None:
+    """Register ``progress`` with ``accelerator`` and keep accelerate's copy of a plain model out
+    of its state folder (we write the model as a loadable Hugging Face folder ourselves and load
+    it before ``prepare``; FSDP's and DeepSpeed's own model files are kept)."""
+    accelerator.register_for_checkpointing(progress)
+    accelerator.register_save_state_pre_hook(lambda models, weights, folder: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, folder: models.clear())
+
+
+def save_checkpoint(accelerator, model, tokenizer, config, state: dict, output_dir,
+                    progress: TrainingProgress) -> Path:
     """Write ``checkpoint-{state['step']}`` atomically; every process must call this."""
     final = Path(output_dir) / f"{PREFIX}{state['step']}"
     tmp = final.with_name(final.name + ".tmp")
@@ -165,10 +188,9 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, scheduler, config,
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         config.save(tmp / "grace_config.yaml")
-    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    progress.state = dict(state)
+    accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process, progress
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -200,10 +222,20 @@ def load_model_weights(model, checkpoint: Path) -> None:
 
 
 def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG of this process; return the trainer state."""
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
-    rng = checkpoint / f"rng_state_{accelerator.process_index}.pt"
-    if rng.is_file():
-        _set_rng_state(torch.load(rng, weights_only=False))
+    """Restore optimizer, scheduler and RNG (and, through accelerate, the registered progress)
+    of this process; return the trainer state. Checkpoints written before ``save_state`` was
+    used are read with the loader they were written for."""
+    if (checkpoint / "optimizer.bin").is_file():  # accelerate's save_state
+        accelerator.load_state(str(checkpoint))
+    elif (checkpoint / "optimizer.pt").is_file():  # grace before save_state: our own files
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
+        rng = checkpoint / f"rng_state_{accelerator.process_index}.pt"
+        if rng.is_file():
+            _set_rng_state(torch.load(rng, weights_only=False))
+    else:
+        raise GraceInputError(
+            f"{checkpoint}: no optimizer state (neither accelerate's optimizer.bin nor "
+            "optimizer.pt); move the folder away to start afresh, or load its weights with "
+            "--model instead of resuming")
     return json.loads((checkpoint / STATE_FILE).read_text())

@@ -27,14 +27,17 @@ from grace.data.readers import DataFields, load_records
 from grace.errors import GraceInputError
 from grace.models.backbones import apply_lora, load_backbone
 from grace.training.checkpoint import (
+    TrainingProgress,
     latest_checkpoint,
     load_model_weights,
     load_training_state,
+    prepare_checkpointing,
     resumable_checkpoint,
     save_checkpoint,
 )
 from grace.training.metrics import JsonlLogger
 from grace.training.run_lock import RunLock
+from grace.training.trackers import PROJECT, flat_config, parse_report_to, scalars
 
 
 class DataOrder:
@@ -123,8 +126,11 @@ class Trainer:
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state()
+        self.trackers = parse_report_to(config.report_to)
         self.acc = accelerator or Accelerator(cpu=launched > 1 and not torch.cuda.is_available(),
-                                              mixed_precision=config.model.mixed_precision)
+                                              mixed_precision=config.model.mixed_precision,
+                                              log_with=self.trackers or None,
+                                              project_dir=str(config.output_dir))
         if launched > 1 and self.acc.num_processes == 1:  # each process would train alone
             raise GraceInputError(
                 f"launched as {launched} processes (WORLD_SIZE) but accelerate set up no process "
@@ -204,6 +210,8 @@ class Trainer:
             num_training_steps=config.max_steps * per_step,
         )
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        self.progress = TrainingProgress()
+        prepare_checkpointing(self.acc, self.progress)
         self.start_step = 0
         if self.resume_from is not None:
             state = load_training_state(self.acc, self.resume_from, self.optimizer, self.scheduler)
@@ -279,12 +287,25 @@ class Trainer:
         samples_log = JsonlLogger(self.output_dir / "samples.jsonl", self.start_step, enabled=main)
         if self.start_step and main:
             tqdm.write(f"resuming from {self.resume_from} (step {self.start_step})")
+        if self.trackers:
+            acc.init_trackers(PROJECT, config=flat_config(cfg.to_dict()))
+        try:
+            return self._loop(metrics_log, samples_log)
+        finally:
+            if self.trackers:
+                acc.end_training()
+
+    def _loop(self, metrics_log: JsonlLogger, samples_log: JsonlLogger) -> Path | None:
+        cfg, acc = self.config, self.acc
+        main = acc.is_main_process
         last = None
         bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
                    total=cfg.max_steps, desc=f"{cfg.method} train", disable=not main)
         for step in bar:
             metrics, samples = self.step(step)
             metrics_log.log(metrics)
+            if self.trackers:
+                acc.log(scalars(metrics), step=step)
             for sample in samples:
                 samples_log.log(sample)
                 if main:
@@ -292,8 +313,8 @@ class Trainer:
             bar.set_postfix(**self.postfix(metrics))
             if step % cfg.save_every == 0 or step == cfg.max_steps:
                 state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed}
-                last = save_checkpoint(acc, self.model, self.tokenizer, self.optimizer,
-                                       self.scheduler, cfg, state, self.output_dir)
+                last = save_checkpoint(acc, self.model, self.tokenizer, cfg, state,
+                                       self.output_dir, self.progress)
         if last is None:
             last = latest_checkpoint(self.output_dir)
         return last

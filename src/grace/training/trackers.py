@@ -1,0 +1,52 @@
+"""Experiment trackers through accelerate (``--report-to tensorboard``, or any tracker accelerate
+knows: wandb, mlflow, ...), beside metrics.jsonl, which is always written.
+
+TensorBoard events go to ``OUTPUT_DIR/tensorboard/`` (``tensorboard --logdir OUTPUT_DIR``); the
+run's config is stored as its hyperparameters (flattened to dotted keys). TensorBoard is an
+optional extra: ``pip install 'grace[tensorboard]'``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from grace.errors import GraceInputError
+
+KNOWN = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab",
+         "trackio")
+MODULES = {"tensorboard": "tensorboard", "comet_ml": "comet_ml", "clearml": "clearml"}
+PROJECT = "tensorboard"  # accelerate's run name: the folder under OUTPUT_DIR
+
+
+def parse_report_to(value: str) -> list[str]:
+    """``"none"`` -> []; ``"tensorboard,wandb"`` -> both, each checked to be known and installed."""
+    names = [n.strip() for n in value.split(",") if n.strip() and n.strip() != "none"]
+    for name in names:
+        if name not in KNOWN:
+            raise GraceInputError(f"report_to: unknown tracker '{name}' (choose none or "
+                                  f"{', '.join(KNOWN)})")
+        module = MODULES.get(name, name)
+        if importlib.util.find_spec(module) is None:
+            extra = " (pip install 'grace[tensorboard]')" if name == "tensorboard" else ""
+            raise GraceInputError(f"report_to {name}: the package '{module}' is not installed{extra}")
+    return names
+
+
+def flat_config(values: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys with values trackers accept (bool, int, float, str)."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_config(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def scalars(metrics: dict) -> dict:
+    """The numeric entries of a metrics row (not the step itself)."""
+    return {k: v for k, v in metrics.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
