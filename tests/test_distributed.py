@@ -131,12 +131,11 @@ def _launch_two_processes(cwd, train_args: list[str]) -> subprocess.CompletedPro
 @pytest.mark.slow
 def test_two_cpu_processes_train_one_run(tmp_path):
     (tmp_path / "texts.txt").write_text("".join(text + "\n" for text in TEXTS))
-    result = _launch_two_processes(tmp_path, [
-        "--model", "tiny-random", "--mode", "unsupervised",
-        "--data", "texts.txt", "--max-steps", "2", "--output-dir", "OUT", "--batch-size", "2",
-        "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "8",
-        "--rollout.micro_batch_size", "8", "--optim.num_mini_batches", "2",
-    ])
+    args = ["--model", "tiny-random", "--mode", "unsupervised", "--data", "texts.txt",
+            "--output-dir", "OUT", "--batch-size", "2", "--rollout.num_rollouts", "2",
+            "--rollout.max_new_tokens", "8", "--rollout.micro_batch_size", "8",
+            "--optim.num_mini_batches", "2"]
+    result = _launch_two_processes(tmp_path, [*args, "--max-steps", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "OUT"
     checkpoint = out / "checkpoint-2"
@@ -152,12 +151,7 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     assert all(row["reward/hard"] != 0 for row in rows)
 
     # the same command with more steps: both processes resume through accelerate's load_state
-    resumed = _launch_two_processes(tmp_path, [
-        "--model", "tiny-random", "--mode", "unsupervised",
-        "--data", "texts.txt", "--max-steps", "3", "--output-dir", "OUT", "--batch-size", "2",
-        "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "8",
-        "--rollout.micro_batch_size", "8", "--optim.num_mini_batches", "2",
-    ])
+    resumed = _launch_two_processes(tmp_path, [*args, "--max-steps", "3"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from OUT/checkpoint-2 (step 2)" in resumed.stdout + resumed.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -91,6 +91,7 @@ class GraceEncoder:
     """A GRACE policy used as a text encoder. See the module docstring."""
 
     uses_instructions = False  # encode_query == encode_document (LLM2Vec-Gen's differ)
+    writes_rationales = True  # rationale settings apply (with_options rebuilds the encoder)
     _formats: list[type["GraceEncoder"]] = []  # subclasses that load a saved format of their own
 
     def __init_subclass__(cls, **kwargs):
@@ -149,8 +150,10 @@ class GraceEncoder:
 
     def with_options(self, cache=True, **options) -> "GraceEncoder":
         """The same weights with other encoding options (``cache``: True keeps this encoder's
-        cache). Encoders without rationale settings (LLM2Vec-Gen, sentence-transformers)
-        return themselves."""
+        cache). Encoders without rationale settings (``writes_rationales`` False: LLM2Vec-Gen,
+        sentence-transformers) return themselves."""
+        if not self.writes_rationales:
+            return self
         return GraceEncoder(self.model, self.tokenizer, replace(self.options, **options),
                             cache=self.cache if cache is True else cache, name=self.name)
 

@@ -75,6 +75,8 @@ def load_model(name_or_path, dtype: str = "float32", trust_remote_code: bool = F
 class LLM2VecGenEncoder(GraceEncoder):
     """See the module docstring."""
 
+    writes_rationales = False  # with_options has nothing to change
+
     uses_instructions = True
 
     def __init__(self, model: LLM2VecGenModel, tokenizer, options: EncodeOptions | None = None,
@@ -85,10 +87,6 @@ class LLM2VecGenEncoder(GraceEncoder):
         self.query_instruction = model.spec.query_instruction if query_instruction is None else query_instruction
         self.document_instruction = (model.spec.document_instruction if document_instruction is None
                                      else document_instruction)
-
-    def with_options(self, cache=True, **options) -> "GraceEncoder":
-        """No rationale settings to change: this encoder as it is."""
-        return self
 
     @classmethod
     def claims(cls, name_or_path) -> bool:

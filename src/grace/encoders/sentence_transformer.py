@@ -70,14 +70,12 @@ def sentence_transformers_folder(name_or_path) -> Path | None:
 class SentenceTransformerEncoder(GraceEncoder):
     """See the module docstring."""
 
+    writes_rationales = False  # with_options has nothing to change
+
     def __init__(self, model, options: EncodeOptions | None = None, name: str | None = None):
         options = options or EncodeOptions(rationale="none", max_prompt_tokens=model.max_seq_length)
         super().__init__(model, model.tokenizer, options, cache=False,
                          name=name or "sentence-transformers")
-
-    def with_options(self, cache=True, **options) -> "GraceEncoder":
-        """No rationale settings to change: this encoder as it is."""
-        return self
 
     @classmethod
     def claims(cls, name_or_path) -> bool:
