@@ -243,10 +243,13 @@ def llm2vec_gen_diagnostic(work: Path) -> dict | None:
     checkpoint = work / "train" / "llm2vec-gen" / f"checkpoint-{TRAINING['llm2vec-gen'][1]['max_steps']}"
     if out.is_file() or not checkpoint.is_dir():
         return json.loads(out.read_text()) if out.is_file() else None
-    import torch.nn.functional as F
-
     from grace.config.schema import load_config
     from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec
+    from grace.llm2vec_gen.diagnostics import (
+        constant_baseline_cosine,
+        mean_cosine,
+        mean_pairwise_cosine,
+    )
     from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
     from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, response_settings
     from grace.llm2vec_gen.teacher import load_teacher
@@ -260,15 +263,13 @@ def llm2vec_gen_diagnostic(work: Path) -> dict | None:
     entries = list(ResponseCache(path).entries.items())[:DIAGNOSTIC_TEXTS]
     texts, responses = [t for t, _ in entries], [r.text for _, r in entries]
     encoder = LLM2VecGenEncoder.from_pretrained(str(checkpoint))
-    e = F.normalize(encoder.encode(texts, instruction="", convert_to_tensor=True), dim=-1)  # as trained
-    t = F.normalize(load_teacher("all-MiniLM-L6-v2").encode(responses), dim=-1)
-    mean_t = F.normalize(t.mean(dim=0), dim=0)
-    n = len(texts)
-    result = {"texts": n, "responses_file": Path(path).name,
-              "cos_model_teacher": float((e * t).sum(-1).mean()),
-              "cos_teacher_mean_teacher": float((t @ mean_t).mean()),
-              "pairwise_cos_model": float(((e @ e.T).sum() - n) / (n * (n - 1))),
-              "pairwise_cos_teacher": float(((t @ t.T).sum() - n) / (n * (n - 1)))}
+    e = encoder.encode(texts, instruction="", convert_to_tensor=True)  # as trained
+    t = load_teacher("all-MiniLM-L6-v2").encode(responses)
+    result = {"texts": len(texts), "responses_file": Path(path).name,
+              "cos_model_teacher": mean_cosine(e, t),
+              "cos_teacher_mean_teacher": constant_baseline_cosine(t),
+              "pairwise_cos_model": mean_pairwise_cosine(e),
+              "pairwise_cos_teacher": mean_pairwise_cosine(t)}
     out.write_text(json.dumps(result, indent=2))
     return result
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from grace.data.batching import length_sorted_batches
+from grace.models.backbones import cast_copy, resolve_dtype
 from grace.data.readers import json_lines
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
@@ -154,13 +156,22 @@ def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
     return responses
 
 
+def responder(backbone, response_dtype: str, needed: bool):
+    """The model that answers: ``backbone``, or (``response_dtype`` differs from its dtype and
+    there is something to generate) a copy in that dtype."""
+    if needed and response_dtype != "auto" and resolve_dtype(response_dtype) != next(
+            backbone.parameters()).dtype:
+        return cast_copy(backbone, resolve_dtype(response_dtype))
+    return backbone
+
+
 def ensure_responses(backbone, tokenizer, texts: list[str], cache: ResponseCache, *,
                      max_new_tokens: int, temperature: float, batch_size: int, seed: int = 0,
                      show_progress: bool = True) -> int:
     """Generate (and append to ``cache``) the responses ``texts`` lack; return how many."""
     missing = [t for t in dict.fromkeys(texts) if t not in cache]
-    missing.sort(key=len, reverse=True)  # similar lengths batch together
-    batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
+    batches = [[missing[i] for i in rows]  # similar lengths batch together
+               for rows in length_sorted_batches([len(t) for t in missing], batch_size)]
     bar = tqdm(total=len(missing), desc="llm2vec-gen responses", disable=not show_progress or not missing)
     for index, batch in enumerate(batches):
         if temperature > 0:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from grace.encoders.cache import model_fingerprint
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
+from grace.llm2vec_gen.diagnostics import constant_baseline_cosine, mean_pairwise_cosine
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
 from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
 from grace.llm2vec_gen.model import LLM2VecGenModel
@@ -44,11 +45,27 @@ from grace.llm2vec_gen.responses import (
     ResponseCache,
     default_responses_file,
     ensure_responses,
+    responder,
     response_settings,
 )
 from grace.llm2vec_gen.teacher import load_teacher
-from grace.models.backbones import cast_copy, resolve_dtype
 from grace.training.loop import DataOrder, Trainer
+
+
+def new_model(backbone, config, teacher) -> LLM2VecGenModel:
+    """An untrained LLM2Vec-Gen model around ``backbone`` as ``config`` describes it (heads
+    initialised by ``llm2vec_gen.head_init``): what training starts from."""
+    g = config.llm2vec_gen
+    spec = LLM2VecGenSpec(
+        backbone=backbone_reference(config.model.name), hidden_size=backbone.config.hidden_size,
+        teacher_dim=teacher.dim, num_tokens=g.num_tokens, teacher=g.teacher,
+        query_instruction=g.query_instruction, document_instruction=g.document_instruction,
+        max_input_tokens=g.max_input_tokens, backbone_dtype=config.model.dtype,
+        backbone_fingerprint=model_fingerprint(backbone),
+    )
+    model = LLM2VecGenModel(backbone, spec)
+    model.init_heads(g.head_init)
+    return model
 
 
 class LLM2VecGenTrainer(Trainer):
@@ -68,17 +85,9 @@ class LLM2VecGenTrainer(Trainer):
         return self.config.llm2vec_gen.learning_rate
 
     def prepare_model(self, backbone):
-        cfg, g = self.config, self.config.llm2vec_gen
+        g = self.config.llm2vec_gen
         self.teacher = load_teacher(g.teacher, g.teacher_rationale, self.acc.device)
-        spec = LLM2VecGenSpec(
-            backbone=backbone_reference(cfg.model.name), hidden_size=backbone.config.hidden_size,
-            teacher_dim=self.teacher.dim, num_tokens=g.num_tokens, teacher=g.teacher,
-            query_instruction=g.query_instruction, document_instruction=g.document_instruction,
-            max_input_tokens=g.max_input_tokens, backbone_dtype=cfg.model.dtype,
-            backbone_fingerprint=model_fingerprint(backbone),
-        )
-        model = LLM2VecGenModel(backbone, spec)
-        model.init_heads(g.head_init)
+        model = new_model(backbone, self.config, self.teacher)
         c = model.parameter_counts()
         if self.acc.is_main_process:
             print(f"llm2vec-gen: {c['trainable']:,} trainable parameters (soft tokens "
@@ -107,10 +116,8 @@ class LLM2VecGenTrainer(Trainer):
         if acc.is_main_process:
             cache = ResponseCache(path, settings)
             texts = self._texts_of_steps(self.start_step + 1, cfg.max_steps)
-            backbone = self.policy.backbone
-            if (any(t not in cache for t in texts) and g.response_dtype != "auto"
-                    and resolve_dtype(g.response_dtype) != next(backbone.parameters()).dtype):
-                backbone = cast_copy(backbone, resolve_dtype(g.response_dtype))
+            backbone = responder(self.policy.backbone, g.response_dtype,
+                                 any(t not in cache for t in texts))
             generated = ensure_responses(
                 backbone, self.tokenizer, texts, cache,
                 max_new_tokens=g.response_max_new_tokens, temperature=g.response_temperature,
@@ -135,7 +142,7 @@ class LLM2VecGenTrainer(Trainer):
         n, n_tokens = len(texts), resp_mask.sum()
         device = self.acc.device
         sums = {"recon": 0.0, "align": 0.0, "accuracy": 0.0, "cosine": 0.0}
-        truncated, seen_tokens = 0, 0
+        truncated, seen_tokens, embeddings = 0, 0, []
         self.model.train()
         micro = list(torch.arange(n).split(g.micro_batch_size))
         for i, rows in enumerate(micro):
@@ -162,6 +169,7 @@ class LLM2VecGenTrainer(Trainer):
                     sums["accuracy"] += float(token_accuracy(out["recon_logits"].detach(), rid, rmask)
                                               * token_share)
                 self.acc.backward(loss)
+            embeddings.append(out["embedding"].detach().float().cpu())
             sums["align"] += float(l_align.detach()) * share
             sums["cosine"] += float(F.cosine_similarity(out["embedding"].detach().float(), target,
                                                         dim=-1).mean()) * share
@@ -173,6 +181,10 @@ class LLM2VecGenTrainer(Trainer):
             "loss/total": g.recon_weight * sums["recon"] + g.align_weight * sums["align"],
             "loss/align": sums["align"],
             "align/cosine": sums["cosine"],
+            # the collapse diagnostics (grace.llm2vec_gen.diagnostics), on this batch
+            "align/constant_baseline": constant_baseline_cosine(targets),
+            **({"align/pairwise_model": mean_pairwise_cosine(torch.cat(embeddings)),
+                "align/pairwise_teacher": mean_pairwise_cosine(targets)} if n >= 2 else {}),
             **({"loss/recon": sums["recon"], "recon/token_accuracy": sums["accuracy"]}
                if g.recon_weight > 0 else {}),
             "grad_norm": norm,

@@ -1,0 +1,63 @@
+"""LLM2Vec-Gen collapse diagnostics for a checkpoint or an untrained model (grace.llm2vec_gen.diagnostics).
+
+    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --config llm2vec-gen             # untrained SmolLM2
+    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --checkpoint OUT/checkpoint-120  # its run's config
+    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --config llm2vec-gen --model tiny-random --texts 16
+
+On N training texts of the run (its data order; the backbone's responses from the run's cache,
+missing ones generated): mean cosine to the teacher vs the best constant predictor, mean
+pairwise cosine of the model's and the teacher's embeddings, and the held-out cosine of a ridge
+fit from the soft-token states to the targets. Prints the figures; ``--output`` writes JSON.
+Config overrides as for ``grace train``: ``--llm2vec_gen.teacher X``, ``--data.path F`` ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="an LLM2Vec-Gen checkpoint folder (or a run's output folder)")
+    p.add_argument("--config", help="a YAML file or packaged config (default: the checkpoint's)")
+    p.add_argument("--model", help="backbone of the untrained model (default: the config's)")
+    p.add_argument("--texts", type=int, default=256, help="training texts embedded (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="the ridge split")
+    p.add_argument("--output", help="write the figures as JSON")
+    args, extra = p.parse_known_args(argv)
+
+    from grace.cli import _dotted_overrides
+    from grace.config.schema import load_config
+    from grace.errors import GraceInputError
+    from grace.llm2vec_gen.checkpoint import resolve_folder
+    from grace.llm2vec_gen.diagnose import diagnose_run
+
+    try:
+        overrides = _dotted_overrides(extra)
+        if args.model:
+            overrides["model.name"] = args.model
+        checkpoint = None
+        if args.checkpoint:
+            checkpoint = resolve_folder(args.checkpoint)
+            if checkpoint is None:
+                raise GraceInputError(f"{args.checkpoint}: not an LLM2Vec-Gen checkpoint")
+        config_path = args.config or (str(checkpoint / "grace_config.yaml") if checkpoint else None)
+        if config_path is None:
+            raise GraceInputError("pass --checkpoint or --config")
+        config = load_config(config_path, {"method": "llm2vec-gen", **overrides})
+        figures = diagnose_run(config, checkpoint, n=args.texts, seed=args.seed)
+    except GraceInputError as exc:
+        print(f"llm2vec_gen_diagnostics: error: {exc}", file=sys.stderr)
+        return 2
+    for key, value in figures.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""LLM2Vec-Gen collapse diagnostics: the figures by hand, per-step logging, the script."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sample_data import TEXTS
+
+from grace.llm2vec_gen.diagnostics import (
+    alignment_figures,
+    constant_baseline_cosine,
+    mean_cosine,
+    mean_pairwise_cosine,
+    ridge_cosines,
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "llm2vec_gen_diagnostics.py"
+
+
+def test_pairwise_and_constant_baseline_by_hand():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    # pairs: (1,0)-(0,1): 0; (1,0)-(1,1)/sqrt2: 1/sqrt2; (0,1)-(1,1)/sqrt2: 1/sqrt2 -> mean of 3
+    assert mean_pairwise_cosine(x) == pytest.approx(2 ** 0.5 / 3)
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 1.0], [2.0, 2.0]])) == pytest.approx(1.0)
+    t = torch.tensor([[1.0, 0.0], [0.0, 5.0]])  # unit targets e1, e2: best constant (e1+e2)/sqrt2
+    assert constant_baseline_cosine(t) == pytest.approx(2 ** -0.5)
+    assert mean_cosine(t, torch.tensor([[2.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        mean_pairwise_cosine(x[:1])
+
+
+def test_ridge_recovers_a_linear_map_and_fails_on_noise():
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 8, generator=gen)
+    targets = features @ torch.randn(8, 5, generator=gen)  # exactly linear
+    held, seen = ridge_cosines(features, targets)
+    assert held > 0.99 and seen > 0.99
+    noise = torch.randn(200, 5, generator=gen)  # unrelated to the features
+    held, _ = ridge_cosines(features, noise)
+    assert held < 0.3  # nothing a held-out row can be predicted from
+
+
+def test_a_collapsed_model_sits_at_the_constant_baseline():
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.randn(50, 6, generator=gen) + 3.0  # a shared direction plus spread
+    mean = torch.nn.functional.normalize(torch.nn.functional.normalize(targets, dim=-1).mean(0), dim=0)
+    collapsed = mean.expand(50, -1) + 1e-6 * torch.randn(50, 6, generator=gen)
+    figures = alignment_figures(collapsed, targets)
+    assert figures["cosine_to_teacher"] == pytest.approx(figures["constant_baseline"], abs=1e-4)
+    assert figures["pairwise_model"] > 0.999 > figures["pairwise_teacher"]
+    assert "ridge_heldout" not in figures  # no states given
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
+                TOKENIZERS_PARALLELISM="false")
+
+
+@pytest.mark.slow
+def test_training_logs_the_collapse_figures_and_the_script_reports_a_checkpoint(tmp_path):
+    (tmp_path / "texts.txt").write_text("".join(f"{t} Why?\n" for t in TEXTS))
+    common = ["--llm2vec_gen.response_max_new_tokens", "12", "--llm2vec_gen.responses_file",
+              "r.jsonl", "--data.path", "texts.txt"]
+    train = subprocess.run([sys.executable, "-m", "grace.cli", "train", "--method", "llm2vec-gen",
+                            "--model", "tiny-random", "--max-steps", "2", "--batch-size", "4",
+                            "--output-dir", "OUT", *common], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        for key in ("align/constant_baseline", "align/pairwise_model", "align/pairwise_teacher"):
+            assert math.isfinite(row[key]) and -1.0 <= row[key] <= 1.0 + 1e-6, key
+    out = tmp_path / "diag.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", "OUT", "--texts", "8",
+                          "--output", str(out), *common], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["texts"] == 8 and figures["checkpoint"].endswith("checkpoint-2")
+    for key in ("cosine_to_teacher", "constant_baseline", "pairwise_model", "pairwise_teacher",
+                "ridge_heldout", "ridge_train"):
+        assert math.isfinite(figures[key]), key
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", "nowhere"], cwd=tmp_path,
+                         env=_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not an LLM2Vec-Gen checkpoint" in bad.stderr
