@@ -35,14 +35,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
-from grace.encoders.base import (
-    GraceEncoder,
-    _validate,
-    check_options,
-    encode_output,
-    resolve_batch_size,
-    show_progress,
-)
+from grace.encoders import base
+from grace.encoders.base import GraceEncoder
 from grace.encoders.cache import model_fingerprint
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
@@ -100,7 +94,7 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Load a checkpoint folder or a training output folder (its latest checkpoint).
         ``cache`` and the rationale options are accepted and ignored (module docstring)."""
         del cache  # no rationales, nothing to cache
-        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
+        base.check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,
@@ -153,17 +147,17 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Embed ``sentences`` under ``instruction`` (default: the query instruction): (N, d_t)
         numpy array (or tensor), 1-D for a single string; unnormalised unless
         ``normalize_embeddings``. ``return_rationales``: also each text's decoding."""
-        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
+        base.check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         single = isinstance(sentences, str)
-        texts = _validate([sentences] if single else sentences)
-        batch_size = resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
-        show = show_progress(show_progress_bar, len(texts), batch_size)
+        texts = base._validate([sentences] if single else sentences)
+        batch_size = base.resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
+        show = base.show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         tokens = options.get("max_new_tokens", self.options.max_new_tokens) if return_rationales else None
         emb, decoded = self._run(texts, instruction, batch_size, show, tokens)
         if normalize_embeddings:
             emb = F.normalize(emb, dim=-1)
-        return encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
+        return base.encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
                              return_rationales)
 
     def encode_query(self, sentences, **kwargs):
@@ -179,12 +173,12 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Greedy decoding of each text's soft prompts by the frozen LM: what the embedding
         holds, as text. A string gives a string, a list a list."""
         single = isinstance(sentences, str)
-        texts = _validate([sentences] if single else sentences)
+        texts = base._validate([sentences] if single else sentences)
         tokens = max_new_tokens or self.options.max_new_tokens
         if tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {tokens}")
-        batch_size = resolve_batch_size(batch_size, self.options.batch_size)
-        show = show_progress(show_progress_bar, len(texts), batch_size)
+        batch_size = base.resolve_batch_size(batch_size, self.options.batch_size)
+        show = base.show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         _, decoded = self._run(texts, instruction, batch_size, show, tokens)
         return decoded[0] if single else decoded

@@ -33,11 +33,10 @@ import torch
 from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
-from grace.models.backbones import cast_copy, resolve_dtype
 from grace.data.readers import json_lines
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
-from grace.models.backbones import cache_dir
+from grace.models.backbones import cache_dir, cast_copy, resolve_dtype
 from grace.models.prompt import PromptBatch, left_pad
 
 

@@ -31,13 +31,6 @@ class LocalClassificationTask(LocalTask, AbsTaskClassification):
     the same examples, so one experiment is run.
     """
 
-    def __init__(self, train_path: Path, test_path: Path, max_train_per_label: int | None,
-                 max_test: int | None, max_labels: int | None, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self._init_local({"max_train_per_label": max_train_per_label, "max_test": max_test,
-                                "max_labels": max_labels})
-        self.train_path, self.test_path = train_path, test_path
-
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
             return
@@ -96,4 +89,5 @@ def make_classification_task(name: str, train_path: str | Path, test_path: str |
                      f"{train_path}+{test_path}", digest(train_path, test_path), category="t2c",
                      **metadata)
     return instantiate(LocalClassificationTask, meta, seed, train_path=train_path, test_path=test_path,
-                        max_train_per_label=max_train_per_label, max_test=max_test, max_labels=max_labels)
+                       limits={"max_train_per_label": max_train_per_label, "max_test": max_test,
+                               "max_labels": max_labels})

@@ -161,8 +161,27 @@ def instantiate(base: type, metadata: TaskMetadata, seed: int, **params: Any):
 
 
 class LocalTask:
-    """Mixin: limits and sizes of a task read from local files."""
+    """Mixin of every local task: its files (``fields``: ``path``, ``folder`` ...), its limits
+    and, after loading, the sizes kept."""
 
-    def _init_local(self, limits: dict[str, Any]) -> None:
-        self.limits = limits
-        self.sizes: dict[str, int] = {}
+    def __init__(self, *, seed: int = 0, limits: dict[str, Any], **fields: Any) -> None:
+        super().__init__(seed=seed)
+        self.limits, self.sizes = limits, {}
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def subsample(self, rows: list, limit: str) -> list:
+        """A seeded sample of at most ``limits[limit]`` of ``rows``, in their order."""
+        return [rows[i] for i in sample_indices(len(rows), self.limits[limit], self.seed)]
+
+
+def file_task(cls: type, layout: str, name: str, task_type: str, main_score: str, path,
+              seed: int, description: str | None, default_description: str, limits: dict,
+              metadata: dict, **fields: Any):
+    """A task of ``cls`` read from one file ``path`` (checked against ``layout``); the
+    description defaults to ``default_description`` with ``{name}`` the file's name."""
+    path = require_file(path, layout)
+    meta = task_metadata(name, task_type, main_score,
+                         description or default_description.format(name=path.name), str(path),
+                         digest(path), **metadata)
+    return instantiate(cls, meta, seed, limits=limits, path=path, **fields)

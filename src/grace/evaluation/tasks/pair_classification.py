@@ -11,29 +11,20 @@ from mteb.abstasks import AbsTaskPairClassification
 from grace.errors import GraceInputError
 from grace.evaluation.tasks.common import (
     LocalTask,
-    digest,
-    instantiate,
+    file_task,
     read_jsonl,
-    require_file,
-    sample_indices,
-    task_metadata,
 )
 
 
 class LocalPairClassificationTask(LocalTask, AbsTaskPairClassification):
     """Average precision of the pair similarity for telling positive pairs (label 1) from negatives."""
 
-    def __init__(self, path: Path, max_pairs: int | None, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self._init_local({"max_pairs": max_pairs})
-        self.path = path
-
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
             return
         rows = read_jsonl(self.path, {"sentence1": str, "sentence2": str, "label": (int, str)},
                           "pair_classification")
-        rows = [rows[i] for i in sample_indices(len(rows), self.limits["max_pairs"], self.seed)]
+        rows = self.subsample(rows, "max_pairs")
         labels = []
         for row in rows:
             if str(row["label"]) not in ("0", "1"):
@@ -53,8 +44,6 @@ def make_pair_classification_task(name: str, path: str | Path, max_pairs: int | 
                                   seed: int = 0, description: str | None = None,
                                   **metadata: Any) -> LocalPairClassificationTask:
     """Pair classification from ``{"sentence1","sentence2","label"}`` JSONL (label 1 = positive)."""
-    path = require_file(path, "pair_classification")
-    meta = task_metadata(name, "PairClassification", "max_ap",
-                     description or f"Pair classification of the pairs of {path.name}.",
-                     str(path), digest(path), **metadata)
-    return instantiate(LocalPairClassificationTask, meta, seed, path=path, max_pairs=max_pairs)
+    return file_task(LocalPairClassificationTask, "pair_classification", name, "PairClassification",
+                     "max_ap", path, seed, description, "Pair classification of the pairs of {name}.",
+                     {"max_pairs": max_pairs}, metadata)

@@ -14,11 +14,11 @@ from grace.errors import GraceInputError
 from grace.evaluation.tasks.common import (
     LocalTask,
     digest,
+    file_task,
     instantiate,
     read_jsonl,
     read_qrels,
     require_file,
-    sample_indices,
     subsample_retrieval,
     task_metadata,
 )
@@ -26,12 +26,6 @@ from grace.evaluation.tasks.common import (
 
 class LocalRetrievalTask(LocalTask, AbsTaskRetrieval):
     """BEIR-layout retrieval from a folder; qrels of ``split``; seeded query/corpus subsample."""
-
-    def __init__(self, folder: Path, split: str, max_queries: int | None, max_corpus: int | None,
-                 seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self._init_local({"max_queries": max_queries, "max_corpus": max_corpus})
-        self.folder, self.split = folder, split
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
@@ -62,11 +56,6 @@ class LocalRetrievalTask(LocalTask, AbsTaskRetrieval):
 class LocalRerankingTask(LocalTask, AbsTaskRetrieval):
     """Reranking as mteb 2 does it: each query ranks only its own candidates (top_ranked)."""
 
-    def __init__(self, path: Path, max_queries: int | None, seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self._init_local({"max_queries": max_queries})
-        self.path = path
-
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
             return
@@ -75,7 +64,7 @@ class LocalRerankingTask(LocalTask, AbsTaskRetrieval):
         rows = [r for r in rows if r["positive"] and r["negative"]]
         if not rows:
             raise GraceInputError(f"{self.path}: no record has both a positive and a negative")
-        rows = [rows[i] for i in sample_indices(len(rows), self.limits["max_queries"], self.seed)]
+        rows = self.subsample(rows, "max_queries")
         ids, titles, texts, queries, query_ids = [], [], [], [], []
         relevant: dict[str, dict[str, int]] = {}
         top_ranked: dict[str, list[str]] = {}
@@ -119,14 +108,12 @@ def make_retrieval_task(name: str, folder: str | Path, split: str = "test", max_
                      description or f"Retrieval on the BEIR folder {folder.name} ({split} qrels).",
                      str(folder), digest(*files), split=split, **metadata)
     return instantiate(LocalRetrievalTask, meta, seed, folder=folder, split=split,
-                        max_queries=max_queries, max_corpus=max_corpus)
+                       limits={"max_queries": max_queries, "max_corpus": max_corpus})
 
 
 def make_reranking_task(name: str, path: str | Path, max_queries: int | None = None, seed: int = 0,
                         description: str | None = None, **metadata: Any) -> LocalRerankingTask:
     """Reranking task from ``{"query","positive":[...],"negative":[...]}`` JSONL."""
-    path = require_file(path, "reranking")
-    meta = task_metadata(name, "Reranking", "map_at_1000",
-                     description or f"Reranking of each query's candidates read from {path.name}.",
-                     str(path), digest(path), **metadata)
-    return instantiate(LocalRerankingTask, meta, seed, path=path, max_queries=max_queries)
+    return file_task(LocalRerankingTask, "reranking", name, "Reranking", "map_at_1000", path, seed,
+                     description, "Reranking of each query's candidates read from {name}.",
+                     {"max_queries": max_queries}, metadata)

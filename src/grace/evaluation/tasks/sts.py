@@ -13,22 +13,15 @@ from grace.errors import GraceInputError
 from grace.evaluation.tasks.common import (
     LocalTask,
     digest,
+    file_task,
     instantiate,
     read_jsonl,
-    require_file,
-    sample_indices,
     task_metadata,
 )
 
 
 class LocalSTSTask(LocalTask, AbsTaskSTS):
     """STS pairs from a JSONL file; Spearman of cosine vs the human score."""
-
-    def __init__(self, path: Path, max_pairs: int | None, min_score: float, max_score: float,
-                 seed: int = 0) -> None:
-        super().__init__(seed=seed)
-        self._init_local({"max_pairs": max_pairs})
-        self.path, self.min_score, self.max_score = path, min_score, max_score
 
     def _pairs(self) -> list[tuple[str, str, float]]:
         rows = read_jsonl(self.path, {"sentence1": str, "sentence2": str, "score": (int, float)}, "sts")
@@ -38,7 +31,7 @@ class LocalSTSTask(LocalTask, AbsTaskSTS):
         if self.data_loaded:
             return
         pairs = self._pairs()
-        pairs = [pairs[i] for i in sample_indices(len(pairs), self.limits["max_pairs"], self.seed)]
+        pairs = self.subsample(pairs, "max_pairs")
         if len(pairs) < 2:
             raise GraceInputError(f"{self.metadata.name}: an STS task needs at least 2 pairs")
         s1, s2, score = zip(*pairs)
@@ -64,12 +57,9 @@ def make_sts_task(name: str, path: str | Path, max_pairs: int | None = None, see
                   **metadata: Any) -> LocalSTSTask:
     """STS task from ``{"sentence1","sentence2","score"}`` JSONL. ``min_score``/``max_score``: the
     rating scale (mteb normalises to 0-1; correlations do not change)."""
-    path = require_file(path, "sts")
-    meta = task_metadata(name, "STS", "cosine_spearman",
-                     description or f"Semantic textual similarity pairs read from {path.name}.",
-                     str(path), digest(path), **metadata)
-    return instantiate(LocalSTSTask, meta, seed, path=path, max_pairs=max_pairs,
-                        min_score=min_score, max_score=max_score)
+    return file_task(LocalSTSTask, "sts", name, "STS", "cosine_spearman", path, seed, description,
+                     "Semantic textual similarity pairs read from {name}.", {"max_pairs": max_pairs},
+                     metadata, min_score=min_score, max_score=max_score)
 
 
 def make_lee_task(name: str = "LeeDocSim", max_pairs: int | None = None, seed: int = 0) -> LeeSTSTask:
@@ -84,5 +74,5 @@ def make_lee_task(name: str = "LeeDocSim", max_pairs: int | None = None, seed: i
         "gensim:lee.cor+similarities0-1.txt", digest(*files), domains=["News", "Written"],
         reference="https://hdl.handle.net/2440/28910", annotations_creators="human-annotated",
     )
-    return instantiate(LeeSTSTask, meta, seed, path=files[0], max_pairs=max_pairs,
-                        min_score=0.0, max_score=1.0)
+    return instantiate(LeeSTSTask, meta, seed, path=files[0], limits={"max_pairs": max_pairs},
+                       min_score=0.0, max_score=1.0)
