@@ -88,3 +88,34 @@ def test_training_logs_the_collapse_figures_and_the_script_reports_a_checkpoint(
     bad = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", "nowhere"], cwd=tmp_path,
                          env=_env(), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not an LLM2Vec-Gen checkpoint" in bad.stderr
+
+
+@pytest.mark.parametrize("head_init", ["scaled", "default"])
+def test_soft_token_gradient_norms_per_loss(tmp_path, head_init, one_thread):
+    """grad_norm_every logs each loss's gradient norm on the soft tokens. With the 'scaled'
+    init the alignment head starts at zero, so at step 1 the alignment loss sends exactly no
+    gradient to the soft tokens (issue 13's point); with nn.Linear's init it does."""
+    from grace.config.schema import load_config
+    from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
+
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(t + "\n" for t in TEXTS))
+    config = load_config(None, {
+        "method": "llm2vec-gen", "model.name": "tiny-random", "data.path": str(data),
+        "output_dir": str(tmp_path / "OUT"), "batch_size": 4, "max_steps": 1, "sample_every": 0,
+        "llm2vec_gen.num_tokens": 4, "llm2vec_gen.teacher": "tiny-random",
+        "llm2vec_gen.micro_batch_size": 2, "llm2vec_gen.response_max_new_tokens": 4,
+        "llm2vec_gen.responses_file": str(tmp_path / "r.jsonl"), "llm2vec_gen.head_init": head_init,
+        "llm2vec_gen.grad_norm_every": 1,
+    })
+    trainer = LLM2VecGenTrainer(config)
+    try:
+        metrics, _ = trainer.step(1)
+    finally:
+        trainer.close()
+    assert metrics["grad/recon_soft_tokens"] > 0
+    if head_init == "scaled":
+        assert metrics["grad/align_soft_tokens"] == 0.0
+    else:
+        assert metrics["grad/align_soft_tokens"] > 0
+    assert math.isfinite(metrics["loss/total"])

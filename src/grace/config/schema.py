@@ -129,6 +129,7 @@ class LLM2VecGenConfig:
     response_batch_size: int = 16  # queries answered together
     response_dtype: str = "auto"  # auto: the backbone as loaded | bfloat16 | float32: a copy in that dtype answers (bf16: several times faster on CPUs with bf16 units)
     decode_max_new_tokens: int = 64  # length of the decoded samples in samples.jsonl
+    grad_norm_every: int = 0  # every N steps log each weighted loss's gradient norm on the soft tokens (first micro-batch; costs a backward each); 0: never
 
 
 @dataclass
@@ -201,6 +202,7 @@ class TrainConfig:
              f"llm2vec_gen.response_dtype '{g.response_dtype}' (choose auto, float32, bfloat16)"),
             (g.response_batch_size >= 1, "llm2vec_gen.response_batch_size must be >= 1"),
             (g.decode_max_new_tokens >= 1, "llm2vec_gen.decode_max_new_tokens must be >= 1"),
+            (g.grad_norm_every >= 0, "llm2vec_gen.grad_norm_every must be >= 0"),
         ]
 
     def to_dict(self) -> dict:

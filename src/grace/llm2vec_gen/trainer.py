@@ -168,6 +168,9 @@ class LLM2VecGenTrainer(Trainer):
                     sums["recon"] += float(l_recon.detach() * token_share)
                     sums["accuracy"] += float(token_accuracy(out["recon_logits"].detach(), rid, rmask)
                                               * token_share)
+                if i == 0 and g.grad_norm_every and step % g.grad_norm_every == 0:
+                    sums.update(self._soft_token_grad_norms(g.align_weight * l_align,
+                                                            g.recon_weight * l_recon if recon else None))
                 self.acc.backward(loss)
             embeddings.append(out["embedding"].detach().float().cpu())
             sums["align"] += float(l_align.detach()) * share
@@ -188,6 +191,7 @@ class LLM2VecGenTrainer(Trainer):
             **({"loss/recon": sums["recon"], "recon/token_accuracy": sums["accuracy"]}
                if g.recon_weight > 0 else {}),
             "grad_norm": norm,
+            **{k: v for k, v in sums.items() if k.startswith("grad/")},
             "lr": self.scheduler.get_last_lr()[0],
             "inputs/truncated": truncated,
             "responses/tokens_mean": float(n_tokens) / n,
@@ -200,6 +204,17 @@ class LLM2VecGenTrainer(Trainer):
             samples = self._samples(step, texts[: cfg.num_samples_logged],
                                     responses[: cfg.num_samples_logged])
         return metrics, samples
+
+    def _soft_token_grad_norms(self, align_term, recon_term) -> dict:
+        """Norm of each weighted loss's gradient on the soft tokens (this micro-batch): how much
+        of the soft tokens' update each loss drives. The graph is kept for the real backward."""
+        soft = self.policy.soft_tokens
+        out = {}
+        for name, term in (("align", align_term), ("recon", recon_term)):
+            if term is not None:
+                (grad,) = torch.autograd.grad(term, soft, retain_graph=True)
+                out[f"grad/{name}_soft_tokens"] = float(grad.norm())
+        return out
 
     @torch.no_grad()
     def _samples(self, step: int, texts: list[str], responses: list) -> list[dict]:
