@@ -320,6 +320,7 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         single = isinstance(body.input, str)
         check_texts(texts, config, "input", single=single)
+        batcher.check_room(len(texts))  # a 429 before the tokenizer spends time on the texts
         tokens = count_tokens(counter, texts, "input", single=single)
         emb, rationales = await batcher.submit(texts, gone=lambda: _disconnected(request))
         return {

@@ -88,12 +88,17 @@ class MicroBatcher:
             self._worker = None
 
     # -- admission --------------------------------------------------------------------------
-    def admit(self, cost: int) -> None:
-        """Count ``cost`` texts as pending, or raise ``Overloaded`` if the budget is full."""
+    def check_room(self, cost: int) -> None:
+        """Raise ``Overloaded`` if ``cost`` more texts would not fit the budget now (nothing is
+        reserved: a request checks before it spends time on validation, then ``submit``)."""
         if self.max_pending is not None and self.pending + cost > self.max_pending:
             self.rejected += 1
             raise Overloaded(f"{self.pending} texts are waiting or being encoded; at most "
                              f"{self.max_pending} (this request has {cost})")
+
+    def admit(self, cost: int) -> None:
+        """Count ``cost`` texts as pending, or raise ``Overloaded`` if the budget is full."""
+        self.check_room(cost)
         self.pending += cost
 
     def release(self, cost: int) -> None:
