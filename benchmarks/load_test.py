@@ -300,11 +300,7 @@ def overload(args, url: str, server_cmd: list[str] | None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
-        shown = ([("FREE" if prev == "--port" else a) for prev, a in zip([""] + server_cmd, server_cmd)]
-                 if server_cmd else [])
-        server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
-                  if server_cmd else f"a running server at {url}")
+        command, server = _described(args, url, server_cmd)
         markdown = "\n".join([
             f"## Overload: {setting}, max_pending_texts {health.get('max_pending_texts')}",
             "",
@@ -346,6 +342,18 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
 
 
+def _described(args, url: str, server_cmd: list[str] | None) -> tuple[str, str]:
+    """(this script's command line, the server as it was started) for a results section."""
+    command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
+    if not server_cmd:
+        return command, f"a running server at {url}"
+    shown = [("FREE" if prev == "--port" else a)  # the port differs on every run
+             for prev, a in zip([""] + server_cmd, server_cmd)]
+    server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
+              + (f" (OMP_NUM_THREADS={args.threads})" if args.threads else ""))
+    return command, server
+
+
 def report(args, url: str, server_cmd: list[str] | None, health0: dict, health1: dict | None,
            tally: Tally, measured: float, load_before: float) -> tuple[str, str]:
     """(text summary, markdown section)."""
@@ -374,12 +382,7 @@ def report(args, url: str, server_cmd: list[str] | None, health0: dict, health1:
         f"batching: {calls} model calls served {served} requests: {per_call:.2f} requests "
         f"({texts_per_call:.2f} texts) per call",
     ]
-    command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
-    shown = ([("FREE" if prev == "--port" else a) for prev, a in zip([""] + server_cmd, server_cmd)]
-             if server_cmd else [])  # the port differs on every run
-    server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
-              + (f" (OMP_NUM_THREADS={args.threads})" if args.threads else "")
-              if server_cmd else f"a running server at {url}")
+    command, server = _described(args, url, server_cmd)
     markdown = "\n".join([
         f"## {setting}",
         "",

@@ -119,3 +119,15 @@ def test_soft_token_gradient_norms_per_loss(tmp_path, head_init, one_thread):
     else:
         assert metrics["grad/align_soft_tokens"] > 0
     assert math.isfinite(metrics["loss/total"])
+
+
+def test_training_texts_are_distinct_and_stop_with_the_epoch(tmp_path):
+    from grace.config.schema import load_config
+    from grace.llm2vec_gen.diagnose import training_texts
+
+    data = tmp_path / "texts.txt"
+    data.write_text("same\nsame\nother\nsame\n")  # 2 distinct texts among 4 records
+    config = load_config(None, {"method": "llm2vec-gen", "data.path": str(data), "batch_size": 2})
+    texts = training_texts(config, 10)
+    assert sorted(texts) == ["other", "same"]
+    assert training_texts(config, 1) == texts[:1]

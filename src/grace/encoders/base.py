@@ -138,13 +138,13 @@ class GraceEncoder:
                 if fmt.claims(name_or_path):
                     return fmt.from_pretrained(name_or_path, dtype=dtype, cache=cache,
                                                trust_remote_code=trust_remote_code, **options)
+        known = {f.name for f in fields(EncodeOptions)}
+        check_options(options, known)  # before the (slow) load
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
         saved = {}
         config_file = Path(name_or_path) / ENCODER_CONFIG
         if config_file.is_file():
             saved = json.loads(config_file.read_text())
-        known = {f.name for f in fields(EncodeOptions)}
-        check_options(options, known)
         opts = EncodeOptions(**{**{k: v for k, v in saved.items() if k in known}, **options})
         return cls(model, tokenizer, opts, cache=cache, name=name_or_path)
 

@@ -11,7 +11,8 @@ from grace.llm2vec_gen.diagnostics import diagnose
 
 
 def training_texts(config, n: int) -> list[str]:
-    """The first ``n`` distinct encoder inputs of ``config``'s run, in its data order."""
+    """The first ``n`` distinct encoder inputs of the first epoch of ``config``'s run, in its
+    data order (fewer if the epoch holds fewer)."""
     from grace.data.readers import DataFields, load_records
     from grace.llm2vec_gen.inputs import input_text
     from grace.training.loop import DataOrder
@@ -19,12 +20,12 @@ def training_texts(config, n: int) -> list[str]:
     d = config.data
     records = load_records(d.path, "unsupervised", DataFields(text=d.text_field), split=d.split)
     order = DataOrder(records, config.batch_size, config.seed, d.shuffle, 0, 1)
-    texts: dict[str, None] = {}
-    step = 1
-    while len(texts) < min(n, len(records)):
+    texts: dict[str, None] = {}  # ordered set: repeated records count once
+    for step in range(1, order.steps_per_epoch + 1):
+        if len(texts) >= n:
+            break
         for record in order.batch(step):
             texts[input_text(config.llm2vec_gen.train_instruction, record)] = None
-        step += 1
     return list(texts)[:n]
 
 

@@ -137,30 +137,28 @@ class MicroBatcher:
         return future.result()
 
     # -- the worker ---------------------------------------------------------------------------
-    def _next_live(self) -> _Pending | None:
-        while not self.queue.empty():
-            item = self.queue.get_nowait()
+    async def _next_live(self, timeout: float | None) -> _Pending | None:
+        """The next request whose client is still waiting (requests of clients that left are
+        dropped on the way); None if none comes within ``timeout`` s (None: wait for one)."""
+        while True:
+            if self.queue.empty():
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout=timeout)
+                except asyncio.TimeoutError:
+                    return None
+            else:
+                item = self.queue.get_nowait()
             if not item.future.cancelled():
                 return item
             self.dropped += 1
-        return None
 
     async def _gather(self) -> list[_Pending]:
-        first = await self.queue.get()
-        while first.future.cancelled():
-            self.dropped += 1
-            first = await self.queue.get()
+        first = await self._next_live(None)
         batch, size = [first], len(first.texts)
         while size < self.max_batch:
-            item = self._next_live()
+            item = await self._next_live(self.wait_s)
             if item is None:
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout=self.wait_s)
-                except asyncio.TimeoutError:
-                    break
-                if item.future.cancelled():
-                    self.dropped += 1
-                    continue
+                break
             if size + len(item.texts) > self.max_batch:  # keep it for the next gathering
                 self._put_front(item)
                 break

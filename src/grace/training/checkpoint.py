@@ -83,7 +83,7 @@ def write_manifest(folder: Path) -> None:
 
 def _open_without_manifest(path: Path) -> None:
     """Open a file the way resuming will (checkpoints written before manifests existed)."""
-    if path.suffix in (".json",):
+    if path.suffix == ".json":
         json.loads(path.read_text())
     elif path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -110,8 +110,9 @@ def checkpoint_problem(folder: Path) -> str | None:
             path = folder / name
             if not path.is_file():
                 return f"{name}: missing"
-            if path.stat().st_size != entry["size"]:
-                return f"{name}: {path.stat().st_size} bytes, {entry['size']} when written (truncated?)"
+            size = path.stat().st_size
+            if size != entry["size"]:
+                return f"{name}: {size} bytes, {entry['size']} when written (truncated?)"
             if _sha256(path) != entry["sha256"]:
                 return f"{name}: contents changed since it was written (SHA-256 differs)"
         return None
@@ -221,13 +222,15 @@ def load_model_weights(model, checkpoint: Path) -> None:
         model.tie_weights()
 
 
-def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG (and, through accelerate, the registered progress)
-    of this process; return the trainer state. Checkpoints written before ``save_state`` was
-    used are read with the loader they were written for."""
-    if (checkpoint / "optimizer.bin").is_file():  # accelerate's save_state
+def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler,
+                        progress: TrainingProgress) -> dict:
+    """Restore optimizer, scheduler, RNG and ``progress`` of this process; return the run's
+    position (``progress.state``). Checkpoints written before ``save_state`` was used are read
+    with the loader they were written for, their position from ``trainer_state.json``."""
+    if (checkpoint / "optimizer.bin").is_file():  # accelerate's save_state, progress included
         accelerator.load_state(str(checkpoint))
-    elif (checkpoint / "optimizer.pt").is_file():  # grace before save_state: our own files
+        return progress.state
+    if (checkpoint / "optimizer.pt").is_file():  # grace before save_state: our own files
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
         rng = checkpoint / f"rng_state_{accelerator.process_index}.pt"
@@ -238,4 +241,5 @@ def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler) -> 
             f"{checkpoint}: no optimizer state (neither accelerate's optimizer.bin nor "
             "optimizer.pt); move the folder away to start afresh, or load its weights with "
             "--model instead of resuming")
-    return json.loads((checkpoint / STATE_FILE).read_text())
+    progress.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
+    return progress.state

@@ -214,7 +214,8 @@ class Trainer:
         prepare_checkpointing(self.acc, self.progress)
         self.start_step = 0
         if self.resume_from is not None:
-            state = load_training_state(self.acc, self.resume_from, self.optimizer, self.scheduler)
+            state = load_training_state(self.acc, self.resume_from, self.optimizer, self.scheduler,
+                                        self.progress)
             self.start_step = state["step"]
 
     # -- what a method supplies -------------------------------------------------------------
