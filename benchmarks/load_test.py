@@ -300,15 +300,11 @@ def overload(args, url: str, server_cmd: list[str] | None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        command, server = _described(args, url, server_cmd)
+        head, server = _section_head(
+            f"Overload: {setting}, max_pending_texts {health.get('max_pending_texts')}", args, url,
+            server_cmd, load_before)
         markdown = "\n".join([
-            f"## Overload: {setting}, max_pending_texts {health.get('max_pending_texts')}",
-            "",
-            f"`{command}` -- {date.today().isoformat()}",
-            "",
-            f"- machine: {cpu_model()}, {os.cpu_count()} cores visible, load average "
-            f"{load_before:.2f} at the start; Python {platform.python_version()}; "
-            + versions("torch", "transformers", "fastapi", "uvicorn", "httpx"),
+            *head,
             f"- server: {server}; max_pending_texts {health.get('max_pending_texts')}, max_texts "
             f"{health['max_texts']}",
             f"- load: {args.burst_clients} clients send one request of {args.burst_texts} distinct "
@@ -342,16 +338,29 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
 
 
-def _described(args, url: str, server_cmd: list[str] | None) -> tuple[str, str]:
-    """(this script's command line, the server as it was started) for a results section."""
+def _section_head(title: str, args, url: str, server_cmd: list[str] | None,
+                  load_before: float) -> tuple[list[str], str]:
+    """The first lines of a results section (title, this script's command line, the machine)
+    and the server as it was started."""
     command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
-    if not server_cmd:
-        return command, f"a running server at {url}"
-    shown = [("FREE" if prev == "--port" else a)  # the port differs on every run
-             for prev, a in zip([""] + server_cmd, server_cmd)]
-    server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
-              + (f" (OMP_NUM_THREADS={args.threads})" if args.threads else ""))
-    return command, server
+    if server_cmd:
+        shown = [("FREE" if prev == "--port" else a)  # the port differs on every run
+                 for prev, a in zip([""] + server_cmd, server_cmd)]
+        server = ("`grace serve " + " ".join(shown[shown.index("serve") + 1:]) + "`"
+                  + (f" (OMP_NUM_THREADS={args.threads})" if args.threads else ""))
+    else:
+        server = f"a running server at {url}"
+    head = [
+        f"## {title}",
+        "",
+        f"`{command}` -- {date.today().isoformat()}",
+        "",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores visible, load average "
+        f"{load_before:.2f} at the start (other jobs share the cores; the clients run on the "
+        f"same machine); Python {platform.python_version()}; "
+        + versions("torch", "transformers", "fastapi", "uvicorn", "httpx"),
+    ]
+    return head, server
 
 
 def report(args, url: str, server_cmd: list[str] | None, health0: dict, health1: dict | None,
@@ -382,16 +391,9 @@ def report(args, url: str, server_cmd: list[str] | None, health0: dict, health1:
         f"batching: {calls} model calls served {served} requests: {per_call:.2f} requests "
         f"({texts_per_call:.2f} texts) per call",
     ]
-    command, server = _described(args, url, server_cmd)
+    head, server = _section_head(setting, args, url, server_cmd, load_before)
     markdown = "\n".join([
-        f"## {setting}",
-        "",
-        f"`{command}` -- {date.today().isoformat()}",
-        "",
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores visible, load average "
-        f"{load_before:.2f} at the start (other jobs share the cores; the clients run on the "
-        f"same machine); Python {platform.python_version()}; "
-        + versions("torch", "transformers", "fastapi", "uvicorn", "httpx"),
+        *head,
         f"- server: {server}; embedding dim {health1['embedding_dim']}",
         f"- load: {args.clients} concurrent clients for {args.duration:g} s, each request 1-4 "
         f"texts drawn from {len(SENTENCES)} sentences (seed {args.seed}), request timeout "
