@@ -281,15 +281,15 @@ def test_overload_gets_429_at_once_and_the_server_stays_responsive(flaky_app):
                         for i in range(3)]  # 6 texts: the whole budget
                 first = asyncio.gather(*slow)
                 await asyncio.sleep(0.3)
-                t0 = time.perf_counter()
                 refused = await client.post("/v1/embeddings", json={"input": ["one more"]})
-                waited = time.perf_counter() - t0
-                return await first, refused, waited
+                accepted_done = first.done()  # False: refused while the accepted ones still encode
+                return await first, refused, accepted_done
 
-        accepted, refused, waited = asyncio.run(burst())
+        accepted, refused, answered_first = asyncio.run(burst())
         assert all(r.status_code == 200 for r in accepted)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-        assert refused.json()["error"]["code"] == "overloaded" and waited < 0.5  # no queueing
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert not answered_first  # refused at once, not after waiting behind the model
         status, body = _post(base + "/v1/embeddings", {"input": ["after the burst"]})
         assert status == 200
 
