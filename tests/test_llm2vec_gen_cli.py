@@ -44,8 +44,10 @@ def test_train_then_decode(tmp_path, capsys):
     assert {k: tuple(v.shape) for k, v in weights.items()} == {
         "soft_tokens": (10, 64), "reconstruction_head.weight": (64, 64),
         "reconstruction_head.bias": (64,), "alignment_head.weight": (384, 64),
-        "alignment_head.bias": (384,)}
-    assert (checkpoint / "llm2vec_gen.safetensors").stat().st_size < 4 * 29_760 + 4096
+        "alignment_head.bias": (384,),
+        # the alignment input's fixed standardisation (not trained, not counted above)
+        "alignment_input.mean": (64,), "alignment_input.scale": (64,)}
+    assert (checkpoint / "llm2vec_gen.safetensors").stat().st_size < 4 * (29_760 + 128) + 4096
     spec = json.loads((checkpoint / "llm2vec_gen.json").read_text())
     assert spec["backbone"] == "tiny-random" and spec["teacher"] == "all-MiniLM-L6-v2"
     rows = [json.loads(x) for x in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]

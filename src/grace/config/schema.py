@@ -114,6 +114,11 @@ class LLM2VecGenConfig:
     teacher: str = "all-MiniLM-L6-v2"  # packaged sentence-transformers model, an ST folder, or a grace model/checkpoint
     teacher_rationale: str = "none"  # grace teachers: none (mean pooling, SimCSE/InfoNCE) | greedy (GRACE)
     head_init: str = "scaled"  # scaled: p = alpha*h, alignment head 0 (grace.llm2vec_gen.model) | default: nn.Linear's
+    align_init: str = "ridge"  # after head_init: ridge: the alignment head starts as a ridge fit on init_texts (grace.llm2vec_gen.head_fit) | none: as head_init left it
+    standardize: bool = True  # the alignment head reads its input standardised by statistics of init_texts (stored in the checkpoint)
+    standardize_momentum: float = 0.1  # with standardize: each training micro-batch moves those statistics by this share (0: fixed)
+    init_texts: int = 512  # training texts (of the first steps) that standardize and align_init are fitted on
+    align_head_learning_rate: float | None = None  # AdamW lr of the alignment head; null: learning_rate
     recon_weight: float = 1.0  # weight of L_recon (next-token CE of the response from the soft prompts)
     align_weight: float = 1.0  # weight of L_align (MSE to the teacher's embedding of the response)
     learning_rate: float = 5e-4  # AdamW lr (paper: 5e-4; 3e-4 for Qwen3), used instead of optim.learning_rate
@@ -191,7 +196,13 @@ class TrainConfig:
              f"llm2vec_gen.teacher_rationale '{g.teacher_rationale}' (choose none, greedy)"),
             (g.recon_weight >= 0 and g.align_weight >= 0 and g.recon_weight + g.align_weight > 0,
              "llm2vec_gen.recon_weight and align_weight must be >= 0, not both 0"),
+            (g.align_init in ("ridge", "none"),
+             f"llm2vec_gen.align_init '{g.align_init}' (choose ridge, none)"),
+            (g.init_texts >= 5, "llm2vec_gen.init_texts must be >= 5"),
+            (0 <= g.standardize_momentum < 1, "llm2vec_gen.standardize_momentum must be in [0, 1)"),
             (g.learning_rate > 0, "llm2vec_gen.learning_rate must be > 0"),
+            (g.align_head_learning_rate is None or g.align_head_learning_rate > 0,
+             "llm2vec_gen.align_head_learning_rate must be > 0 (or null)"),
             (g.micro_batch_size >= 1, "llm2vec_gen.micro_batch_size must be >= 1"),
             (g.max_input_tokens > g.num_tokens,
              "llm2vec_gen.max_input_tokens must exceed llm2vec_gen.num_tokens"),

@@ -3,7 +3,7 @@
     input  = tokens(instruction + " " + text) ⊕ [s_1 .. s_K]        (no chat template, left pad)
     h_k    = last-layer hidden state (after the final norm) at soft token k      (B, K, d)
     p_k    = W_r h_k + b_r        reconstruction head, d -> d: the soft prompt   (B, K, d)
-    z_k    = W_a p_k + b_a        alignment head, d -> d_teacher                 (B, K, d_t)
+    z_k    = W_a (p_k - mu)/sigma + b_a   alignment head, d -> d_teacher         (B, K, d_t)
     e      = mean_k z_k           the embedding (unnormalised; cosine at use)    (B, d_t)
 
 Reconstruction: the frozen LM reads ONLY the K soft prompts p as ``inputs_embeds`` and then the
@@ -32,6 +32,18 @@ Head initialisation (``init_heads``, config ``llm2vec_gen.head_init``; the LLM2V
   cosine stayed at 0.01-0.03 over 30 steps of batch 32.
 - ``default``: PyTorch's ``nn.Linear`` initialisation for both heads.
 
+Alignment input standardisation: ``mu`` and ``sigma`` (d,) are fixed buffers
+(``alignment_input.mean`` / ``.scale``, saved with the weights, never trained by the optimizer).
+They start as 0 and 1 (the plain head); grace.llm2vec_gen.head_fit sets them from the soft
+prompts (mean_k p_k) of a few hundred training texts before training, so that the alignment
+head reads inputs of unit scale per dimension instead of ones dominated by the direction every
+text shares. With ``llm2vec_gen.standardize_momentum`` > 0 they then follow each training
+micro-batch's statistics (moving averages): the reconstruction loss moves the soft prompts fast
+(SmolLM2: its loss 10 -> 4 in 5 steps), and with fixed statistics the shift of the shared
+component reached every standardised dimension and collapsed the embeddings (pairwise cosine
+0.27 -> 0.99 in 20 steps). A checkpoint saved before they existed loads with 0 and 1, which is
+exactly the model it was.
+
 Dtypes: the soft tokens and heads are float32 (AdamW state); the soft tokens and p are cast to
 the backbone's dtype on the way in, hidden states to float32 on the way out.
 """
@@ -48,6 +60,40 @@ from grace.models.backbones import decoder_and_head
 from grace.models.pooling import position_ids_from_mask
 
 TRAINABLE_PREFIXES = ("soft_tokens", "reconstruction_head.", "alignment_head.")
+SAVED_PREFIXES = TRAINABLE_PREFIXES + ("alignment_input.",)  # + the fixed standardisation
+
+
+class Standardize(nn.Module):
+    """(x - mean) / scale with per-dimension buffers (identity until set), never trained by the
+    optimizer. With ``momentum`` > 0, ``track`` moves them towards each training batch's
+    statistics (an exponential moving average, as BatchNorm's running statistics, but the
+    forward always uses the running values, so an embedding never depends on its batch)."""
+
+    def __init__(self, dim: int, momentum: float = 0.0):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.scale
+
+    @torch.no_grad()
+    def set(self, mean: torch.Tensor, scale: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.scale.copy_(scale)
+
+    @torch.no_grad()
+    def track(self, features: torch.Tensor) -> None:
+        """mean <- (1-m) mean + m batch mean; scale^2 <- (1-m) scale^2 + m batch variance, over
+        the rows of ``features`` (N, d); nothing with momentum 0 or fewer than 2 rows."""
+        if self.momentum <= 0 or features.shape[0] < 2:
+            return
+        x = features.detach().float()
+        m = self.momentum
+        self.mean.mul_(1 - m).add_(x.mean(dim=0), alpha=m)
+        var = self.scale.pow(2).mul_(1 - m).add_(x.var(dim=0, unbiased=False), alpha=m)
+        self.scale.copy_(var.sqrt().clamp_(min=1e-6))
 
 
 class LLM2VecGenModel(nn.Module):
@@ -65,6 +111,7 @@ class LLM2VecGenModel(nn.Module):
         rows = backbone.get_input_embeddings().weight.detach().float()  # (V, d)
         self.soft_tokens = nn.Parameter(rows.mean(dim=0).repeat(spec.num_tokens, 1))  # (K, d)
         self.reconstruction_head = nn.Linear(d, d)
+        self.alignment_input = Standardize(d)
         self.alignment_head = nn.Linear(d, spec.teacher_dim)
 
     @torch.no_grad()
@@ -103,9 +150,10 @@ class LLM2VecGenModel(nn.Module):
         return self.get_input_embeddings().weight.dtype
 
     def trainable_state_dict(self, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
-        """The soft tokens and heads only (taken from ``state_dict`` if given)."""
+        """What a checkpoint holds: the soft tokens, the heads and the alignment input's fixed
+        standardisation (taken from ``state_dict`` if given); never the backbone."""
         source = self.state_dict() if state_dict is None else state_dict
-        return {k: v for k, v in source.items() if k.startswith(TRAINABLE_PREFIXES)}
+        return {k: v for k, v in source.items() if k.startswith(SAVED_PREFIXES)}
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters per part, their total, and the frozen backbone's."""
@@ -127,6 +175,9 @@ class LLM2VecGenModel(nn.Module):
     def load_trainable(self, folder) -> None:
         tensors = load_trainable(folder)
         expected = set(self.trainable_state_dict())
+        standardize = {k for k in expected if k.startswith("alignment_input.")}
+        if not standardize & set(tensors):  # saved before the standardisation existed: identity
+            expected -= standardize
         if set(tensors) != expected:
             raise GraceInputError(f"{folder}: expected tensors {sorted(expected)}, "
                                   f"found {sorted(tensors)}")
@@ -170,7 +221,9 @@ class LLM2VecGenModel(nn.Module):
         with a response, ``recon_logits`` (B, T, V)."""
         h = self.soft_token_states(input_ids, attention_mask)  # (B, K, d)
         p = self.reconstruction_head(h)  # (B, K, d)
-        z = self.alignment_head(p)  # (B, K, d_t)
+        if self.training:  # follow the soft prompts as training moves them (momentum 0: fixed)
+            self.alignment_input.track(p.mean(dim=1))
+        z = self.alignment_head(self.alignment_input(p))  # (B, K, d_t)
         out = {"soft_prompts": p, "aligned": z, "embedding": mean_embedding(z)}
         if response_ids is not None:
             out["recon_logits"] = self.reconstruction_logits(p, response_ids, response_mask)

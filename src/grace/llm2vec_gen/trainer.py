@@ -65,6 +65,7 @@ def new_model(backbone, config, teacher) -> LLM2VecGenModel:
     )
     model = LLM2VecGenModel(backbone, spec)
     model.init_heads(g.head_init)
+    model.alignment_input.momentum = g.standardize_momentum if g.standardize else 0.0
     return model
 
 
@@ -79,6 +80,8 @@ class LLM2VecGenTrainer(Trainer):
                                   "soft tokens and two heads: --lora does not apply")
         super().__init__(config, accelerator)
         self._prepare_responses()
+        if self.start_step == 0:
+            self._fit_alignment_head()
 
     @property
     def learning_rate(self) -> float:
@@ -98,6 +101,32 @@ class LLM2VecGenTrainer(Trainer):
 
     def load_weights(self, model, checkpoint) -> None:
         model.load_trainable(checkpoint)
+
+    def param_groups(self, model) -> list[dict]:
+        lr = self.config.llm2vec_gen.align_head_learning_rate
+        if lr is None:
+            return super().param_groups(model)
+        head = list(model.alignment_head.parameters())
+        rest = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
+        return [{"params": rest}, {"params": head, "lr": lr}]
+
+    def _fit_alignment_head(self) -> None:
+        """Before step 1: the alignment input's standardisation and the ridge start of the
+        alignment head (grace.llm2vec_gen.head_fit), on the first ``init_texts`` training texts.
+        Every process fits the same texts to the same numbers (no communication needed)."""
+        from grace.llm2vec_gen.head_fit import start_alignment_head
+
+        g = self.config.llm2vec_gen
+        texts = self._texts_of_steps(1, self.config.max_steps)[: g.init_texts]
+        t0 = time.perf_counter()
+        info = start_alignment_head(self.policy, self.tokenizer, self.teacher, texts,
+                                    [self.responses[t].text for t in texts], g,
+                                    batch_size=g.micro_batch_size)
+        if info is not None and self.acc.is_main_process:
+            print(f"llm2vec-gen alignment head: standardize {g.standardize}, align_init "
+                  f"{g.align_init} on {info['texts']} training texts"
+                  + (f" (ridge alpha {info['ridge_alpha']:g})" if "ridge_alpha" in info else "")
+                  + f", {time.perf_counter() - t0:.0f} s", flush=True)
 
     # -- responses ------------------------------------------------------------------------
     def _texts_of_steps(self, first: int, last: int) -> list[str]:

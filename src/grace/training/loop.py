@@ -197,9 +197,8 @@ class Trainer:
             model.gradient_checkpointing_enable()
         if self.resume_from is not None:
             self.load_weights(model, self.resume_from)
-        params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=self.learning_rate, weight_decay=config.optim.weight_decay
+            self.param_groups(model), lr=self.learning_rate, weight_decay=config.optim.weight_decay
         )
         from transformers import get_scheduler
 
@@ -236,6 +235,11 @@ class Trainer:
                 model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_target_modules
             )
         return model
+
+    def param_groups(self, model) -> list[dict]:
+        """The optimizer's parameter groups (torch.optim format): every trainable parameter at
+        ``learning_rate``. A method overrides this to give some parameters their own lr."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     def load_weights(self, model, checkpoint: Path) -> None:
         """Load ``checkpoint``'s trained weights into the model ``prepare_model`` returned."""
