@@ -14,9 +14,15 @@ on every training batch: grace.llm2vec_gen.trainer logs them):
   scored as mean cosine on the other 20%: about the ceiling a linear head reaches on these
   features with that many texts;
 - ``ridge_train``: the same fit scored on its own 80% (over-fitting shows as a gap).
+
+And for decodings: ``unigram_f1`` of a decoding against the backbone's answer to the same text,
+beside the same figure against another text's answer (``decoding_overlap``).
 """
 
 from __future__ import annotations
+
+import re
+from collections import Counter
 
 import numpy as np
 import torch
@@ -116,3 +122,33 @@ def diagnose(model, tokenizer, teacher, texts: list[str], responses: list[str],
     targets = teacher.encode(responses).float().cpu()  # (N, d_t)
     emb, states = model_outputs(model, tokenizer, texts, instruction, batch_size)
     return alignment_figures(emb, targets, states, seed=seed)
+
+
+# -- does the embedding decode to what the backbone would have said? -------------------------
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def unigram_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1: lower-cased word tokens (``\\w+``), counted with multiplicity;
+    0 when either side has no words."""
+    pred, ref = WORD.findall(prediction.lower()), WORD.findall(reference.lower())
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref or not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def decoding_overlap(decoded: list[str], answers: list[str], seed: int = 0) -> dict:
+    """Mean unigram F1 of each decoding against its own text's answer, and against the answer
+    of another text (a seeded derangement: every decoding gets someone else's answer), the
+    chance level of the same vocabulary."""
+    n = len(decoded)
+    if n != len(answers) or n < 2:
+        raise ValueError("decoding_overlap needs as many answers as decodings, at least 2")
+    shift = 1 + int(np.random.default_rng(seed).integers(n - 1))  # 1..n-1: no fixed point
+    order = np.random.default_rng(seed + 1).permutation(n)
+    other = {int(order[i]): int(order[(i + shift) % n]) for i in range(n)}
+    return {"decoded": n,
+            "f1_paired": float(np.mean([unigram_f1(d, a) for d, a in zip(decoded, answers)])),
+            "f1_shuffled": float(np.mean([unigram_f1(decoded[i], answers[other[i]]) for i in range(n)]))}
