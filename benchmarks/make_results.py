@@ -31,6 +31,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
+import llm2vec_gen_results  # noqa: E402  (benchmarks/, beside this script)
 RATIONALE_TOKENS = 32  # rationale length in training and evaluation (CPU budget)
 ARC_QUESTIONS = 100  # seeded ARC-Easy subsample per model (the CLI default is 300)
 EVAL_DTYPE = "bfloat16"  # evaluation weights (trained in float32); bf16 is ~5x faster on this CPU
@@ -46,17 +47,6 @@ TRAINING = {
     "grace-unsup": ("unsup-wiki", {**GRACE_COMMON, "max_steps": 8}),
     "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 5}),
     "simcse": ("simcse-wiki", {"batch_size": 16, "max_steps": 10, "save_every": 5}),
-    # frozen backbone; 120 steps x 32 = 3,840 Wikipedia sentences, one epoch (paper: 5,000 x 32);
-    # the backbone's answers capped at 64 tokens and generated in bf16 (CPU budget); lr 1e-4, not
-    # the paper's 5e-4, which diverged here (training alignment loss 0.0026 -> 0.02 in 23 steps;
-    # the earlier attempts are listed in the report)
-    "llm2vec-gen": ("llm2vec-gen", {"batch_size": 32, "max_steps": 120, "save_every": 20,
-                                    "sample_every": 20, "optim.warmup_steps": 12,
-                                    "llm2vec_gen.learning_rate": 1e-4,
-                                    "llm2vec_gen.response_max_new_tokens": 64,
-                                    "llm2vec_gen.max_response_tokens": 64,
-                                    "llm2vec_gen.response_dtype": "bfloat16",
-                                    "llm2vec_gen.response_batch_size": 64}),
 }
 # Table rows: label -> (model source, rationale mode)
 ROWS = {
@@ -68,6 +58,7 @@ ROWS = {
     "GRACE unsup": ("grace-unsup", "greedy"),
     "MiniLM (teacher)": ("all-MiniLM-L6-v2", "none"),  # the packaged reference encoder
     "LLM2Vec-Gen": ("llm2vec-gen", "none"),  # no rationale: K soft tokens, one forward pass
+    "LLM2Vec-Gen align-only": ("llm2vec-gen-align-only", "none"),  # the paper's ablation
 }
 CAPABILITY = {"base": "smollm2-135m", "InfoNCE": "infonce", "GRACE sup": "grace-sup",
               "SimCSE": "simcse", "GRACE unsup": "grace-unsup"}
@@ -79,33 +70,26 @@ def _log(msg: str) -> None:
 
 def train_models(work: Path, data_dir: Path) -> dict:
     from grace.config.schema import load_config
-    from grace.training.registry import train
 
     data = {"sup-nli": data_dir / "triplets/nli-triplets.jsonl",
             "infonce-nli": data_dir / "triplets/nli-triplets.jsonl",
             "unsup-wiki": data_dir / "texts/wiki-sentences.txt",
-            "simcse-wiki": data_dir / "texts/wiki-sentences.txt",
-            "llm2vec-gen": data_dir / "texts/wiki-sentences.txt"}
+            "simcse-wiki": data_dir / "texts/wiki-sentences.txt"}
     checkpoints = {}
     for name, (config_name, overrides) in TRAINING.items():
-        out = work / "train" / name
-        cfg = load_config(config_name, {**overrides, "output_dir": str(out),
+        cfg = load_config(config_name, {**overrides, "output_dir": str(work / "train" / name),
                                          "data.path": str(data[config_name])})
-        done = out / f"checkpoint-{cfg.max_steps}"
-        if not done.is_dir():
-            _log(f"training {name} ({config_name}, {cfg.max_steps} steps)")
-            start = time.perf_counter()
-            train(cfg)
-            (out / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
-        checkpoints[name] = str(done)
+        checkpoints[name] = str(llm2vec_gen_results.train_stage(name, cfg))
     return checkpoints
 
 
-def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, modes=("none", "greedy")) -> dict:
+def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, modes=("none", "greedy"),
+                  labels=None) -> dict:
     from grace.evaluation.suite import run_suite
 
     results = {}
-    for label, (source, rationale) in ROWS.items():
+    for label in labels if labels is not None else ROWS:
+        source, rationale = ROWS[label]
         if rationale not in modes:
             continue
         out = _row_file(work, label)
@@ -232,98 +216,12 @@ def _comparisons(evals: dict) -> list[str]:
     return lines
 
 
-DIAGNOSTIC_TEXTS = 256  # training texts (with their cached responses) for the alignment diagnostic
-
-
-def llm2vec_gen_diagnostic(work: Path) -> dict | None:
-    """Is the trained alignment more than the teacher's mean direction? On training texts:
-    mean cos(e_i, t_i) of the model vs mean cos(mean t, t_i) of a constant predictor, and the
-    mean pairwise cosine of the model's embeddings (near 1: collapsed to one direction)."""
-    out = work / "llm2vec-gen-diagnostic.json"
-    checkpoint = work / "train" / "llm2vec-gen" / f"checkpoint-{TRAINING['llm2vec-gen'][1]['max_steps']}"
-    if out.is_file() or not checkpoint.is_dir():
-        return json.loads(out.read_text()) if out.is_file() else None
-    from grace.config.schema import load_config
-    from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec
-    from grace.llm2vec_gen.diagnostics import (
-        constant_baseline_cosine,
-        mean_cosine,
-        mean_pairwise_cosine,
-    )
-    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
-    from grace.llm2vec_gen.responses import ResponseCache, default_responses_file, response_settings
-    from grace.llm2vec_gen.teacher import load_teacher
-
-    g = load_config(str(checkpoint.parent / "grace_config.yaml")).llm2vec_gen
-    spec = LLM2VecGenSpec.load(checkpoint)  # the run's responses file, as its trainer named it
-    path = g.responses_file or default_responses_file(
-        response_settings(spec.backbone, spec.backbone_fingerprint, g))
-    if not Path(path).is_file():
-        return None
-    entries = list(ResponseCache(path).entries.items())[:DIAGNOSTIC_TEXTS]
-    texts, responses = [t for t, _ in entries], [r.text for _, r in entries]
-    encoder = LLM2VecGenEncoder.from_pretrained(str(checkpoint))
-    e = encoder.encode(texts, instruction="", convert_to_tensor=True)  # as trained
-    t = load_teacher("all-MiniLM-L6-v2").encode(responses)
-    result = {"texts": len(texts), "responses_file": Path(path).name,
-              "cos_model_teacher": mean_cosine(e, t),
-              "cos_teacher_mean_teacher": constant_baseline_cosine(t),
-              "pairwise_cos_model": mean_pairwise_cosine(e),
-              "pairwise_cos_teacher": mean_pairwise_cosine(t)}
-    out.write_text(json.dumps(result, indent=2))
-    return result
-
-
-def _llm2vec_gen_section(work: Path) -> list[str]:
-    """How the LLM2Vec-Gen run ended (its last metrics) and what a few embeddings decode to."""
-    rows = _metrics(work, "llm2vec-gen")
-    if not rows:
-        return []
-    first, last = rows[0], rows[-1]
-    keys = [k for k in ("loss/recon", "loss/align", "align/cosine", "recon/token_accuracy") if k in last]
-    lines = ["", "## LLM2Vec-Gen", "",
-             "The MiniLM row is the LLM2Vec-Gen teacher: all-MiniLM-L6-v2 (22M parameters, trained "
-             "contrastively on about 1B sentence pairs), not the paper's teacher (LLM2Vec "
-             "unsup-SimCSE of the same backbone); LLM2Vec-Gen learns to reproduce its embedding of "
-             "the backbone's answer from the question alone, with the backbone frozen.", "",
-             "Training metrics, first and last step: " + "; ".join(
-                 f"{k} {first.get(k, float('nan')):.4f} -> {last[k]:.4f}" for k in keys)]
-    diag = json.loads((work / "llm2vec-gen-diagnostic.json").read_text()) if (
-        work / "llm2vec-gen-diagnostic.json").is_file() else None
-    if diag:
-        lines += ["", f"Alignment diagnostic on {diag['texts']} training texts (their cached responses "
-                  f"embedded by the teacher): mean cos(model, teacher) {diag['cos_model_teacher']:.3f} vs "
-                  f"{diag['cos_teacher_mean_teacher']:.3f} for a constant predictor (the teacher's mean "
-                  f"direction); mean pairwise cosine of the model's embeddings "
-                  f"{diag['pairwise_cos_model']:.3f} (teacher's: {diag['pairwise_cos_teacher']:.3f}). "
-                  "When the first is not above the second, the alignment head has learned the "
-                  "teacher's average direction and little about each text: the budget (120 steps "
-                  "of 32; the paper trains about 5,000) is far too small for this method here."]
-    attempts = {  # earlier runs of the same data, kept for the record (stopped by hand)
-        "llm2vec-gen-defaultinit": "nn.Linear's default head init, lr 5e-4, batch 32",
-        "llm2vec-gen-scaled-lr5e-4": "scaled head init, lr 5e-4, batch 32",
-        "llm2vec-gen-probe-lr1e-4": "scaled head init, lr 1e-4, batch 16, a 20-step probe",
-    }
-    tried = [(name, what, _metrics(work, name)) for name, what in attempts.items()]
-    tried = [(name, what, rows) for name, what, rows in tried if rows]
-    if tried:
-        lines += ["", "Earlier attempts on the same data (training metrics only, no evaluation; they "
-                  "chose the head initialisation and learning rate of the run above):", ""]
-        for name, what, rows in tried:
-            lines.append(f"- {what}: stopped at step {rows[-1]['step']}; alignment loss "
-                         f"{rows[0]['loss/align']:.4f} -> max {max(r['loss/align'] for r in rows):.4f} -> "
-                         f"{rows[-1]['loss/align']:.4f}, training alignment cosine at the last step "
-                         f"{rows[-1]['align/cosine']:.3f} (max {max(r['align/cosine'] for r in rows):.3f})")
-    samples_file = work / "train" / "llm2vec-gen" / "samples.jsonl"
-    if samples_file.is_file():
-        samples = [json.loads(x) for x in samples_file.read_text().splitlines() if x.strip()]
-        final = [x for x in samples if x.get("step") == max(s.get("step", 0) for s in samples)][:3]
-        lines += ["", "What training texts' embeddings decode to at the last sample step "
-                  "(greedy from the soft prompts; the target is the backbone's answer):", ""]
-        for x in final:
-            lines.append(f"- text {x['text'][:90]!r}: decoded {x['decoded'][:160]!r}; "
-                         f"answer {x['response'][:120]!r}")
-    return lines
+def _llm2vec_gen_section() -> list[str]:
+    return ["", "## LLM2Vec-Gen", "",
+            "The MiniLM row is the LLM2Vec-Gen teacher (all-MiniLM-L6-v2, not the paper's LLM2Vec "
+            "teacher). Its diagnostics, the probes that chose its defaults, both runs (full and "
+            "alignment-only) and decodings of held-out texts: "
+            "[results-llm2vec-gen.md](results-llm2vec-gen.md) (`make_results.py --only llm2vec-gen`)."]
 
 
 def write_report(work: Path, evals: dict, capabilities: dict, plots: list[str]) -> Path:
@@ -368,10 +266,11 @@ def write_report(work: Path, evals: dict, capabilities: dict, plots: list[str]) 
             res = json.loads(path.read_text())
             lines.append(f"- {path.stem} ({res['rationale']}, float32): overall {_fmt(res['overall'])}; "
                          + ", ".join(f"{t} {_fmt(v['main_score'])}" for t, v in res["tasks"].items()))
-    lines += _llm2vec_gen_section(work)
+    lines += _llm2vec_gen_section()
     lines += ["", "Training budgets (from SmolLM2-135M-Instruct, seed 0; full fine-tuning except "
               "llm2vec-gen, which trains only its soft tokens and two heads):", ""]
-    for name, (config_name, overrides) in TRAINING.items():
+    for name, (config_name, overrides) in {**TRAINING, **{n: ("llm2vec-gen", o) for n, o in
+                                                          llm2vec_gen_results.RUNS.items()}}.items():
         seconds_file = work / "train" / name / "train_seconds.json"
         seconds = json.loads(seconds_file.read_text())["seconds"] if seconds_file.is_file() else None
         spent = f", {seconds / 60:.1f} min" if seconds else ""
@@ -401,6 +300,9 @@ def main() -> None:
     parser.add_argument("--work", default=str(HERE.parent / "runs" / "results"))
     parser.add_argument("--report-only", action="store_true",
                         help="write results.md from the outputs already in --work, run nothing")
+    parser.add_argument("--only", choices=["llm2vec-gen"],
+                        help="run one method's stages and write its own report only "
+                             "(llm2vec-gen: benchmarks/results-llm2vec-gen.md)")
     parser.add_argument("--skip-greedy", action="store_true",
                         help="run training, the no-rationale rows and capability only (greedy rows "
                              "are the expensive part), then write the report")
@@ -409,15 +311,23 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         evals, capabilities = load_existing(work)
-        _log(f"wrote {write_report(work, evals, capabilities, make_plots(work, evals))}")
+        _log(f"wrote {llm2vec_gen_results.write_report(work, evals)}")
+        if args.only is None:
+            _log(f"wrote {write_report(work, evals, capabilities, make_plots(work, evals))}")
         return
-    checkpoints = train_models(work, data_dir)
+    l2v = llm2vec_gen_results
+    if args.only == "llm2vec-gen":
+        checkpoints = l2v.run_stages(work, data_dir)
+        evals = evaluate_rows(work, data_dir, checkpoints, modes=("none",), labels=l2v.SUITE_ROWS)
+        _log(f"wrote {l2v.write_report(work, evals)}")
+        return
+    checkpoints = {**train_models(work, data_dir), **l2v.run_stages(work, data_dir)}
     evaluate_rows(work, data_dir, checkpoints, modes=("none",))  # cheap rows first
     capabilities = evaluate_capabilities(work, data_dir, checkpoints)
-    llm2vec_gen_diagnostic(work)
     modes = ("none",) if args.skip_greedy else ("none", "greedy")
     evals = evaluate_rows(work, data_dir, checkpoints, modes=modes)
     plots = make_plots(work, evals)
+    _log(f"wrote {l2v.write_report(work, evals)}")
     _log(f"wrote {write_report(work, evals, capabilities, plots)}")
 
 

@@ -118,10 +118,10 @@ class LLM2VecGenConfig:
     standardize: bool = True  # the alignment head reads its input standardised by statistics of init_texts (stored in the checkpoint)
     standardize_momentum: float = 0.1  # with standardize: each training micro-batch moves those statistics by this share (0: fixed)
     init_texts: int = 512  # training texts (of the first steps) that standardize and align_init are fitted on
-    align_head_learning_rate: float | None = None  # AdamW lr of the alignment head; null: learning_rate
+    align_head_learning_rate: float | None = 2e-5  # AdamW lr of the alignment head; null: learning_rate
     recon_weight: float = 1.0  # weight of L_recon (next-token CE of the response from the soft prompts)
-    align_weight: float = 1.0  # weight of L_align (MSE to the teacher's embedding of the response)
-    learning_rate: float = 5e-4  # AdamW lr (paper: 5e-4; 3e-4 for Qwen3), used instead of optim.learning_rate
+    align_weight: float = 1000.0  # weight of L_align (MSE to the teacher's embedding of the response; paper 1: at 1 its gradient on the soft tokens was 4,500x smaller than L_recon's)
+    learning_rate: float = 5e-5  # AdamW lr of the soft tokens and the reconstruction head, used instead of optim.learning_rate (paper 5e-4: the embeddings collapsed within 10 steps here)
     micro_batch_size: int = 8  # examples per forward/backward; a step accumulates the whole batch
     max_input_tokens: int = 512  # encoder input (text + soft tokens); longer texts lose their tail
     max_response_tokens: int = 512  # reconstruction targets are cut to this many tokens

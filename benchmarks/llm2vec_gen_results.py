@@ -1,0 +1,282 @@
+"""LLM2Vec-Gen at our scale (SmolLM2-135M-Instruct, MiniLM teacher, 2 CPU cores): the stages
+``make_results.py`` runs for it, and ``benchmarks/results-llm2vec-gen.md``.
+
+    .venv/bin/python benchmarks/make_results.py --only llm2vec-gen     # these stages alone
+
+Stages (each output under --work, skipped when it exists, so an interrupted run resumes):
+1. diagnostics of the untrained model, bare (the heads as ``head_init`` leaves them) and with
+   the start a run fits before step 1 (standardisation, ridge head), on held-out texts;
+2. probes: short runs that chose the defaults (alignment weight, alignment-head lr), scored on
+   the same held-out texts and on the STS-B dev split, never on the lite suite;
+3. the two runs (full, and the paper's alignment-only ablation ``recon_weight 0``) and their
+   diagnostics, with decodings of held-out texts scored against the backbone's own answers;
+4. (make_results) the lite-suite rows; 5. the report.
+
+Held-out texts: the Wikipedia sentences after the first 4,800 of the runs' data order (no run
+trains past 150 steps of 32), so no run, probe or ridge start has seen them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPORT = HERE / "results-llm2vec-gen.md"
+QUERY_INSTRUCTION = "Generate text that is semantically similar to this text:"
+BATCH, STEPS = 32, 120
+COMMON = {  # both runs and every probe: the responses are shared (same settings, one cache file)
+    "batch_size": BATCH, "optim.lr_scheduler": "constant_with_warmup", "optim.warmup_steps": 10,
+    "llm2vec_gen.train_instruction": QUERY_INSTRUCTION,  # as the encoder reads queries
+    "llm2vec_gen.response_max_new_tokens": 64, "llm2vec_gen.max_response_tokens": 64,
+    "llm2vec_gen.response_dtype": "bfloat16", "llm2vec_gen.response_batch_size": 64,
+}
+CHOSEN = {  # what the probes below chose (now also the package's defaults), spelled out
+    "llm2vec_gen.align_weight": 1000.0, "llm2vec_gen.learning_rate": 5e-5,
+    "llm2vec_gen.align_head_learning_rate": 2e-5, "llm2vec_gen.standardize_momentum": 0.1,
+}
+RUNS = {  # name -> overrides of the packaged config llm2vec-gen
+    "llm2vec-gen": {**COMMON, **CHOSEN, "max_steps": STEPS, "save_every": 20, "sample_every": 20},
+    "llm2vec-gen-align-only": {**COMMON, **CHOSEN, "max_steps": STEPS, "save_every": 20,
+                               "sample_every": 0, "llm2vec_gen.recon_weight": 0.0},
+}
+PROBE_STEPS = 20
+FAST = {"llm2vec_gen.learning_rate": 5e-4, "llm2vec_gen.align_head_learning_rate": None}  # paper lr
+PROBES = {  # name -> (what it tries, overrides on top of COMMON); each sets every field they vary
+    # at the ridge start the soft tokens' gradient from the alignment loss (MSE, mean over 384
+    # dims) was 4,500x smaller than the reconstruction loss's (0.0037 vs 16.9, step 1)
+    "probe-paper-weights": ("align_weight 1 (the paper's), fixed standardisation",
+                            {**FAST, "llm2vec_gen.align_weight": 1.0,
+                             "llm2vec_gen.standardize_momentum": 0.0}),
+    "probe-align1000": ("align_weight 1000, fixed standardisation",
+                        {**FAST, "llm2vec_gen.align_weight": 1000.0,
+                         "llm2vec_gen.standardize_momentum": 0.0}),
+    # both collapsed (pairwise cosine 0.99 / 0.93 at step 20): the reconstruction loss moves the
+    # soft prompts, and the fixed statistics no longer centre them; so they follow the batches
+    "probe-tracked-paper-weights": ("align_weight 1, standardisation tracked (momentum 0.1)",
+                                    {**FAST, "llm2vec_gen.align_weight": 1.0,
+                                     "llm2vec_gen.standardize_momentum": 0.1}),
+    # collapsed too: the reconstruction loss re-parameterises the soft prompts within a few steps
+    # (its loss 10 -> 4.5 by step 5) and the alignment head, which reads them, cannot follow
+    "probe-align-only": ("alignment only (recon_weight 0), one lr 5e-4",
+                         {**FAST, "llm2vec_gen.recon_weight": 0.0, "llm2vec_gen.align_weight": 1.0,
+                          "llm2vec_gen.standardize_momentum": 0.1}),
+    # diverged as well (alignment loss 0.0017 -> 0.06, pairwise 0.99 by step 12, lr 5e-4 reached
+    # at step 10): with standardised inputs an Adam step of 5e-4 on each of the head's 576 input
+    # weights moves an output by far more than the targets' spread per dimension (~0.05)
+    "probe-align-only-lr2e-5": ("alignment only, one lr 2e-5",
+                                {"llm2vec_gen.recon_weight": 0.0, "llm2vec_gen.align_weight": 1.0,
+                                 "llm2vec_gen.learning_rate": 2e-5,
+                                 "llm2vec_gen.align_head_learning_rate": None,
+                                 "llm2vec_gen.standardize_momentum": 0.1}),
+    "probe-slow": ("align_weight 1000, lr 5e-5 (soft tokens, reconstruction head), alignment "
+                   "head 2e-5",
+                   {"llm2vec_gen.align_weight": 1000.0, "llm2vec_gen.learning_rate": 5e-5,
+                    "llm2vec_gen.align_head_learning_rate": 2e-5,
+                    "llm2vec_gen.standardize_momentum": 0.1}),
+}
+HELD_OUT = {"n": 256, "skip": 4800, "decode": 32, "decode_tokens": 48}  # no run trains that far
+
+
+def _log(msg: str) -> None:
+    print(f"[llm2vec-gen {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _config(overrides: dict, out: Path, data_dir: Path):
+    from grace.config.schema import load_config
+
+    return load_config("llm2vec-gen", {**overrides, "output_dir": str(out),
+                                        "data.path": str(data_dir / "texts/wiki-sentences.txt")})
+
+
+def _diagnose(out: Path, config, checkpoint, data_dir: Path, **kwargs) -> dict:
+    if not out.is_file():
+        from grace.llm2vec_gen.diagnose import diagnose_run
+
+        figures = diagnose_run(config, checkpoint, n=HELD_OUT["n"], skip=HELD_OUT["skip"],
+                               sts_file=data_dir / "sts/stsb-dev.jsonl", **kwargs)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+    return json.loads(out.read_text())
+
+
+def train_stage(name: str, config) -> Path:
+    """Train ``config`` (into its output_dir) unless its last checkpoint exists; the seconds
+    go to train_seconds.json. Returns the last checkpoint (make_results' stage 1 uses it too)."""
+    from grace.training.registry import train
+
+    out = Path(config.output_dir)
+    done = out / f"checkpoint-{config.max_steps}"
+    if not done.is_dir():
+        _log(f"training {name} ({config.max_steps} steps)")
+        start = time.perf_counter()
+        train(config)
+        (out / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    return done
+
+
+def _train(name: str, overrides: dict, work: Path, data_dir: Path) -> Path:
+    return train_stage(name, _config(overrides, work / "train" / name, data_dir))
+
+
+def gradient_shares(work: Path, data_dir: Path) -> dict:
+    """Each loss's gradient norm on the soft tokens at step 1 (from the ridge start), for the
+    paper's alignment weight and the chosen one: what ``align_weight`` was chosen from."""
+    out = work / "llm2vec-gen" / "gradient-shares.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
+
+    shares = {}
+    for weight in (1.0, CHOSEN["llm2vec_gen.align_weight"]):
+        config = _config({**COMMON, **CHOSEN, "llm2vec_gen.align_weight": weight,
+                          "llm2vec_gen.grad_norm_every": 1, "max_steps": PROBE_STEPS,
+                          "sample_every": 0}, work / "gradient-shares" / f"align{weight:g}", data_dir)
+        trainer = LLM2VecGenTrainer(config)
+        try:
+            metrics, _ = trainer.step(1)
+        finally:
+            trainer.close()
+        shares[f"{weight:g}"] = {"align": metrics["grad/align_soft_tokens"],
+                                 "recon": metrics["grad/recon_soft_tokens"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(shares, indent=2) + "\n")
+    return shares
+
+
+def run_stages(work: Path, data_dir: Path, runs: bool = True) -> dict:
+    """Stages 1-3 (without ``runs``: 1-2); returns the checkpoints of RUNS by name."""
+    diag = work / "llm2vec-gen"
+    untrained = _config(RUNS["llm2vec-gen"], work / "train" / "llm2vec-gen", data_dir)
+    for name, fit in (("untrained-bare", False), ("untrained-start", True)):
+        _log(f"diagnostics: {name}")
+        _diagnose(diag / f"diag-{name}.json", untrained, None, data_dir, fit_start=fit,
+                  decode=HELD_OUT["decode"], decode_tokens=HELD_OUT["decode_tokens"])
+    _log("gradient shares at step 1")
+    gradient_shares(work, data_dir)
+    for name, (_, overrides) in PROBES.items():
+        checkpoint = _train(name, {**COMMON, "max_steps": PROBE_STEPS, "save_every": PROBE_STEPS,
+                                   "sample_every": 0, **overrides}, work, data_dir)
+        _log(f"diagnostics: {name}")
+        _diagnose(diag / f"diag-{name}.json", _run_config(checkpoint), checkpoint, data_dir)
+    checkpoints = {}
+    for name, overrides in RUNS.items() if runs else ():
+        checkpoints[name] = _train(name, overrides, work, data_dir)
+        _log(f"diagnostics: {name}")
+        _diagnose(diag / f"diag-{name}.json", _run_config(checkpoints[name]), checkpoints[name],
+                  data_dir, decode=HELD_OUT["decode"], decode_tokens=HELD_OUT["decode_tokens"])
+    return {name: str(path) for name, path in checkpoints.items()}
+
+
+def _run_config(checkpoint: Path):
+    from grace.config.schema import load_config
+
+    return load_config(str(checkpoint.parent / "grace_config.yaml"))
+
+
+# -- the report -----------------------------------------------------------------------------
+DIAG_COLUMNS = (("cosine_to_teacher", "cos to teacher"), ("constant_baseline", "constant"),
+                ("pairwise_model", "pairwise (model)"), ("pairwise_teacher", "pairwise (teacher)"),
+                ("ridge_heldout", "ridge ceiling"), ("sts_spearman", "STS-B dev"),
+                ("f1_paired", "decode F1"), ("f1_shuffled", "F1 shuffled"))
+DIAG_ROWS = {"untrained-bare": "untrained, bare heads (alignment head 0)",
+             "untrained-start": "untrained + the start (standardisation, ridge head)",
+             "llm2vec-gen": f"trained, full ({STEPS} steps)",
+             "llm2vec-gen-align-only": f"trained, alignment only ({STEPS} steps, recon_weight 0)"}
+SUITE_ROWS = ("LLM2Vec-Gen", "LLM2Vec-Gen align-only", "MiniLM (teacher)", "base")  # run in this order
+
+
+def _metrics(work: Path, name: str) -> list[dict]:
+    path = work / "train" / name / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def _cell(figures: dict, key: str) -> str:
+    value = figures.get(key)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def report_lines(work: Path, evals: dict) -> list[str]:
+    """The markdown of results-llm2vec-gen.md from what is under ``work``."""
+    import os
+    import platform
+
+    import torch
+
+    diag = work / "llm2vec-gen"
+    lines = ["# LLM2Vec-Gen at our scale: SmolLM2-135M-Instruct, MiniLM teacher, 2-core CPU", "",
+             f"Regenerate with `.venv/bin/python benchmarks/make_results.py --only llm2vec-gen` "
+             f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch "
+             f"{torch.__version__}); stages in `benchmarks/llm2vec_gen_results.py`. The teacher is "
+             "all-MiniLM-L6-v2 (not the paper's LLM2Vec teacher); the backbone stays frozen.", ""]
+    rows = [label for label in ("base", "MiniLM (teacher)", "LLM2Vec-Gen", "LLM2Vec-Gen align-only")
+            if label in evals]
+    if rows:
+        tasks = list(evals[rows[0]]["tasks"])
+        lines += ["## Lite suite (mteb evaluators, seeded subsamples, x 100)", "",
+                  "| model | " + " | ".join(tasks) + " | overall |", "|---" * (len(tasks) + 2) + "|"]
+        for label in rows:
+            res = evals[label]
+            cells = [f"{100 * res['tasks'][t]['main_score']:.2f}" for t in tasks]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * res['overall']:.2f} |")
+        lines += ["", "One training seed and small subsamples: a difference of a few points is "
+                  "within noise. LLM2Vec-Gen rows encode queries and symmetric texts with the "
+                  "query instruction and documents with the document instruction."
+                  + ("" if "base" in evals else " The untrained backbone's mean pooling (\"base\") "
+                     "is the first row of results.md's Table 1 (the same suite and evaluation)."), ""]
+    found = {name: json.loads((diag / f"diag-{name}.json").read_text())
+             for name in [*DIAG_ROWS, *PROBES] if (diag / f"diag-{name}.json").is_file()}
+    if found:
+        any_row = next(iter(found.values()))
+        lines += ["## Diagnostics on held-out texts", "",
+                  f"{any_row['texts']} Wikipedia sentences the runs never trained on (they follow the "
+                  f"first {HELD_OUT['skip']} in the data order), with the training instruction; "
+                  "targets are the teacher's embeddings of the backbone's answers to them. "
+                  "*constant*: the best constant predictor's cosine (the teacher's mean direction); "
+                  "*ridge ceiling*: a ridge fit from the mean soft-token states on 80% of these "
+                  "texts, scored on the rest; *STS-B dev*: Spearman on "
+                  f"{any_row.get('sts_pairs', '-')} pairs of the dev split; *decode F1*: unigram F1 "
+                  f"of greedy decodings of {HELD_OUT['decode']} of the texts against the "
+                  "backbone's answer to the same text, *F1 shuffled* against another text's answer.",
+                  "", "| model | " + " | ".join(c for _, c in DIAG_COLUMNS) + " |",
+                  "|---" * (len(DIAG_COLUMNS) + 1) + "|"]
+        for name, figures in found.items():
+            label = DIAG_ROWS.get(name) or f"probe: {PROBES[name][0]} ({PROBE_STEPS} steps)"
+            lines.append(f"| {label} | " + " | ".join(_cell(figures, k) for k, _ in DIAG_COLUMNS) + " |")
+        lines.append("")
+    shares_file = diag / "gradient-shares.json"
+    if shares_file.is_file():
+        shares = json.loads(shares_file.read_text())
+        lines += ["Gradient norm of each weighted loss on the soft tokens at step 1 (from the ridge "
+                  "start): " + "; ".join(f"align_weight {w}: alignment {v['align']:.4g}, "
+                                         f"reconstruction {v['recon']:.4g}" for w, v in shares.items())
+                  + ".", ""]
+    chosen = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in CHOSEN.items())
+    lines += [f"Chosen from the probes (held-out texts and STS-B dev only): {chosen}; both runs "
+              "below use them (the alignment-only run with recon_weight 0).", ""]
+    for name in RUNS:
+        rows_ = _metrics(work, name)
+        if not rows_:
+            continue
+        first, last = rows_[0], rows_[-1]
+        keys = [k for k in ("loss/recon", "loss/align", "align/cosine", "align/pairwise_model",
+                            "recon/token_accuracy") if k in last]
+        seconds = work / "train" / name / "train_seconds.json"
+        spent = (f", {json.loads(seconds.read_text())['seconds'] / 60:.1f} min (responses included "
+                 "when generated by this run)") if seconds.is_file() else ""
+        lines.append(f"- **{name}** (`llm2vec-gen` with `{json.dumps(RUNS[name])}`{spent}): "
+                     + "; ".join(f"{k} {first[k]:.4f} -> {last[k]:.4f}" for k in keys))
+    samples = found.get("llm2vec-gen", {}).get("samples", [])[:5]
+    if samples:
+        lines += ["", "## What held-out texts decode to (full run, greedy from the soft prompts)", ""]
+        for x in samples:
+            lines.append(f"- text {x['text'][len(QUERY_INSTRUCTION) + 1:][:100]!r}\n"
+                         f"  - decoded: {' '.join(x['decoded'].split())[:200]!r}\n"
+                         f"  - backbone's answer: {' '.join(x['answer'].split())[:200]!r}")
+    return lines
+
+
+def write_report(work: Path, evals: dict) -> Path:
+    REPORT.write_text("\n".join(report_lines(work, evals)) + "\n")
+    return REPORT
