@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from grace.data.batching import length_sorted_batches
 from grace.encoders.cache import RationaleCache, settings_key
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
-from grace.rollout.engine import pool_prompts, rollout
+from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 
 RATIONALE_MODES = ("none", "greedy", "sampled")
@@ -66,7 +66,7 @@ class EncodeOptions:
 def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     """Rationale ids and embeddings of ``samples`` rollouts per prompt, from one engine pass."""
     n = opts.samples
-    scored = rollout(
+    scored = generate_and_score(
         model, tokenizer, prompts, num_samples=n,
         temperature=0.0 if opts.rationale == "greedy" else opts.temperature, top_p=opts.top_p,
         max_new_tokens=opts.max_new_tokens, batch_size=prompts.input_ids.shape[0] * n,

@@ -31,7 +31,7 @@ from grace.grpo.rewards import compute_rewards
 from grace.models.backbones import cast_copy, resolve_dtype
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
-from grace.rollout.engine import rollout
+from grace.rollout.engine import generate_and_score
 from grace.rollout.reference import (
     decode_rationales,
     generate_sequences,
@@ -119,7 +119,7 @@ class GraceTrainer(Trainer):
             texts = plan.context_texts + plan.trained_texts
             n_ctx = len(plan.context_texts)
             prompts = prompts_of(texts)
-            scored = rollout(
+            scored = generate_and_score(
                 model, self.tokenizer, prompts,
                 num_samples=[1] * n_ctx + [r.num_rollouts] * len(plan.trained_texts),
                 temperature=[r.context_temperature] * n_ctx + [r.temperature] * len(plan.trained_texts),

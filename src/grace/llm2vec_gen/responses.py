@@ -183,11 +183,12 @@ def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
     """The token ids of the backbone's answers to ``texts`` (chat template; EOS last when it
     ended by itself), greedy at temperature 0, decoded by grace.rollout.engine (shared template
     prefix run once, early exit; no log-probs)."""
-    from grace.rollout.engine import rollout
+    from grace.rollout.engine import generate_and_score
 
-    scored = rollout(backbone, tokenizer, chat_prompt_batch(tokenizer, texts), num_samples=1,
-                     temperature=temperature, max_new_tokens=max_new_tokens,
-                     batch_size=len(texts), with_logprobs=False)
+    scored = generate_and_score(backbone, tokenizer, chat_prompt_batch(tokenizer, texts),
+                                num_samples=1, temperature=temperature,
+                                max_new_tokens=max_new_tokens, batch_size=len(texts),
+                                with_logprobs=False)
     seqs = scored.seqs
     return [row[:length] for row, length in zip(seqs.response_ids.tolist(),
                                                 seqs.response_mask.sum(dim=1).tolist())]

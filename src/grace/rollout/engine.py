@@ -271,7 +271,7 @@ def _per_prompt(value, n: int, name: str) -> list:
 
 
 @torch.no_grad()
-def rollout(
+def generate_and_score(
     model,
     tokenizer,
     prompts: PromptBatch,
