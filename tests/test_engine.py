@@ -157,3 +157,23 @@ def test_strip_left_padding_keeps_what_each_row_needs(setup):
     assert torch.equal(short.response_ids, out.seqs.response_ids[:1])
     emb = score_sequences(model, short, with_logprobs=False).embeddings
     assert _min_cosine(emb, out.embeddings[:1]) >= 0.9999
+
+
+def test_every_end_token_of_the_generation_config_ends_a_rollout(setup):
+    """Qwen2.5 and Llama-3 list several end ids in generation_config.eos_token_id: a rollout
+    that says any of them has ended (not truncated), in the engine as in HF generate."""
+    import copy
+
+    model, tok, prompts = setup
+    plain = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=6)
+    assert bool(plain.seqs.truncated.all())  # the tiny model never says its EOS
+    other_end = int(plain.seqs.response_ids[0, 2])  # what row 0 says third
+    listed = copy.deepcopy(model)
+    listed.generation_config.eos_token_id = [tok.eos_token_id, other_end]
+    ours = generate_and_score(listed, tok, prompts, temperature=0.0, max_new_tokens=6)
+    simple = generate_sequences(listed, tok, prompts, num_samples=1, temperature=0.0, max_new_tokens=6)
+    assert not bool(ours.seqs.truncated[0]) and int(ours.seqs.response_mask[0].sum()) <= 3
+    assert torch.equal(ours.seqs.truncated, simple.truncated)
+    assert torch.equal(ours.seqs.response_mask, simple.response_mask)
+    hit = (plain.seqs.response_ids == other_end).any(dim=1)  # rows that say it somewhere
+    assert torch.equal(~ours.seqs.truncated, hit)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
 from grace.encoders.cache import RationaleCache, settings_key
+from grace.models.backbones import end_token_ids
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
@@ -99,7 +100,7 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
     if stale:  # cached rationales without an embedding (older cache files): one scoring pass
         rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
-                                        tokenizer.pad_token_id, tokenizer.eos_token_id)
+                                        tokenizer.pad_token_id, end_token_ids(model, tokenizer))
         emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.cpu().numpy()
         for (k, i), e in zip(stale, emb):
             entries[k][i] = (entries[k][i][0], e)

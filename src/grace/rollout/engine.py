@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from grace.models.backbones import decoder_and_head
+from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
@@ -210,7 +210,7 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
 
 @torch.no_grad()
 def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
-                   max_new_tokens, eos_id, pad_id, share_prefix, with_logprobs):
+                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs):
     """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
     prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
     counts; T <= max_new_tokens (early exit)."""
@@ -230,6 +230,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         pool_sum, pool_count, logits, attn, next_pos = (
             t.repeat_interleave(counts, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
     N = int(counts.sum())
+    ends = torch.as_tensor(eos_ids, dtype=torch.long, device=device)  # (E,) any of them ends a row
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(N, max_new_tokens, device=device)
     rows = torch.arange(N, device=device)  # full-batch row of each row in the cache
@@ -249,7 +250,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         pool_sum[rows[live]] += hidden[live].float()
         pool_count[rows[live]] += 1
         next_pos = next_pos + 1
-        done = done | (live & (tok == eos_id))
+        done = done | (live & torch.isin(tok, ends))
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         if 4 * int(done.sum()) >= len(rows):  # drop finished rows once they are a quarter
@@ -306,6 +307,7 @@ def generate_and_score(
             end += 1
         chunks.append((start, end))
         start = end
+    eos_ids = end_token_ids(model, tokenizer)  # a rollout ends at any of them (as HF generate)
     was_training = model.training
     model.eval()
     tokens, logprobs, embeddings = [], [], []
@@ -313,7 +315,7 @@ def generate_and_score(
         part = prompts.select(slice(start, end))
         tok, lp, emb = _rollout_chunk(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
-            max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+            max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
         )
         tokens.append(tok)
@@ -322,7 +324,7 @@ def generate_and_score(
     model.train(was_training)
     width = max(t.shape[1] for t in tokens)
     response = torch.cat([F.pad(t, (0, width - t.shape[1]), value=tokenizer.pad_token_id) for t in tokens])
-    seqs = sequences_from_response_tensor(prompts, torch.tensor(counts), response, tokenizer.eos_token_id)
+    seqs = sequences_from_response_tensor(prompts, torch.tensor(counts), response, eos_ids)
     lp = torch.cat([F.pad(x, (0, width - x.shape[1])) for x in logprobs]) * seqs.response_mask
     return ScoredSequences(seqs, torch.cat(embeddings), lp if with_logprobs else torch.zeros_like(lp))
 
