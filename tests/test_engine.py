@@ -136,7 +136,10 @@ def test_per_prompt_counts_and_temperatures_in_one_call(setup):
     assert torch.equal(mixed.seqs.input_ids[1:4, : mixed.seqs.prompt_len], prompts.input_ids[1].expand(3, -1))
     reference = score_sequences(model, mixed.seqs)
     assert _min_cosine(mixed.embeddings, reference.embeddings) >= 0.9999
-    torch.testing.assert_close(mixed.logprobs, reference.logprobs, atol=1e-4, rtol=0)
+    # log-probs at each row's sampling temperature: rows 0-3 at 1 (greedy rows too), 4-5 at 0.7
+    torch.testing.assert_close(mixed.logprobs[:4], reference.logprobs[:4], atol=1e-4, rtol=0)
+    at_07 = score_sequences(model, mixed.seqs, temperature=0.7).logprobs
+    torch.testing.assert_close(mixed.logprobs[4:], at_07[4:], atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="num_samples has 2 entries for 3 prompts"):
         generate_and_score(model, tok, prompts, num_samples=[1, 2], max_new_tokens=2)
 
@@ -177,3 +180,22 @@ def test_every_end_token_of_the_generation_config_ends_a_rollout(setup):
     assert torch.equal(ours.seqs.response_mask, simple.response_mask)
     hit = (plain.seqs.response_ids == other_end).any(dim=1)  # rows that say it somewhere
     assert torch.equal(~ours.seqs.truncated, hit)
+
+
+def test_logprobs_are_taken_at_the_sampling_temperature(setup):
+    """Rollouts sampled at T get log softmax(logits / T) as their old log-probs (as verl), in
+    the engine and in the HF path's scoring pass; greedy rows are scored at T = 1."""
+    from grace.rollout.reference import response_logprobs
+
+    model, tok, prompts = setup
+    torch.manual_seed(0)
+    ours = generate_and_score(model, tok, prompts, num_samples=2, temperature=0.7, max_new_tokens=5)
+    at_t = score_sequences(model, ours.seqs, temperature=0.7).logprobs
+    at_1 = score_sequences(model, ours.seqs).logprobs
+    torch.testing.assert_close(ours.logprobs, at_t, atol=1e-4, rtol=0)
+    assert (ours.logprobs - at_1).abs().max() > 1e-2  # not the temperature-1 ones
+    with torch.no_grad():  # the update's log-probs at the same temperature: ratio 1 before it
+        torch.testing.assert_close(response_logprobs(model, ours.seqs, 0.7), at_t, atol=1e-4, rtol=0)
+    greedy = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=5)
+    torch.testing.assert_close(greedy.logprobs, score_sequences(model, greedy.seqs).logprobs,
+                               atol=1e-4, rtol=0)

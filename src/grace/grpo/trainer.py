@@ -14,8 +14,13 @@ typed ``grace.rollout.batch.RolloutBatch``:
    batch in ``num_mini_batches`` optimizer steps, grad-norm clipping; optional low-variance KL
    to the frozen initial policy (the LoRA adapter switched off, or a frozen copy).
 
-Deviations from the reference (verl): micro-batched forward passes; no sequence packing;
-log-probs at temperature 1.
+Old, new and KL-reference log-probs are all taken at the trained rollouts' sampling temperature
+(``rollout.temperature``: log softmax(logits / T), as verl does), so the PPO ratio compares the
+distribution the rollouts came from with the policy's at that temperature (at T = 1, the
+reference run's setting, this is the plain log-prob). ``rollout.top_p`` < 1 still samples from
+a truncated distribution whose log-probs are not the ones trained (as in verl).
+
+Deviations from the reference (verl): micro-batched forward passes; no sequence packing.
 """
 
 from __future__ import annotations
@@ -102,7 +107,8 @@ class GraceTrainer(Trainer):
         """Old log-probs from the policy itself (same forward as the update), when the rollouts
         came from a copy in another dtype."""
         self.model.train()
-        parts = [response_logprobs(self.model, seqs.select(rows)).float()
+        T = self.config.rollout.temperature
+        parts = [response_logprobs(self.model, seqs.select(rows), T).float()
                  for rows in torch.arange(len(seqs)).split(self.config.rollout.micro_batch_size)]
         return torch.cat(parts)
 
@@ -133,7 +139,8 @@ class GraceTrainer(Trainer):
             seqs = generate_sequences(model, self.tokenizer, prompts, num_samples=num_samples,
                                       temperature=temperature, top_p=r.top_p,
                                       max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
-            return score_sequences(model, seqs, r.micro_batch_size), prompts.num_truncated
+            return (score_sequences(model, seqs, r.micro_batch_size, temperature=temperature or 1.0),
+                    prompts.num_truncated)
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)
         trained, cut_t = run(plan.trained_texts, r.num_rollouts, r.temperature)
@@ -143,9 +150,11 @@ class GraceTrainer(Trainer):
         if self.config.optim.kl_coef <= 0:
             return None
         if self.ref_model is not None:
-            return score_sequences(self.ref_model, seqs, self.config.rollout.micro_batch_size).logprobs
+            return score_sequences(self.ref_model, seqs, self.config.rollout.micro_batch_size,
+                                   temperature=self.config.rollout.temperature).logprobs
         with self.policy.disable_adapter():
-            return score_sequences(self.policy, seqs, self.config.rollout.micro_batch_size).logprobs
+            return score_sequences(self.policy, seqs, self.config.rollout.micro_batch_size,
+                                   temperature=self.config.rollout.temperature).logprobs
 
     def _rewards(self, context, trained):
         cfg, acc = self.config, self.acc
@@ -179,7 +188,7 @@ class GraceTrainer(Trainer):
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
             for micro in mb.split(cfg.rollout.micro_batch_size):
                 part = seqs.select(micro)
-                lp = response_logprobs(self.model, part)  # (m, R)
+                lp = response_logprobs(self.model, part, cfg.rollout.temperature)  # (m, R)
                 loss, st = policy_loss(
                     lp, old_lp[micro], advantages[micro], part.response_mask,
                     ref_logprobs=None if ref_lp is None else ref_lp[micro], kl_coef=o.kl_coef,

@@ -14,8 +14,8 @@ in one pass:
 - **shared group prefill**: a prompt is prefilled once and its cache repeated for its G samples;
 - **pooling from the generation pass**: the prefill hidden states of the pooled prompt positions
   and the hidden state of every generated token (computed when that token is fed back) are
-  summed into the masked mean on the fly; the log-prob of each sampled token (temperature 1,
-  the PPO "old" log-prob) is read from the same logits that sampled it;
+  summed into the masked mean on the fly; the log-prob of each sampled token at its row's
+  sampling temperature (the PPO "old" log-prob) is read from the same logits that sampled it;
 - **early exit**: a row stops once its EOS has been fed; finished rows are dropped from the
   batch and the cache when they make up a quarter of it (dropping copies the cache, so it is
   batched), and the loop stops when every row is done;
@@ -63,9 +63,13 @@ def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torc
     return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
 
 
-def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] at temperature 1: (n, V), (n,) -> (n,) float32."""
-    return logits.float().log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature=1.0) -> torch.Tensor:
+    """log softmax(logits / T)[token]: (n, V), (n,) -> (n,) float32. ``temperature`` T: a
+    number or a (n,) tensor, each row's sampling temperature; a row at T <= 0 (greedy) is
+    scored at T = 1."""
+    t = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
+    t = torch.where(t > 0, t, torch.ones_like(t))  # (n,)
+    return (logits.float() / t[:, None]).log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -241,7 +245,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         tok = sample_tokens(logits, row_temps[rows], top_p).masked_fill(done, pad_id)  # (n,)
         tokens[rows[live], t] = tok[live]
         if with_logprobs:
-            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live])
+            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live], row_temps[rows][live])
         steps = t + 1
         attn = torch.cat([attn, live.long()[:, None]], dim=1)
         out = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
@@ -285,8 +289,9 @@ def generate_and_score(
     share_prefix: bool = True,
     with_logprobs: bool = True,
 ) -> ScoredSequences:
-    """Sample rationales and return them with their embeddings and temperature-1 log-probs, as
-    ``score_sequences`` would.
+    """Sample rationales and return them with their embeddings and log-probs at each row's
+    sampling temperature (log softmax(logits / T); greedy rows at T = 1), as
+    ``score_sequences(..., temperature=T)`` would.
 
     ``num_samples`` and ``temperature`` are numbers or one value per prompt (so one call can
     serve, e.g., a step's greedy-ish context rationales and its sampled groups together); a

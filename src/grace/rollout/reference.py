@@ -120,9 +120,12 @@ def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
 
 @torch.no_grad()
 def score_sequences(
-    model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True
+    model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True,
+    temperature: float = 1.0,
 ) -> ScoredSequences:
-    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs."""
+    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs at
+    ``temperature`` (log softmax(logits / temperature), the distribution the rollouts were
+    sampled from, as verl computes them)."""
     _, head = decoder_and_head(model)
     was_training = model.training
     model.eval()
@@ -133,7 +136,7 @@ def score_sequences(
         embeddings.append(pool(hidden, part.pool_mask))  # (n, D)
         if with_logprobs:
             logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
-            lp = token_logprobs(logits, part.response_ids) * part.response_mask  # (n, R)
+            lp = token_logprobs(logits / temperature, part.response_ids) * part.response_mask  # (n, R)
             logprobs.append(lp.float())
     model.train(was_training)
     lp = torch.cat(logprobs) if logprobs else torch.zeros(len(seqs), 0)
@@ -153,8 +156,9 @@ def prompt_only(prompts: PromptBatch) -> Sequences:
     )
 
 
-def response_logprobs(model, seqs: Sequences) -> torch.Tensor:
-    """Log-probs of the rationale tokens with gradient (policy update). -> (N, R) float32.
+def response_logprobs(model, seqs: Sequences, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the rationale tokens with gradient (policy update), at ``temperature`` (the
+    trained rollouts' sampling temperature, as the old log-probs). -> (N, R) float32.
 
     Calls the (possibly DDP/FSDP-wrapped) model itself so distributed gradient hooks run, and
     asks for logits of the last R+1 positions only.
@@ -168,7 +172,7 @@ def response_logprobs(model, seqs: Sequences) -> torch.Tensor:
         logits_to_keep=R + 1,
     )
     logits = out.logits[:, :-1]  # (N, R, V)
-    return token_logprobs(logits, seqs.response_ids) * seqs.response_mask  # (N, R)
+    return token_logprobs(logits / temperature, seqs.response_ids) * seqs.response_mask  # (N, R)
 
 
 def decode_rationales(tokenizer, seqs: Sequences) -> list[str]:
