@@ -7,7 +7,11 @@ Rationale modes:
   gets the same embedding);
 - ``sampled``: ``num_samples`` rationales at ``temperature``; their embeddings are averaged and
   renormalised. With a cache, sample k of a text is stored and reused, so re-encoding returns
-  the same embedding.
+  the same embedding;
+- ``echo``: no generation: the "rationale" is the text itself (its first ``max_new_tokens``
+  tokens), placed where a rationale goes and pooled like one, in one forward pass. Copying
+  the input is what echo embeddings do (Springer et al. 2024, arXiv 2402.15449); it is the
+  baseline that says whether a generated rationale adds more than a copy would.
 
 Texts are processed in length-sorted batches and returned in input order. Generation runs on
 ``grace.rollout.engine`` (one pass: rationale and pooled embedding together, the system prefix shared).
@@ -32,12 +36,12 @@ from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 
-RATIONALE_MODES = ("none", "greedy", "sampled")
+RATIONALE_MODES = ("none", "greedy", "sampled", "echo")
 
 
 @dataclass
 class EncodeOptions:
-    rationale: str = "greedy"  # none | greedy | sampled
+    rationale: str = "greedy"  # none | greedy | sampled | echo
     max_new_tokens: int = 64  # rationale length cap
     num_samples: int = 1  # rationales averaged in "sampled" mode
     temperature: float = 1.0  # sampling temperature in "sampled" mode
@@ -76,12 +80,23 @@ def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
 
+def _echo(model, tokenizer, texts: list[str], prompts: PromptBatch, opts: EncodeOptions):
+    """The ``echo`` mode: each text's own first ``max_new_tokens`` tokens as its rationale."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: opts.max_new_tokens] for t in texts]
+    seqs = sequences_from_responses(prompts, ids, tokenizer.pad_token_id, end_token_ids(model, tokenizer))
+    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.float().cpu()
+    rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    return emb, rationales, ids
+
+
 def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
     """(embeddings (B, D), rationale texts, rationale token ids of the first sample)."""
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
         emb = pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size)
         return emb, [""] * len(texts), [[] for _ in texts]
+    if opts.rationale == "echo":
+        return _echo(model, tokenizer, texts, prompts, opts)
     n, key = opts.samples, opts.generation_key()
     # entries[k][i]: (rationale ids, embedding or None) of sample k of text i, None if unknown
     entries = [cache.get_entries(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
