@@ -199,3 +199,35 @@ def test_logprobs_are_taken_at_the_sampling_temperature(setup):
     greedy = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=5)
     torch.testing.assert_close(greedy.logprobs, score_sequences(model, greedy.seqs).logprobs,
                                atol=1e-4, rtol=0)
+
+
+def test_hf_path_ignores_the_models_generation_settings(setup):
+    """A repetition penalty, n-gram bans or suppressed tokens in the model's generation_config
+    would make HF generate sample from another distribution than the one trained: the simple
+    engine sets them aside (and leaves the model's config as it was), as the fast engine does."""
+    import copy
+
+    model, tok, prompts = setup
+    ours = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=6)
+    tuned = copy.deepcopy(model)
+    tuned.generation_config.repetition_penalty = 5.0
+    tuned.generation_config.no_repeat_ngram_size = 1
+    tuned.generation_config.suppress_tokens = [int(ours.seqs.response_ids[0, 0])]
+    simple = generate_sequences(tuned, tok, prompts, num_samples=1, temperature=0.0, max_new_tokens=6)
+    assert torch.equal(simple.input_ids, ours.seqs.input_ids)
+    assert tuned.generation_config.repetition_penalty == 5.0  # restored
+
+
+def test_hf_path_sets_aside_the_generation_settings_of_a_lora_model_too(setup):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok, prompts = setup
+    ours = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=6)
+    tuned = copy.deepcopy(model)
+    tuned.generation_config.repetition_penalty = 5.0
+    lora = get_peft_model(tuned, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=True))
+    simple = generate_sequences(lora, tok, prompts, num_samples=1, temperature=0.0, max_new_tokens=6)
+    assert torch.equal(simple.input_ids, ours.seqs.input_ids)  # LoRA starts as the identity
+    assert lora.get_base_model().generation_config.repetition_penalty == 5.0

@@ -17,6 +17,7 @@ Conventions (one for every tensor here):
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig
 
 from grace.grpo.policy_loss import token_logprobs
 from grace.models.backbones import decoder_and_head, end_token_ids
@@ -57,7 +58,11 @@ def generate_sequences(
     max_new_tokens: int = 64,
     batch_size: int = 64,
 ) -> Sequences:
-    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0)."""
+    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0), from the
+    model's plain distribution at ``temperature``/``top_p``: the model's own generation_config
+    (a repetition penalty, suppressed tokens, n-gram bans ...) is set aside for the call, since
+    ``generate`` merges it even into an explicit config, and samples drawn under it would not
+    come from the distribution whose log-probs are trained."""
     device = next(model.parameters()).device
     ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
@@ -67,6 +72,23 @@ def generate_sequences(
     eos_ids = end_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
+    outputs = []
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the inner model
+    own = owner.generation_config
+    owner.generation_config = GenerationConfig(bos_token_id=getattr(own, "bos_token_id", None),
+                                               eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
+    try:
+        outputs = _generate_chunks(model, tokenizer, ids, mask, batch_size, max_new_tokens,
+                                   eos_ids, sampling)
+    finally:
+        owner.generation_config = own
+    model.train(was_training)
+    width = max(o.shape[1] for o in outputs)
+    response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
+    return sequences_from_response_tensor(prompts, num_samples, response, eos_ids)
+
+
+def _generate_chunks(model, tokenizer, ids, mask, batch_size, max_new_tokens, eos_ids, sampling):
     outputs = []
     for start in range(0, ids.shape[0], batch_size):
         out = model.generate(
@@ -78,10 +100,7 @@ def generate_sequences(
             **sampling,
         )
         outputs.append(out[:, ids.shape[1] :])  # (n, R_chunk)
-    model.train(was_training)
-    width = max(o.shape[1] for o in outputs)
-    response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
-    return sequences_from_response_tensor(prompts, num_samples, response, eos_ids)
+    return outputs
 
 
 def sequences_from_response_tensor(prompts: PromptBatch, num_samples, response: torch.Tensor,
