@@ -105,7 +105,9 @@ class GraceTrainer(Trainer):
     @torch.no_grad()
     def _policy_logprobs(self, seqs: Sequences) -> torch.Tensor:
         """Old log-probs from the policy itself (same forward as the update), when the rollouts
-        came from a copy in another dtype."""
+        came from a copy in another dtype, or when the update runs under mixed precision (the
+        engine decodes outside accelerate's autocast, so its float32 log-probs would make the
+        first PPO ratio differ from 1 by the bf16 rounding of the update's forward)."""
         self.model.train()
         T = self.config.rollout.temperature
         parts = [response_logprobs(self.model, seqs.select(rows), T).float()
@@ -227,7 +229,7 @@ class GraceTrainer(Trainer):
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
-        if self._rollout_copy is not None:
+        if self._rollout_copy is not None or self.config.model.mixed_precision != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
 
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:
