@@ -32,7 +32,8 @@ LEARN = ["--reward.penalize_truncation", "false", "--optim.learning_rate", "1e-2
 METRIC_KEYS = (
     "reward/contrastive", "reward/consistency", "reward/hard", "reward/mean", "advantage/std",
     "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
-    "throughput/tokens_per_s",
+    "throughput/tokens_per_s", "rationale/copy_rate", "rationale/distinct_2",
+    "rationale/empty_rate", "rationale/eos_rate",
 )
 
 
@@ -108,6 +109,8 @@ def test_unsupervised_run_writes_checkpoint_and_metrics(tmp_path, texts):
         assert not missing
         assert all(isinstance(row[key], (int, float)) for key in METRIC_KEYS)
         assert row["rationale/length_mean"] <= 8 and 0 <= row["rationale/truncation_rate"] <= 1
+        assert row["rationale/eos_rate"] == pytest.approx(1 - row["rationale/truncation_rate"])
+        assert 0 <= row["rationale/copy_rate"] <= 1 and 0 < row["rationale/distinct_2"] <= 1
         assert row["advantage/std"] > 0
 
     saved = load_file(checkpoint / "model.safetensors")

@@ -139,11 +139,14 @@ def embed_texts(
     show_progress: bool = False,
     cache: RationaleCache | None = None,
     fingerprint: str | None = None,
+    record: list | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
 
     ``cache`` and ``fingerprint`` (``grace.encoders.cache.model_fingerprint(model)``) go
-    together: rationales are looked up and stored under that model's fingerprint.
+    together: rationales are looked up and stored under that model's fingerprint. ``record``:
+    a list that gets (text, rationale token ids of the first sample) for every text (for the
+    quality figures of grace.rollout.quality).
     """
     opts = options or EncodeOptions()
     if cache is not None and fingerprint is None:
@@ -152,7 +155,9 @@ def embed_texts(
     rationales: list[str] = [""] * len(texts)
     batches = length_sorted_batches([len(t) for t in texts], opts.batch_size)
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
-        emb, rat, _ = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        emb, rat, ids = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        if record is not None:
+            record.extend((texts[i], list(x)) for i, x in zip(batch, ids))
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
     if not texts:

@@ -27,8 +27,10 @@ drawn with ``seed``, which is also the mteb task seed.
 Output (returned, and written as JSON to ``output``): per task the mteb main score and main
 metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts
 encoded, seconds; averages of the main score per task type (only the types present) and overall
-(mean over tasks); the model, rationale settings, seed and versions. The printed table shows
-scores x 100, as the MTEB leaderboard does.
+(mean over tasks); the model, rationale settings, seed and versions; with rationales (greedy,
+sampled, echo), ``rationale_quality`` per task and for the whole run (copy rate, mean length,
+EOS rate, distinct-2, empty rate: grace.rollout.quality, each distinct text once). The printed
+table shows scores x 100, as the MTEB leaderboard does.
 
 Rationales come from the encoder's cache (on by default), so tasks and runs that share texts
 generate them once. mteb runs with no result cache (no result files are written; importing mteb
@@ -180,6 +182,7 @@ def evaluate_task(model, task) -> dict[str, Any]:
     from sklearn.exceptions import UndefinedMetricWarning
 
     texts_before, start = model.texts_encoded, time.perf_counter()
+    model.requested = []
     with warnings.catch_warnings():
         # mteb's macro precision over labels a weak model never predicts: 0 by definition
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -188,6 +191,7 @@ def evaluate_task(model, task) -> dict[str, Any]:
                                encode_kwargs={"batch_size": model.encoder.options.batch_size})
     seconds = time.perf_counter() - start
     meta = task.metadata
+    quality = _quality(model, model.requested)
     scores = result.task_results[0].scores[meta.eval_splits[0]][0]
     return {
         "type": meta.type,
@@ -199,7 +203,22 @@ def evaluate_task(model, task) -> dict[str, Any]:
         "texts_encoded": model.texts_encoded - texts_before,
         "seconds": round(seconds, 2),
         "dataset": dict(meta.dataset),
+        **({"rationale_quality": quality} if quality is not None else {}),
     }
+
+
+def _quality(model, keys) -> dict | None:
+    """grace.rollout.quality's figures of the rationales of the (role, text) ``keys`` the mteb
+    adapter ``model`` recorded (each distinct text once); None without rationales."""
+    from grace.models.backbones import end_token_ids
+    from grace.rollout.quality import records_quality
+
+    records = [(key[1], model.rationale_ids[key]) for key in dict.fromkeys(keys)
+               if key in model.rationale_ids]
+    if not records:
+        return None
+    encoder = model.encoder
+    return records_quality(encoder.tokenizer, records, end_token_ids(encoder.model, encoder.tokenizer))
 
 
 def summarise(tasks: dict[str, dict]) -> tuple[dict[str, float], float | None]:
@@ -293,6 +312,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "skipped": skipped,
         "averages": averages,
         "overall": overall,
+        "rationale_quality": _quality(model, list(model.rationale_ids)),  # every text of the run
         "texts_encoded": model.texts_encoded,
         "seconds": None,
         "versions": {"mteb": mteb.__version__, "python": platform.python_version()},

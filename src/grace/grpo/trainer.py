@@ -33,10 +33,11 @@ import torch
 from grace.grpo.advantages import group_advantages
 from grace.grpo.policy_loss import policy_loss
 from grace.grpo.rewards import compute_rewards
-from grace.models.backbones import cast_copy, resolve_dtype
+from grace.models.backbones import cast_copy, end_token_ids, resolve_dtype
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
 from grace.rollout.engine import generate_and_score
+from grace.rollout.quality import sequence_quality
 from grace.rollout.reference import (
     decode_rationales,
     generate_sequences,
@@ -258,6 +259,10 @@ class GraceTrainer(Trainer):
             "advantage/abs_max": float(adv.abs().max()),
             "rationale/length_mean": float(lengths.mean()),
             "rationale/truncation_rate": float(trained.seqs.truncated.float().mean()),
+            # copy rate, distinct-2, empty and EOS rates (grace.rollout.quality)
+            **{f"rationale/{k}": v for k, v in sequence_quality(
+                self.tokenizer, trained.seqs, batch.plan.trained_texts, cfg.rollout.num_rollouts,
+                end_token_ids(self.policy, self.tokenizer)).items() if k != "length_mean"},
             "prompts/truncated": batch.prompts_truncated,
             "lr": self.scheduler.get_last_lr()[0],
             "time/rollout_s": t_roll,
