@@ -14,7 +14,7 @@ log-probs of the rationale.
 * reference: what the GRACE reference implementation does -- Hugging Face ``generate`` on the
   left-padded prompts (prompt repeated G times), then a second full forward pass over prompt +
   rationale to pool and score (``grace.rollout.reference.generate_sequences`` + ``score_sequences``);
-* ours: ``grace.rollout.engine.rollout`` (shared system-prefix KV, one prefill per group, pooling and
+* ours: ``grace.rollout.engine.generate_and_score`` (shared system-prefix KV, one prefill per group, pooling and
   log-probs from the generation pass, early exit, preallocated KV cache).
 
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
@@ -50,12 +50,12 @@ def _texts(n: int) -> list[str]:
 
 
 def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: float, tokens: int):
-    from grace.rollout.engine import rollout
+    from grace.rollout.engine import generate_and_score
     from grace.rollout.reference import generate_sequences, score_sequences
 
     start = time.perf_counter()
     if pipeline == "ours":
-        out = rollout(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
+        out = generate_and_score(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
                       max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples)
     else:
         seqs = generate_sequences(model, tokenizer, prompts, num_samples=samples, temperature=temperature,

@@ -32,7 +32,8 @@ LEARN = ["--reward.penalize_truncation", "false", "--optim.learning_rate", "1e-2
 METRIC_KEYS = (
     "reward/contrastive", "reward/consistency", "reward/hard", "reward/mean", "advantage/std",
     "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
-    "throughput/tokens_per_s",
+    "throughput/tokens_per_s", "rationale/copy_rate", "rationale/distinct_2",
+    "rationale/empty_rate", "rationale/eos_rate",
 )
 
 
@@ -108,6 +109,8 @@ def test_unsupervised_run_writes_checkpoint_and_metrics(tmp_path, texts):
         assert not missing
         assert all(isinstance(row[key], (int, float)) for key in METRIC_KEYS)
         assert row["rationale/length_mean"] <= 8 and 0 <= row["rationale/truncation_rate"] <= 1
+        assert row["rationale/eos_rate"] == pytest.approx(1 - row["rationale/truncation_rate"])
+        assert 0 <= row["rationale/copy_rate"] <= 1 and 0 < row["rationale/distinct_2"] <= 1
         assert row["advantage/std"] > 0
 
     saved = load_file(checkpoint / "model.safetensors")
@@ -400,3 +403,26 @@ def test_bf16_rollout_copy_follows_the_float32_policy(tmp_path, texts, lora, one
         assert param.dtype == torch.bfloat16
         assert torch.equal(param, policy[name].detach().to(torch.bfloat16)), name
     assert trainer.step(2)[0]["step"] == 2
+
+
+def test_mixed_precision_old_logprobs_come_from_the_updates_forward(tmp_path, texts, one_thread):
+    """mixed_precision=bf16 with rollouts on the policy itself: the engine decodes outside
+    accelerate's autocast (float32 log-probs), the update runs inside it; the old log-probs are
+    recomputed by the update's own forward, so the first PPO ratio is exactly 1."""
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
+    from grace.rollout.reference import response_logprobs
+
+    trainer = GraceTrainer(load_config(None, {
+        "model.name": "tiny-random", "model.mixed_precision": "bf16", "mode": "unsupervised",
+        "data.path": str(texts), "output_dir": str(tmp_path / "OUT"), "batch_size": 2,
+        "max_steps": 1, "rollout.num_rollouts": 2, "rollout.max_new_tokens": 8,
+    }))
+    batch = trainer.rollout_stage(1)
+    trainer.reward_stage(batch)
+    trainer.model.train()
+    with torch.no_grad():
+        update_forward = response_logprobs(trainer.model, batch.trained.seqs, 1.0)
+    torch.testing.assert_close(batch.old_logprobs, update_forward.float(), atol=1e-6, rtol=0)
+    assert (batch.trained.logprobs - update_forward).abs().max() > 1e-4  # what the engine gave
+    trainer.close()

@@ -167,14 +167,15 @@ def test_two_cpu_processes_train_llm2vec_gen(tmp_path):
         "--method", "llm2vec-gen", "--model", "tiny-random",
         "--data", "texts.txt", "--max-steps", "2", "--output-dir", "OUT", "--batch-size", "4",
         "--llm2vec_gen.teacher", "tiny-random", "--llm2vec_gen.num_tokens", "4",
-        "--llm2vec_gen.response_max_new_tokens", "4", "--llm2vec_gen.responses_file", "r.jsonl",
+        "--llm2vec_gen.response_max_new_tokens", "4", "--llm2vec_gen.cache", "gen.sqlite",
         "--sample_every", "0",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = tmp_path / "OUT" / "checkpoint-2"
     assert (checkpoint / "llm2vec_gen.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
     assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
-    lines = (tmp_path / "r.jsonl").read_text().splitlines()
-    assert len(lines) == 1 + len(ALL_TEXTS)  # settings + one response per text, written once
+    from grace.encoders.cache import RationaleCache
+
+    assert len(RationaleCache(tmp_path / "gen.sqlite")) == len(set(ALL_TEXTS))  # one per text, written once
     rows = [json.loads(line) for line in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]

@@ -40,7 +40,7 @@ def test_greedy_twice_is_identical_and_second_time_comes_from_cache(encoder, mon
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although every rationale is cached")
 
-    monkeypatch.setattr(grace.encoders.encode, "rollout", no_generation)
+    monkeypatch.setattr(grace.encoders.encode, "generate_and_score", no_generation)
     monkeypatch.setattr(grace.encoders.encode, "score_sequences", no_generation)
     second = encoder.encode(TEXTS)
     np.testing.assert_array_equal(first, second)
@@ -178,7 +178,7 @@ def test_cache_files_without_embeddings_are_upgraded_and_rescored(encoder, tmp_p
     def no_generation(*args, **kwargs):
         raise AssertionError("generated although every rationale is cached")
 
-    monkeypatch.setattr(grace.encoders.encode, "rollout", no_generation)
+    monkeypatch.setattr(grace.encoders.encode, "generate_and_score", no_generation)
     rescored = again.encode(TEXTS)
     np.testing.assert_allclose(rescored, first, atol=1e-5)
     stored = cache.get_entries(encoder.fingerprint, encoder.options.generation_key(), TEXTS)
@@ -211,3 +211,29 @@ def test_grace_explain_with_a_corrupt_cache_file_exits_2_naming_it(tmp_path, mon
     err = capsys.readouterr().err
     assert f"rationale cache {root / 'rationales.sqlite'} is not a readable SQLite database" in err
     assert "Traceback" not in err
+
+
+def test_echo_mode_pools_the_text_copied_as_its_rationale(encoder, tiny, monkeypatch):
+    """``echo``: no generation; the text's own first max_new_tokens tokens stand where a
+    rationale goes, and the embedding is the masked mean from the user text to their end."""
+    from grace.models.prompt import build_prompts
+
+    model, tok = tiny
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("echo must not generate")
+
+    monkeypatch.setattr(grace.encoders.encode, "generate_and_score", no_generation)
+    emb, rationales = encoder.encode(TEXTS, rationale="echo", max_new_tokens=50, return_rationales=True)
+    assert rationales == TEXTS  # short texts: copied whole
+    assert encoder.cache.hits == 0 and encoder.cache.misses == 0  # nothing generated, nothing cached
+    _, cut = encoder.encode(TEXTS[:1], rationale="echo", max_new_tokens=3, return_rationales=True)
+    assert cut == [tok.decode(tok(TEXTS[0], add_special_tokens=False)["input_ids"][:3]).strip()]
+    # by hand for text 1: prompt + its tokens, one forward pass, mean from pool_start to the end
+    prompt = build_prompts(tok, TEXTS[1:2])
+    ids = torch.cat([prompt.input_ids[0], torch.tensor(tok(TEXTS[1], add_special_tokens=False)["input_ids"])])
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids[None]).last_hidden_state[0].float()  # (L, D)
+    expected = torch.nn.functional.normalize(hidden[int(prompt.pool_start[0]):].mean(dim=0), dim=0)
+    np.testing.assert_allclose(emb[1], expected.numpy(), atol=1e-4)
+    assert not np.allclose(emb, encoder.encode(TEXTS, rationale="none"), atol=1e-3)

@@ -273,3 +273,22 @@ def test_an_unscored_task_makes_the_averages_null(recwarn):
 def test_cli_eval_bad_rationale_exits_2(capsys):
     assert main(["eval", "--model", "tiny-random", "--rationale", "bogus"]) == 2
     assert "unknown rationale mode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rationale", ["greedy", "echo"])
+def test_eval_reports_rationale_quality_per_task_and_overall(tmp_path, data_dir, rationale):
+    """With rationales, each task and the whole run carry grace.rollout.quality's figures; echo
+    rationales are copies of their texts (copy rate near 1, never ended by EOS)."""
+    results = run_suite("tiny-random", rationale=rationale, max_new_tokens=4, data_dir=data_dir,
+                        cache=tmp_path / "c.sqlite", show=False)
+    keys = {"copy_rate", "length_mean", "eos_rate", "distinct_2", "empty_rate"}
+    for row in results["tasks"].values():
+        assert set(row["rationale_quality"]) == keys
+        assert 0 < row["rationale_quality"]["length_mean"] <= 4
+    overall = results["rationale_quality"]
+    assert set(overall) == keys and 0 <= overall["copy_rate"] <= 1
+    if rationale == "echo":
+        assert overall["copy_rate"] > 0.9 and overall["eos_rate"] == 0.0
+    none = run_suite("tiny-random", rationale="none", data_dir=data_dir, cache=False, show=False)
+    assert none["rationale_quality"] is None and "rationale_quality" not in none["tasks"]["LeeDocSim"]
+    json.dumps(results)  # stays JSON

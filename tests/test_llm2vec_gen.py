@@ -158,41 +158,86 @@ def test_embedding_does_not_depend_on_the_batch(model, tiny):
 # --------------------------------------------------------------------------- response cache
 
 
-def test_response_cache_drops_a_cut_line_and_resumes(tmp_path):
-    path = tmp_path / "r.jsonl"
-    cache = ResponseCache(path, {"max_new_tokens": 4})
-    cache.add([("q1", Response("a1", True, 3)), ("q2", Response("a2", False, 4))])
-    with path.open("a") as handle:
-        handle.write('{"text": "q3", "respo')  # killed mid-line
-    again = ResponseCache(path, {"max_new_tokens": 4})
-    assert len(again) == 2 and again["q2"] == Response("a2", False, 4)
-    again.add([("q3", Response("a3", True, 2))])
-    rows = [json.loads(line) for line in path.read_text().splitlines()]  # every line is valid
-    assert [r.get("text") for r in rows] == [None, "q1", "q2", "q3"]
-    assert len(ResponseCache(path, {"max_new_tokens": 4})) == 3
+SETTINGS = {"backbone": "tiny-random", "backbone_fingerprint": "fp", "max_new_tokens": 4,
+            "temperature": 0.0}
 
 
-def test_response_cache_errors_name_the_file_and_line(tmp_path):
+def test_responses_live_in_the_generation_cache_and_survive_a_restart(tiny, tmp_path):
+    from grace.encoders.cache import RationaleCache
+
+    _, tok = tiny
+    store = tmp_path / "gen.sqlite"
+    cache = ResponseCache(tok, SETTINGS, store)
+    finished = tok("an answer", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    cut = tok("cut short", add_special_tokens=False)["input_ids"]
+    cache.add(["q1", "q2"], [finished, cut])
+    assert cache["q1"] == Response("an answer", True, len(finished))
+    assert cache["q2"] == Response("cut short", False, len(cut))
+    again = ResponseCache(tok, SETTINGS, store)  # a new run: read back from SQLite
+    assert len(again) == 2 and again["q1"] == cache["q1"] and again["q2"] == cache["q2"]
+    # other settings (or another backbone) see none of them; rationales share the file
+    assert len(ResponseCache(tok, {**SETTINGS, "max_new_tokens": 8}, store)) == 0
+    assert len(ResponseCache(tok, {**SETTINGS, "backbone_fingerprint": "other"}, store)) == 0
+    RationaleCache(store).put_many("fp", "{}", ["q1"], [[1, 2]])
+    assert len(ResponseCache(tok, SETTINGS, store)) == 2 and len(RationaleCache(store)) == 3
+
+
+def test_a_responses_file_is_read_over_the_cache_and_never_written(tiny, tmp_path):
+    _, tok = tiny
     path = tmp_path / "r.jsonl"
-    ResponseCache(path, {"max_new_tokens": 4}).add([("q", Response("a", True, 1))])
+    path.write_text(json.dumps({"settings": SETTINGS}) + "\n"
+                    + json.dumps({"text": "q", "response": "hand-written", "finished": False}) + "\n")
+    before = path.read_text()
+    cache = ResponseCache(tok, SETTINGS, tmp_path / "gen.sqlite", responses_file=path)
+    assert cache["q"] == Response("hand-written", False, 0) and len(cache) == 1
+    cache.add(["q2"], [[tok.eos_token_id]])
+    assert path.read_text() == before and "q2" in ResponseCache(tok, SETTINGS, tmp_path / "gen.sqlite")
+
+
+def test_responses_file_errors_name_the_file_and_line(tiny, tmp_path):
+    _, tok = tiny
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"settings": SETTINGS}) + "\n")
     with pytest.raises(GraceInputError, match="r.jsonl:1: these responses were generated with other"):
-        ResponseCache(path, {"max_new_tokens": 8})
+        ResponseCache(tok, {**SETTINGS, "max_new_tokens": 8}, tmp_path / "g.sqlite", path)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "q", "response": "a"}\n{"text": "q2"}\n')
     with pytest.raises(GraceInputError, match="bad.jsonl:2: field 'response'"):
-        ResponseCache(bad)
+        ResponseCache(tok, SETTINGS, tmp_path / "g.sqlite", bad)
     bad.write_text('{"text": "q", "response": "a"}\nnot json\n')
     with pytest.raises(GraceInputError, match="bad.jsonl:2: invalid JSON"):
-        ResponseCache(bad)
+        ResponseCache(tok, SETTINGS, tmp_path / "g.sqlite", bad)
+    with pytest.raises(GraceInputError, match="missing.jsonl: not found .*read, not written"):
+        ResponseCache(tok, SETTINGS, tmp_path / "g.sqlite", tmp_path / "missing.jsonl")
+
+
+def test_an_old_json_lines_cache_is_imported_once(tiny, tmp_path, monkeypatch):
+    from grace.llm2vec_gen.responses import legacy_responses_file
+
+    monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "cache"))
+    _, tok = tiny
+    legacy = legacy_responses_file(SETTINGS)  # where runs before the SQLite cache kept them
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"settings": SETTINGS}, sort_keys=True) + "\n"
+                      + json.dumps({"text": "q1", "response": "Paris is the capital.", "finished": True,
+                                    "num_tokens": 6}) + "\n"
+                      + json.dumps({"text": "q2", "response": "cut", "finished": False}) + "\n")
+    cache = ResponseCache(tok, SETTINGS)  # default: $GRACE_CACHE/rationales.sqlite
+    assert cache.imported == 2 and cache.where == tmp_path / "cache" / "rationales.sqlite"
+    assert cache["q1"].text == "Paris is the capital." and cache["q1"].finished
+    assert cache["q2"] == Response("cut", False, len(tok("cut", add_special_tokens=False)["input_ids"]))
+    assert not legacy.exists() and legacy.with_name(legacy.name + ".imported").is_file()
+    again = ResponseCache(tok, SETTINGS)
+    assert again.imported == 0 and again["q1"] == cache["q1"]
 
 
 def test_responses_are_generated_once(tiny, tmp_path, one_thread):
     backbone, tok = tiny  # generation only: the shared model is not changed
-    cache = ResponseCache(tmp_path / "r.jsonl")
+    store = tmp_path / "gen.sqlite"
     kw = dict(max_new_tokens=3, temperature=0.0, batch_size=2, show_progress=False)
-    assert ensure_responses(backbone, tok, ["q1", "q2", "q3", "q1"], cache, **kw) == 3
-    assert ensure_responses(backbone, tok, ["q1", "q2", "q3", "q4"], ResponseCache(tmp_path / "r.jsonl"), **kw) == 1
-    entry = ResponseCache(tmp_path / "r.jsonl")["q1"]
+    assert ensure_responses(backbone, tok, ["q1", "q2", "q3", "q1"], ResponseCache(tok, SETTINGS, store), **kw) == 3
+    assert ensure_responses(backbone, tok, ["q1", "q2", "q3", "q4"], ResponseCache(tok, SETTINGS, store), **kw) == 1
+    entry = ResponseCache(tok, SETTINGS, store)["q1"]
     assert not entry.finished and entry.num_tokens == 3  # the random model never says EOS
 
 
@@ -207,12 +252,11 @@ def test_engine_responses_equal_hf_generate(tiny, one_thread):
     batch = chat_prompt_batch(tok, texts)
     assert int((batch.pool_start - (batch.attention_mask == 0).sum(1)).min()) > 0  # a shared prefix
     ours = generate_batch(backbone, tok, texts, max_new_tokens=6, temperature=0.0)
-    for text, response in zip(texts, ours):
+    for text, ids in zip(texts, ours):  # the answers' token ids (what the cache stores)
         enc = tok(chat_prompt(tok, text), add_special_tokens=False, return_tensors="pt")
         ref = backbone.generate(**enc, max_new_tokens=6, do_sample=False,
                                 pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
-        assert response.text == tok.decode(ref, skip_special_tokens=True).strip()
-        assert response.num_tokens == 6 and not response.finished
+        assert ids == ref.tolist() and len(ids) == 6
 
 
 # --------------------------------------------------------------------------- training
@@ -228,7 +272,7 @@ def _config(tmp_path, data: Path, **overrides):
         "output_dir": str(tmp_path / "OUT"), "batch_size": 4, "max_steps": 2, "sample_every": 0,
         "llm2vec_gen.num_tokens": 4, "llm2vec_gen.teacher": TEACHER,
         "llm2vec_gen.micro_batch_size": 3, "llm2vec_gen.response_max_new_tokens": 4,
-        "llm2vec_gen.responses_file": str(tmp_path / "responses.jsonl"),
+        "llm2vec_gen.cache": str(tmp_path / "generations.sqlite"),
         "llm2vec_gen.learning_rate": 1e-2, "optim.weight_decay": 0.0,
         # tiny-random answers every query with an empty text, so the teacher's targets are one
         # vector, which a ridge start fits exactly: every text would get that one embedding (the

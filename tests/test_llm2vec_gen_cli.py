@@ -30,8 +30,8 @@ def test_train_then_decode(tmp_path, capsys):
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [sys.executable, "-m", "grace.cli", "train", "--method", "llm2vec-gen", "--model",
                "tiny-random", "--data", queries.name, "--max-steps", "2", "--output-dir", "OUT",
-               # short responses into a file of the test's own (defaults: 500 tokens, $GRACE_CACHE)
-               "--llm2vec_gen.response_max_new_tokens", "8", "--llm2vec_gen.responses_file", "R.jsonl"]
+               # short responses into a cache of the test's own (defaults: 500 tokens, $GRACE_CACHE)
+               "--llm2vec_gen.response_max_new_tokens", "8", "--llm2vec_gen.cache", "gen.sqlite"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "llm2vec-gen: 29,760 trainable parameters" in result.stdout  # 10*64 + 64*64+64 + 64*384+384
@@ -52,8 +52,12 @@ def test_train_then_decode(tmp_path, capsys):
     assert spec["backbone"] == "tiny-random" and spec["teacher"] == "all-MiniLM-L6-v2"
     rows = [json.loads(x) for x in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    cached = (tmp_path / "R.jsonl").read_text().splitlines()
-    assert json.loads(cached[0])["settings"]["max_new_tokens"] == 8 and len(cached) > 64
+    from grace.encoders.cache import RationaleCache
+
+    store = RationaleCache(tmp_path / "gen.sqlite")  # one response per distinct query, settings in the key
+    settings = {json.loads(s)["max_new_tokens"] for s in
+                {row[0] for row in store._db.execute("SELECT settings FROM rationales")}}
+    assert len(store) > 64 and settings == {8}
 
     capsys.readouterr()
     assert main(["decode", "--model", str(tmp_path / "OUT"), "--max-new-tokens", "6", "some text"]) == 0

@@ -89,8 +89,8 @@ def _env():
 @pytest.mark.slow
 def test_training_logs_the_collapse_figures_and_the_script_reports_a_checkpoint(tmp_path):
     (tmp_path / "texts.txt").write_text("".join(f"{t} Why?\n" for t in TEXTS))
-    common = ["--llm2vec_gen.response_max_new_tokens", "12", "--llm2vec_gen.responses_file",
-              "r.jsonl", "--data.path", "texts.txt"]
+    common = ["--llm2vec_gen.response_max_new_tokens", "12", "--llm2vec_gen.cache",
+              "gen.sqlite", "--data.path", "texts.txt"]
     train = subprocess.run([sys.executable, "-m", "grace.cli", "train", "--method", "llm2vec-gen",
                             "--model", "tiny-random", "--max-steps", "2", "--batch-size", "4",
                             "--output-dir", "OUT", *common], cwd=tmp_path, env=_env(),
@@ -139,6 +139,7 @@ def test_soft_token_gradient_norms_per_loss(tmp_path, head_init, align_init, one
         "llm2vec_gen.num_tokens": 4, "llm2vec_gen.teacher": "tiny-random",
         "llm2vec_gen.micro_batch_size": 2, "llm2vec_gen.response_max_new_tokens": 4,
         "llm2vec_gen.responses_file": str(tmp_path / "r.jsonl"), "llm2vec_gen.head_init": head_init,
+        "llm2vec_gen.cache": str(tmp_path / "gen.sqlite"),
         "llm2vec_gen.align_init": align_init, "llm2vec_gen.grad_norm_every": 1,
     })
     trainer = LLM2VecGenTrainer(config)

@@ -119,7 +119,8 @@ def _config(tmp_path, **overrides):
               "output_dir": str(tmp_path / "OUT"), "batch_size": 4, "max_steps": 2,
               "save_every": 1, "sample_every": 0, "llm2vec_gen.num_tokens": 4,
               "llm2vec_gen.teacher": "tiny-random", "llm2vec_gen.micro_batch_size": 4,
-              "llm2vec_gen.responses_file": str(responses), "llm2vec_gen.init_texts": 6}
+              "llm2vec_gen.responses_file": str(responses), "llm2vec_gen.init_texts": 6,
+              "llm2vec_gen.cache": str(tmp_path / "gen.sqlite")}
     values.update(overrides)
     return load_config(None, values)
 

@@ -71,14 +71,17 @@ def test_render_prompt_chat_template(tiny):
     prompt, offset = render_prompt(tokenizer, "hello world")
     assert SYSTEM_PROMPT in prompt and "hello world" in prompt
     assert prompt.endswith(ASSISTANT_HEADER)
-    assert prompt[:offset] == SYSTEM_TURN
-    assert prompt[offset:] == f"<|im_start|>user\nhello world<|im_end|>\n{ASSISTANT_HEADER}"
+    # pooling starts at the user text itself (the reference code's choice), not at its header
+    assert prompt[:offset] == SYSTEM_TURN + "<|im_start|>user\n"
+    assert prompt[offset:] == f"hello world<|im_end|>\n{ASSISTANT_HEADER}"
+    empty, at = render_prompt(tokenizer, "")  # no text: from the end of the system message
+    assert empty[:at] == SYSTEM_TURN
 
 
 def test_render_prompt_plain_fallback_without_chat_template():
     prompt, offset = render_prompt(types.SimpleNamespace(chat_template=None), "hi", "Be brief.")
     assert prompt == "System: Be brief.\n\nUser: hi\n\nAssistant:"
-    assert prompt[:offset] == "System: Be brief.\n\n"
+    assert prompt[:offset] == "System: Be brief.\n\nUser:"  # " hi" is one token
 
 
 def test_render_prompt_template_without_system_prefix_pools_from_the_text():
@@ -102,7 +105,7 @@ def _real_tokens(batch, row):
     return batch.input_ids[row][batch.attention_mask[row].bool()]
 
 
-def test_build_prompts_left_pads_and_pool_start_is_the_user_turn(tiny):
+def test_build_prompts_left_pads_and_pool_start_is_the_user_text(tiny):
     _, tokenizer = tiny
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is truncated: no warning
@@ -117,10 +120,9 @@ def test_build_prompts_left_pads_and_pool_start_is_the_user_turn(tiny):
     for row, text in enumerate(["hi", "a much longer text than the first one"]):
         start = int(batch.pool_start[row])
         pad = int(batch.input_ids.shape[1] - lengths[row])
-        assert tokenizer.decode(batch.input_ids[row, pad:start]) == SYSTEM_TURN
-        assert tokenizer.decode(batch.input_ids[row, start]) == "<|im_start|>"
+        assert tokenizer.decode(batch.input_ids[row, pad:start]) == SYSTEM_TURN + "<|im_start|>user\n"
         assert tokenizer.decode(batch.input_ids[row, start:]) == (
-            f"<|im_start|>user\n{text}<|im_end|>\n{ASSISTANT_HEADER}"
+            f"{text}<|im_end|>\n{ASSISTANT_HEADER}"
         )
 
 
@@ -129,8 +131,8 @@ def test_build_prompts_plain_fallback_pool_start(tiny):
     tokenizer.chat_template = None
     batch = build_prompts(tokenizer, ["hi there"])
     start = int(batch.pool_start[0])
-    assert tokenizer.decode(batch.input_ids[0, :start]) == f"System: {SYSTEM_PROMPT}\n\n"
-    assert tokenizer.decode(batch.input_ids[0, start:]) == "User: hi there\n\nAssistant:"
+    assert tokenizer.decode(batch.input_ids[0, :start]) == f"System: {SYSTEM_PROMPT}\n\nUser:"
+    assert tokenizer.decode(batch.input_ids[0, start:]) == " hi there\n\nAssistant:"
 
 
 def test_build_prompts_truncates_long_texts_keeps_template_and_warns(tiny):
@@ -145,7 +147,7 @@ def test_build_prompts_truncates_long_texts_keeps_template_and_warns(tiny):
         assert text.startswith(SYSTEM_TURN + "<|im_start|>user\nword0 word1 word2")
         assert text.endswith(f"<|im_end|>\n{ASSISTANT_HEADER}")
         assert "word299" not in text
-        assert tokenizer.decode(batch.input_ids[row, batch.pool_start[row]]) == "<|im_start|>"
+        assert tokenizer.decode(batch.input_ids[row, batch.pool_start[row]]) == "word"  # the text
 
 
 def test_build_prompts_template_longer_than_the_cap_is_an_input_error(tiny):

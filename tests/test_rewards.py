@@ -51,17 +51,20 @@ def test_finalize_penalty_replaces_and_is_not_scaled():
 def test_supervised_reference():
     neg = e(120, 0)
     # i=0: cos(q0,d+) = [1, .5], cos(q0,d-) = cos(-120) = -.5 -> contrastive [1.5, 1.0]
-    #      consist cos60 = .5; hard = -mean(cos(0-120), cos(0-180)) = -mean(-.5, -1) = .75
-    #      raw = contrastive + .2*.5 + .2*.75 = [1.75, 1.25] -> x10 = [17.5, 12.5]
+    #      consist cos60 = .5; hard = -max(cos(0-120), cos(0-180)) = -max(-.5, -1) = .5
+    #      (the MAX over the other group's rollouts, as the reference code and the paper)
+    #      raw = contrastive + .2*.5 + .2*.5 = [1.7, 1.2] -> x10 = [17, 12]
     # i=1: cos(q1,d+) = [1, .5], cos(q1,d-) = cos(120) = -.5 -> contrastive [1.5, 1.0]
-    #      consist .5; hard = -mean(cos(120-0), cos(120-60)) = -mean(-.5, .5) = 0
-    #      raw = [1.6, 1.1] -> x10 = [16, 11]; rollout (1, 1) truncated -> -1
+    #      consist .5; hard = -max(cos(120-0), cos(120-60)) = -max(-.5, .5) = -.5
+    #      raw = [1.5, 1.0] -> x10 = [15, 10]; rollout (1, 1) truncated -> -1
     truncated = torch.tensor([[False, False], [False, True]])
     out = supervised_reference(Q, POS, neg, truncated)
     close(out.components["contrastive"], [[1.5, 1.0], [1.5, 1.0]])
     close(out.components["consistency"], [[0.5, 0.5], [0.5, 0.5]])
-    close(out.components["hard"], [[0.75, 0.75], [0.0, 0.0]])
-    close(out.total, [[17.5, 12.5], [16.0, -1.0]])
+    close(out.components["hard"], [[0.5, 0.5], [-0.5, -0.5]])
+    close(out.total, [[17.0, 12.0], [15.0, -1.0]])
+    with pytest.raises(ValueError, match="one negative per triplet"):
+        supervised_reference(Q, POS, neg.unsqueeze(1).expand(-1, 2, -1), truncated)
 
 
 def test_reference_hard_is_zero_for_one_group():
@@ -141,6 +144,15 @@ def test_negative_moves_advantages_only_under_decoupled():
         adv_b, r_b = adv_and_reward(fn, q1, pos, neg_b, trunc)
         assert not torch.allclose(r_a, r_b)      # the negative changes the rewards ...
         torch.testing.assert_close(adv_a, adv_b)  # ... but not the advantages (issue #4)
+    # ... unless a rollout of the group is truncated: its reward is replaced by the penalty, its
+    # siblings keep scale * raw (which holds the group-constant terms), so the gap moves
+    cut = trunc.clone()
+    cut[0, 1] = True
+    for fn in (supervised_reference, supervised_paper):
+        adv_a, _ = adv_and_reward(fn, q1, pos, neg_a, cut)
+        adv_b, _ = adv_and_reward(fn, q1, pos, neg_b, cut)
+        assert (adv_a[0] - adv_b[0]).abs().min() > 1e-6  # group 0: every rollout moves
+        torch.testing.assert_close(adv_a[1:], adv_b[1:])  # the groups without one: not at all
     adv_a, _ = adv_and_reward(supervised_decoupled, q, pos, neg_a, trunc, trunc)
     adv_b, _ = adv_and_reward(supervised_decoupled, q, pos, neg_b, trunc, trunc)
     assert (adv_a - adv_b).abs().min() > 1e-6   # every trained rollout feels the negative
@@ -149,7 +161,7 @@ def test_negative_moves_advantages_only_under_decoupled():
 def test_compute_rewards_dispatch():
     emb = {"query": Q, "positive": POS, "negative": e(120, 0)}
     trunc = {"positive": NO_TRUNC}
-    close(compute_rewards("reference", "supervised", emb, trunc).total, [[17.5, 12.5], [16.0, 11.0]])
+    close(compute_rewards("reference", "supervised", emb, trunc).total, [[17.0, 12.0], [15.0, 10.0]])
     paper = compute_rewards("paper", "supervised", emb, trunc, scale=1.0)  # (B, D) negative = M of 1
     close(paper.components["contrastive"], [[1.5, 1.0], [1.5, 1.0]])
     unsup_emb, unsup_trunc = {"anchor": Q, "rollouts": POS}, {"rollouts": NO_TRUNC}

@@ -88,8 +88,10 @@ def _eval_parser(sub) -> None:
                        description="Run a suite of local MTEB tasks (grace.evaluation.suite) and "
                        "write the scores as JSON.")
     p.add_argument("--model", required=True, help="packaged name, grace checkpoint, folder or hub id")
-    p.add_argument("--rationale", default="greedy", help="none | greedy | sampled")
-    p.add_argument("--suite", default="lite", help="suite name (lite)")
+    p.add_argument("--rationale", default="greedy",
+                   help="none | greedy | sampled | echo (the text itself as the rationale: the copy baseline)")
+    p.add_argument("--suite", default="lite",
+                   help="lite (test splits: the final table) | dev (training/dev splits only, MTEB task types lite lacks: choose settings here)")
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="folder laid out like shared/data (Lee runs without one)")
     p.add_argument("--output", default=None, help="results JSON file")

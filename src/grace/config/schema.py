@@ -128,7 +128,8 @@ class LLM2VecGenConfig:
     train_instruction: str = ""  # prepended (with a space) to every training query; the response answers the same text
     query_instruction: str = "Generate text that is semantically similar to this text:"  # encoding queries / symmetric tasks
     document_instruction: str = "Summarize the following passage:"  # encoding documents
-    responses_file: str | None = None  # JSONL cache of the backbone's responses; null: one per settings in $GRACE_CACHE/llm2vec-gen
+    responses_file: str | None = None  # JSON-lines responses to train on (read only; grace.llm2vec_gen.responses); queries it lacks are generated
+    cache: str | None = None  # SQLite generation cache the backbone's responses are kept in; null: $GRACE_CACHE/rationales.sqlite
     response_max_new_tokens: int = 500  # response length cap (paper: 500; CPU: 64-128)
     response_temperature: float = 0.0  # 0: greedy responses; > 0: sampled
     response_batch_size: int = 16  # queries answered together

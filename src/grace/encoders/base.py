@@ -116,6 +116,7 @@ class GraceEncoder:
             cache = RationaleCache(cache)
         self.cache = cache if isinstance(cache, RationaleCache) else None
         self._fingerprint = None
+        self.rationale_record: list | None = None  # a list: encode appends (text, rationale ids)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -197,6 +198,7 @@ class GraceEncoder:
         emb, rationales = embed_texts(
             self.model, self.tokenizer, texts, opts, show_progress=show, cache=use_cache,
             fingerprint=self.fingerprint if use_cache is not None else None,
+            record=self.rationale_record,
         )
         del normalize_embeddings  # always unit length (see docstring)
         return encode_output(emb, rationales, single, convert_to_numpy, convert_to_tensor,

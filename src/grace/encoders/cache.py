@@ -1,4 +1,5 @@
-"""A persistent cache of generated rationales, so that re-encoding a corpus generates nothing twice.
+"""grace's one generation cache: generated rationales (and LLM2Vec-Gen's training responses,
+grace.llm2vec_gen.responses), so that nothing is generated twice.
 
 Entries are keyed by (model fingerprint, generation settings, text) and hold the rationale's
 token ids and, when the generation pass computed it, the embedding (float32) of text +
@@ -153,6 +154,14 @@ class RationaleCache:
         with self._guard():
             self._db.executemany("INSERT OR REPLACE INTO rationales VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.commit()
+
+    def entries_of(self, fingerprint: str, settings: str) -> dict[str, list[int]]:
+        """text -> token ids of every entry stored under (fingerprint, settings), in one query
+        (for kinds stored with one sample per text, such as LLM2Vec-Gen's responses)."""
+        with self._guard():
+            rows = self._db.execute("SELECT text, ids FROM rationales WHERE fingerprint = ? AND "
+                                    "settings = ?", (fingerprint, settings)).fetchall()
+        return {text: json.loads(ids) for text, ids in rows}
 
     def __len__(self) -> int:
         with self._guard():

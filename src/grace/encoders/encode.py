@@ -7,7 +7,11 @@ Rationale modes:
   gets the same embedding);
 - ``sampled``: ``num_samples`` rationales at ``temperature``; their embeddings are averaged and
   renormalised. With a cache, sample k of a text is stored and reused, so re-encoding returns
-  the same embedding.
+  the same embedding;
+- ``echo``: no generation: the "rationale" is the text itself (its first ``max_new_tokens``
+  tokens), placed where a rationale goes and pooled like one, in one forward pass. Copying
+  the input is what echo embeddings do (Springer et al. 2024, arXiv 2402.15449); it is the
+  baseline that says whether a generated rationale adds more than a copy would.
 
 Texts are processed in length-sorted batches and returned in input order. Generation runs on
 ``grace.rollout.engine`` (one pass: rationale and pooled embedding together, the system prefix shared).
@@ -27,16 +31,17 @@ from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
 from grace.encoders.cache import RationaleCache, settings_key
+from grace.models.backbones import end_token_ids
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
-from grace.rollout.engine import pool_prompts, rollout
+from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 
-RATIONALE_MODES = ("none", "greedy", "sampled")
+RATIONALE_MODES = ("none", "greedy", "sampled", "echo")
 
 
 @dataclass
 class EncodeOptions:
-    rationale: str = "greedy"  # none | greedy | sampled
+    rationale: str = "greedy"  # none | greedy | sampled | echo
     max_new_tokens: int = 64  # rationale length cap
     num_samples: int = 1  # rationales averaged in "sampled" mode
     temperature: float = 1.0  # sampling temperature in "sampled" mode
@@ -66,7 +71,7 @@ class EncodeOptions:
 def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     """Rationale ids and embeddings of ``samples`` rollouts per prompt, from one engine pass."""
     n = opts.samples
-    scored = rollout(
+    scored = generate_and_score(
         model, tokenizer, prompts, num_samples=n,
         temperature=0.0 if opts.rationale == "greedy" else opts.temperature, top_p=opts.top_p,
         max_new_tokens=opts.max_new_tokens, batch_size=prompts.input_ids.shape[0] * n,
@@ -75,12 +80,23 @@ def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
 
+def _echo(model, tokenizer, texts: list[str], prompts: PromptBatch, opts: EncodeOptions):
+    """The ``echo`` mode: each text's own first ``max_new_tokens`` tokens as its rationale."""
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: opts.max_new_tokens] for t in texts]
+    seqs = sequences_from_responses(prompts, ids, tokenizer.pad_token_id, end_token_ids(model, tokenizer))
+    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.float().cpu()
+    rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    return emb, rationales, ids
+
+
 def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
     """(embeddings (B, D), rationale texts, rationale token ids of the first sample)."""
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
         emb = pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size)
         return emb, [""] * len(texts), [[] for _ in texts]
+    if opts.rationale == "echo":
+        return _echo(model, tokenizer, texts, prompts, opts)
     n, key = opts.samples, opts.generation_key()
     # entries[k][i]: (rationale ids, embedding or None) of sample k of text i, None if unknown
     entries = [cache.get_entries(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
@@ -99,7 +115,7 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
     if stale:  # cached rationales without an embedding (older cache files): one scoring pass
         rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
-                                        tokenizer.pad_token_id, tokenizer.eos_token_id)
+                                        tokenizer.pad_token_id, end_token_ids(model, tokenizer))
         emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.cpu().numpy()
         for (k, i), e in zip(stale, emb):
             entries[k][i] = (entries[k][i][0], e)
@@ -123,11 +139,14 @@ def embed_texts(
     show_progress: bool = False,
     cache: RationaleCache | None = None,
     fingerprint: str | None = None,
+    record: list | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
 
     ``cache`` and ``fingerprint`` (``grace.encoders.cache.model_fingerprint(model)``) go
-    together: rationales are looked up and stored under that model's fingerprint.
+    together: rationales are looked up and stored under that model's fingerprint. ``record``:
+    a list that gets (text, rationale token ids of the first sample) for every text (for the
+    quality figures of grace.rollout.quality).
     """
     opts = options or EncodeOptions()
     if cache is not None and fingerprint is None:
@@ -136,7 +155,9 @@ def embed_texts(
     rationales: list[str] = [""] * len(texts)
     batches = length_sorted_batches([len(t) for t in texts], opts.batch_size)
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
-        emb, rat, _ = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        emb, rat, ids = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        if record is not None:
+            record.extend((texts[i], list(x)) for i, x in zip(batch, ids))
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
     if not texts:

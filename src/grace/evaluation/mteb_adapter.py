@@ -127,6 +127,8 @@ class GraceMTEBModel(AbsEncoder):
         self.mteb_model_meta = grace_model_meta(encoder, revision, license)
         self._memo: dict[tuple[str, str], np.ndarray] = {}  # (role, text) -> embedding
         self.texts_encoded = 0  # texts really encoded (not served from the memo)
+        self.rationale_ids: dict[tuple[str, str], list[int]] = {}  # (role, text) -> its rationale
+        self.requested: list[tuple[str, str]] = []  # (role, text) asked for, memo hits included
 
     def encode(self, inputs: DataLoader, *, task_metadata: TaskMetadata, hf_split: str,
                hf_subset: str, prompt_type: PromptType | None = None, **kwargs: Any) -> np.ndarray:
@@ -147,8 +149,18 @@ class GraceMTEBModel(AbsEncoder):
                 raise TypeError(f"GraceMTEBModel encodes text only; the batch holds {sorted(batch)}")
             texts.extend(batch["text"])
         new = [t for t in dict.fromkeys(texts) if (role, t) not in self._memo]
+        self.requested.extend((role, t) for t in texts)
         if new:
-            emb = encode(new, show_progress_bar=kwargs.get("show_progress_bar"))  # (U, D)
+            writes = self.encoder.writes_rationales and self.encoder.options.rationale != "none"
+            if writes:
+                self.encoder.rationale_record = []
+            try:
+                emb = encode(new, show_progress_bar=kwargs.get("show_progress_bar"))  # (U, D)
+                for text, ids in (self.encoder.rationale_record or []) if writes else []:
+                    self.rationale_ids[(role, text)] = ids
+            finally:
+                if writes:
+                    self.encoder.rationale_record = None
             self._memo.update(zip(((role, t) for t in new), emb))
             self.texts_encoded += len(new)
         if not texts:

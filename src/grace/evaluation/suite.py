@@ -26,9 +26,12 @@ drawn with ``seed``, which is also the mteb task seed.
 
 Output (returned, and written as JSON to ``output``): per task the mteb main score and main
 metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts
-encoded, seconds; averages of the main score per task type (only the types present) and overall
-(mean over tasks); the model, rationale settings, seed and versions. The printed table shows
-scores x 100, as the MTEB leaderboard does.
+encoded, seconds; averages of the main score per task type (only the types present), overall
+(mean over tasks) and ``overall_by_type`` (mean of the type averages, as MTEB's leaderboard
+balances categories); the model, rationale settings, seed and versions; with rationales (greedy,
+sampled, echo), ``rationale_quality`` per task and for the whole run (copy rate, mean length,
+EOS rate, distinct-2, empty rate: grace.rollout.quality, each distinct text once). The printed
+table shows scores x 100, as the MTEB leaderboard does.
 
 Rationales come from the encoder's cache (on by default), so tasks and runs that share texts
 generate them once. mteb runs with no result cache (no result files are written; importing mteb
@@ -48,7 +51,7 @@ from typing import Any, Callable
 
 from grace.errors import GraceInputError
 
-SUITES = ("lite",)
+SUITES = ("lite", "dev")
 
 # Metrics kept (besides the main score) per mteb task type.
 MAIN_METRICS = {
@@ -115,6 +118,73 @@ LITE = (
 )
 
 
+def _derived(build):
+    """A builder that reads the dev suite's derived files (grace.evaluation.dev_data)."""
+    def wrapped(name, data_dir, seed, **limits):
+        from grace.evaluation.dev_data import derive_dev_files
+
+        return build(name, derive_dev_files(data_dir), data_dir, seed, **limits)
+    return wrapped
+
+
+def _dev_scifact(name, data_dir, seed, **limits):
+    from grace.evaluation.tasks import make_retrieval_task
+
+    return make_retrieval_task(name, data_dir / "retrieval/scifact", split="train", seed=seed,
+                               description="SciFact TRAIN claims against the SciFact abstracts.",
+                               **limits)
+
+
+def _dev_banking77(name, derived, data_dir, seed, **limits):
+    from grace.evaluation.tasks import make_classification_task
+
+    return make_classification_task(name, derived / "banking77-train.jsonl",
+                                    derived / "banking77-test.jsonl", seed=seed,
+                                    description="BANKING77 intents, its TRAIN file split in two.",
+                                    **limits)
+
+
+def _dev_clustering(name, derived, data_dir, seed, **limits):
+    from grace.evaluation.tasks import make_clustering_task
+
+    return make_clustering_task(name, derived / "banking77-clustering.jsonl", seed=seed,
+                                description="BANKING77 TRAIN texts clustered by intent.", **limits)
+
+
+def _dev_pairs(name, derived, data_dir, seed, **limits):
+    from grace.evaluation.tasks import make_pair_classification_task
+
+    return make_pair_classification_task(name, derived / "stsb-dev-pairs.jsonl", seed=seed,
+                                         description="STS-B DEV pairs: >= 4 similar, <= 1 not.",
+                                         **limits)
+
+
+def _dev_rerank(name, derived, data_dir, seed, **limits):
+    from grace.evaluation.tasks import make_reranking_task
+
+    return make_reranking_task(name, derived / "scifact-rerank.jsonl", seed=seed,
+                               description="Each SciFact TRAIN claim's relevant abstracts among "
+                               "TF-IDF-hard negatives.", **limits)
+
+
+DEV_SOURCES = ("classification/banking77-train.jsonl", "sts/stsb-dev.jsonl",
+               "retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
+               "retrieval/scifact/qrels-train.tsv")
+DEV = (  # training/dev splits only: choose settings here, keep lite for the final table
+    SuiteTask("DevSTSB", ("sts/stsb-dev.jsonl",), _sts("sts/stsb-dev.jsonl", 0.0, 5.0),
+              {"max_pairs": 300}),
+    SuiteTask("DevSTSBPairs", DEV_SOURCES, _derived(_dev_pairs), {"max_pairs": 300}),
+    SuiteTask("DevSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
+                             "retrieval/scifact/qrels-train.tsv"), _dev_scifact,
+              {"max_queries": 60, "max_corpus": 200}),
+    SuiteTask("DevSciFactReranking", DEV_SOURCES, _derived(_dev_rerank), {"max_queries": 40}),
+    SuiteTask("DevBanking77", DEV_SOURCES, _derived(_dev_banking77),
+              {"max_labels": 10, "max_train_per_label": 8, "max_test": 200}),
+    SuiteTask("DevBanking77Clustering", DEV_SOURCES, _derived(_dev_clustering), {"max_docs": 300}),
+)
+SUITE_TASKS = {"lite": LITE, "dev": DEV}
+
+
 def build_suite(suite: str = "lite", data_dir: str | Path | None = None, full: bool = False,
                 seed: int = 0) -> tuple[list, dict[str, str]]:
     """(mteb tasks to run, {skipped task: reason}) for the files found under ``data_dir``."""
@@ -125,7 +195,7 @@ def build_suite(suite: str = "lite", data_dir: str | Path | None = None, full: b
         raise GraceInputError(f"data directory not found: {root} (expected a folder laid out like "
                               "shared/data: sts/, retrieval/, classification/ ...)")
     tasks, skipped = [], {}
-    for spec in LITE:
+    for spec in SUITE_TASKS[suite]:
         missing = [f for f in spec.files if root is None or not (root / f).is_file()]
         if missing:
             skipped[spec.name] = ("no data directory given" if root is None
@@ -180,6 +250,7 @@ def evaluate_task(model, task) -> dict[str, Any]:
     from sklearn.exceptions import UndefinedMetricWarning
 
     texts_before, start = model.texts_encoded, time.perf_counter()
+    model.requested = []
     with warnings.catch_warnings():
         # mteb's macro precision over labels a weak model never predicts: 0 by definition
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -188,6 +259,7 @@ def evaluate_task(model, task) -> dict[str, Any]:
                                encode_kwargs={"batch_size": model.encoder.options.batch_size})
     seconds = time.perf_counter() - start
     meta = task.metadata
+    quality = _quality(model, model.requested)
     scores = result.task_results[0].scores[meta.eval_splits[0]][0]
     return {
         "type": meta.type,
@@ -199,7 +271,22 @@ def evaluate_task(model, task) -> dict[str, Any]:
         "texts_encoded": model.texts_encoded - texts_before,
         "seconds": round(seconds, 2),
         "dataset": dict(meta.dataset),
+        **({"rationale_quality": quality} if quality is not None else {}),
     }
+
+
+def _quality(model, keys) -> dict | None:
+    """grace.rollout.quality's figures of the rationales of the (role, text) ``keys`` the mteb
+    adapter ``model`` recorded (each distinct text once); None without rationales."""
+    from grace.models.backbones import end_token_ids
+    from grace.rollout.quality import records_quality
+
+    records = [(key[1], model.rationale_ids[key]) for key in dict.fromkeys(keys)
+               if key in model.rationale_ids]
+    if not records:
+        return None
+    encoder = model.encoder
+    return records_quality(encoder.tokenizer, records, end_token_ids(encoder.model, encoder.tokenizer))
 
 
 def summarise(tasks: dict[str, dict]) -> tuple[dict[str, float], float | None]:
@@ -235,6 +322,9 @@ def print_table(results: dict) -> None:
         table.add_row("average", task_type, "", pct(value), "", "")
     table.add_row("overall", "mean over tasks", "", pct(results["overall"]),
                   str(results["texts_encoded"]), f"{results['seconds']:.1f}", style="bold")
+    if len(results["averages"]) > 1:
+        table.add_row("overall", "mean over types", "", pct(results.get("overall_by_type")), "", "",
+                      style="bold")
     console = Console()
     if not console.is_terminal:  # a pipe or file: rich would wrap at 80 columns
         console = Console(width=120)
@@ -293,6 +383,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "skipped": skipped,
         "averages": averages,
         "overall": overall,
+        "overall_by_type": _mean(list(averages.values())),  # mean of the type means (MTEB's view)
+        "rationale_quality": _quality(model, list(model.rationale_ids)),  # every text of the run
         "texts_encoded": model.texts_encoded,
         "seconds": None,
         "versions": {"mteb": mteb.__version__, "python": platform.python_version()},

@@ -92,6 +92,7 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     """GRACE: the pooled hidden states of text and rationale (greedy or none)."""
     from grace.encoders.encode import encode_batch
     from grace.models.prompt import build_prompts
+    from grace.models.backbones import end_token_ids
     from grace.rollout.reference import _forward_hidden, sequences_from_responses
 
     opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
@@ -102,7 +103,7 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     _, rationales, ids = encode_batch(model, tok, texts, opts, cache,
                                       encoder.fingerprint if cache is not None else None)
     prompts = build_prompts(tok, texts, opts.system_prompt, opts.max_prompt_tokens)
-    seqs = sequences_from_responses(prompts, ids, tok.pad_token_id, tok.eos_token_id)
+    seqs = sequences_from_responses(prompts, ids, tok.pad_token_id, end_token_ids(model, tok))
     device = next(model.parameters()).device
     on_device = replace(seqs, input_ids=seqs.input_ids.to(device),
                         attention_mask=seqs.attention_mask.to(device))

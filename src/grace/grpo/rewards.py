@@ -14,15 +14,19 @@ the other B-1 groups of the batch passed in (0 when B == 1).
 
 Supervised variants (one (q, d+, d-) triplet per group i):
 
-* ``supervised_reference`` -- the reference code. q and d- get one rationale each, d+ gets G
-  (the trained rollouts). R_CL = cos(q, d+_k) - cos(q, d-);
-  R_hard_i = -1/(B-1) sum_{j!=i} mean_l cos(q_i, d+_j^l)  (MEAN over the other group's
-  rollouts, where the paper says max).
 * ``supervised_paper`` -- the paper's formulas: M >= 1 negatives, summed;
-  R_CL = cos(q, d+_k) - sum_m cos(q, d-^m); R_hard_i = -1/(B-1) sum_{j!=i} max_l cos(q_i, d+_j^l).
+  R_CL = cos(q, d+_k) - sum_m cos(q, d-^m); R_hard_i = -1/(B-1) sum_{j!=i} max_l cos(q_i, d+_j^l)
+  (the most similar of the other group's positive rollouts, averaged over the other groups).
+* ``supervised_reference`` -- the public reference code (GasolSun36/GRACE,
+  verl/workers/reward_manager/grace.py): the paper's formulas with exactly one negative per
+  triplet. q and d- get one rationale each, d+ gets G (the trained rollouts);
+  R_CL = cos(q, d+_k) - cos(q, d-), R_hard as the paper (max over l, mean over j).
   KNOWN FLAW of both (upstream issue #4): -cos(q, d-) and R_hard do not depend on k, so they
-  are constant within a group and vanish under group-mean centring; only cos(q, d+_k) and
-  R_consist reach the gradient.
+  are constant within a group and vanish under group-mean centring WHEN NO ROLLOUT OF THE GROUP
+  IS TRUNCATED; only cos(q, d+_k) and R_consist reach the gradient then. A truncated rollout's
+  reward is replaced by the penalty while its siblings keep ``scale * raw``, and raw includes
+  the group-constant terms, so with a truncated rollout in a group those terms move the gap to
+  the penalty, and the advantages of the whole group with it (tested both ways).
 * ``supervised_decoupled`` -- ours, not in the paper: q AND d+ get G trained rollouts each;
   d- keeps one untrained rationale. With q_bar / p_bar the normalised means of a group's query /
   positive rollouts, a query rollout k gets
@@ -84,13 +88,14 @@ def _combine(contrastive, consist, hard, truncated, consistency_weight, hard_wei
 
 def supervised_reference(q, pos, neg, truncated, *, consistency_weight=0.2, hard_weight=0.2,
                          scale=10.0, truncation_penalty=-1.0) -> RewardOutput:
-    """q (B, D), pos (B, G, D) trained, neg (B, D), truncated (B, G) -> rewards of pos rollouts."""
-    G = pos.shape[1]
-    contrastive = torch.einsum("bd,bgd->bg", q, pos) - (q * neg).sum(-1, keepdim=True)  # (B, G)
-    hard = -_mean_over_others(torch.einsum("id,jld->ijl", q, pos).mean(-1))  # (B,)
-    hard = hard.unsqueeze(1).expand(-1, G)  # (B, G)
-    return _combine(contrastive, consistency(pos), hard, truncated,
-                    consistency_weight, hard_weight, scale, truncation_penalty)
+    """q (B, D), pos (B, G, D) trained, neg (B, D) (one per triplet), truncated (B, G) ->
+    rewards of pos rollouts: ``supervised_paper`` with M = 1."""
+    if neg.dim() != 2:
+        raise ValueError(f"the reference variant takes one negative per triplet, (B, D); got "
+                         f"{tuple(neg.shape)} (use variant 'paper' for several)")
+    return supervised_paper(q, pos, neg, truncated, consistency_weight=consistency_weight,
+                            hard_weight=hard_weight, scale=scale,
+                            truncation_penalty=truncation_penalty)
 
 
 def supervised_paper(q, pos, neg, truncated, *, consistency_weight=0.2, hard_weight=0.2,

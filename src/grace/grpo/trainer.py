@@ -14,8 +14,13 @@ typed ``grace.rollout.batch.RolloutBatch``:
    batch in ``num_mini_batches`` optimizer steps, grad-norm clipping; optional low-variance KL
    to the frozen initial policy (the LoRA adapter switched off, or a frozen copy).
 
-Deviations from the reference (verl): micro-batched forward passes; no sequence packing;
-log-probs at temperature 1.
+Old, new and KL-reference log-probs are all taken at the trained rollouts' sampling temperature
+(``rollout.temperature``: log softmax(logits / T), as verl does), so the PPO ratio compares the
+distribution the rollouts came from with the policy's at that temperature (at T = 1, the
+reference run's setting, this is the plain log-prob). ``rollout.top_p`` < 1 still samples from
+a truncated distribution whose log-probs are not the ones trained (as in verl).
+
+Deviations from the reference (verl): micro-batched forward passes; no sequence packing.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import torch
 from grace.grpo.advantages import group_advantages
 from grace.grpo.policy_loss import policy_loss
 from grace.grpo.rewards import compute_rewards
-from grace.models.backbones import cast_copy, resolve_dtype
+from grace.models.backbones import cast_copy, end_token_ids, resolve_dtype
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
-from grace.rollout.engine import rollout
+from grace.rollout.engine import generate_and_score
+from grace.rollout.quality import sequence_quality
 from grace.rollout.reference import (
     decode_rationales,
     generate_sequences,
@@ -100,9 +106,12 @@ class GraceTrainer(Trainer):
     @torch.no_grad()
     def _policy_logprobs(self, seqs: Sequences) -> torch.Tensor:
         """Old log-probs from the policy itself (same forward as the update), when the rollouts
-        came from a copy in another dtype."""
+        came from a copy in another dtype, or when the update runs under mixed precision (the
+        engine decodes outside accelerate's autocast, so its float32 log-probs would make the
+        first PPO ratio differ from 1 by the bf16 rounding of the update's forward)."""
         self.model.train()
-        parts = [response_logprobs(self.model, seqs.select(rows)).float()
+        T = self.config.rollout.temperature
+        parts = [response_logprobs(self.model, seqs.select(rows), T).float()
                  for rows in torch.arange(len(seqs)).split(self.config.rollout.micro_batch_size)]
         return torch.cat(parts)
 
@@ -119,7 +128,7 @@ class GraceTrainer(Trainer):
             texts = plan.context_texts + plan.trained_texts
             n_ctx = len(plan.context_texts)
             prompts = prompts_of(texts)
-            scored = rollout(
+            scored = generate_and_score(
                 model, self.tokenizer, prompts,
                 num_samples=[1] * n_ctx + [r.num_rollouts] * len(plan.trained_texts),
                 temperature=[r.context_temperature] * n_ctx + [r.temperature] * len(plan.trained_texts),
@@ -133,7 +142,8 @@ class GraceTrainer(Trainer):
             seqs = generate_sequences(model, self.tokenizer, prompts, num_samples=num_samples,
                                       temperature=temperature, top_p=r.top_p,
                                       max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
-            return score_sequences(model, seqs, r.micro_batch_size), prompts.num_truncated
+            return (score_sequences(model, seqs, r.micro_batch_size, temperature=temperature or 1.0),
+                    prompts.num_truncated)
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)
         trained, cut_t = run(plan.trained_texts, r.num_rollouts, r.temperature)
@@ -143,9 +153,11 @@ class GraceTrainer(Trainer):
         if self.config.optim.kl_coef <= 0:
             return None
         if self.ref_model is not None:
-            return score_sequences(self.ref_model, seqs, self.config.rollout.micro_batch_size).logprobs
+            return score_sequences(self.ref_model, seqs, self.config.rollout.micro_batch_size,
+                                   temperature=self.config.rollout.temperature).logprobs
         with self.policy.disable_adapter():
-            return score_sequences(self.policy, seqs, self.config.rollout.micro_batch_size).logprobs
+            return score_sequences(self.policy, seqs, self.config.rollout.micro_batch_size,
+                                   temperature=self.config.rollout.temperature).logprobs
 
     def _rewards(self, context, trained):
         cfg, acc = self.config, self.acc
@@ -179,7 +191,7 @@ class GraceTrainer(Trainer):
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
             for micro in mb.split(cfg.rollout.micro_batch_size):
                 part = seqs.select(micro)
-                lp = response_logprobs(self.model, part)  # (m, R)
+                lp = response_logprobs(self.model, part, cfg.rollout.temperature)  # (m, R)
                 loss, st = policy_loss(
                     lp, old_lp[micro], advantages[micro], part.response_mask,
                     ref_logprobs=None if ref_lp is None else ref_lp[micro], kl_coef=o.kl_coef,
@@ -218,7 +230,7 @@ class GraceTrainer(Trainer):
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
-        if self._rollout_copy is not None:
+        if self._rollout_copy is not None or self.config.model.mixed_precision != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
 
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:
@@ -247,6 +259,10 @@ class GraceTrainer(Trainer):
             "advantage/abs_max": float(adv.abs().max()),
             "rationale/length_mean": float(lengths.mean()),
             "rationale/truncation_rate": float(trained.seqs.truncated.float().mean()),
+            # copy rate, distinct-2, empty and EOS rates (grace.rollout.quality)
+            **{f"rationale/{k}": v for k, v in sequence_quality(
+                self.tokenizer, trained.seqs, batch.plan.trained_texts, cfg.rollout.num_rollouts,
+                end_token_ids(self.policy, self.tokenizer)).items() if k != "length_mean"},
             "prompts/truncated": batch.prompts_truncated,
             "lr": self.scheduler.get_last_lr()[0],
             "time/rollout_s": t_roll,

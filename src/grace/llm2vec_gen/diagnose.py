@@ -63,13 +63,7 @@ def diagnose_run(config, checkpoint=None, n: int = 256, seed: int = 0, skip: int
     the run's first ``init_texts`` texts, grace.llm2vec_gen.head_fit). With ``sts_file`` (a dev
     split) the Spearman correlation on ``sts_pairs`` of its pairs is added (``sts_spearman``)."""
     from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
-    from grace.llm2vec_gen.responses import (
-        ResponseCache,
-        default_responses_file,
-        ensure_responses,
-        responder,
-        response_settings,
-    )
+    from grace.llm2vec_gen.responses import ensure_responses, responder, run_responses
     from grace.llm2vec_gen.head_fit import start_alignment_head
     from grace.llm2vec_gen.teacher import load_teacher
     from grace.llm2vec_gen.trainer import new_model
@@ -83,8 +77,7 @@ def diagnose_run(config, checkpoint=None, n: int = 256, seed: int = 0, skip: int
     else:
         backbone, tokenizer = load_backbone(config.model.name, config.model.dtype)
         model = new_model(backbone, config, teacher)
-    settings = response_settings(model.spec.backbone, model.spec.backbone_fingerprint, g)
-    cache = ResponseCache(g.responses_file or default_responses_file(settings), settings)
+    cache = run_responses(tokenizer, model.spec, g)
 
     def answers_to(texts: list[str]) -> list[str]:
         backbone = responder(model.backbone, g.response_dtype, any(t not in cache for t in texts))

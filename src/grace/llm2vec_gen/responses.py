@@ -1,31 +1,33 @@
-"""The backbone's own responses to the training queries (LLM2Vec-Gen paper, arXiv 2603.10913), cached in a JSONL file.
+"""The backbone's own responses to the training queries (LLM2Vec-Gen paper, arXiv 2603.10913), kept in grace's one generation cache.
 
 Each training query (the encoder's ``input_text``) is answered by the frozen backbone under the
 tokenizer's chat template (grace.llm2vec_gen.inputs.chat_prompt), greedily by default, up to
-``max_new_tokens``. Answers are appended to a JSONL file, one line per query, flushed after
-every generation batch: a killed run keeps every batch it finished (a line cut by the kill is
-dropped when the file is next opened) and the next run generates only what is missing; later
-runs with the same backbone and settings reuse the file.
+``max_new_tokens``. A response is a generation like a rationale, so it is stored where
+rationales are: the SQLite cache of grace.encoders.cache (``llm2vec_gen.cache``, default
+``$GRACE_CACHE/rationales.sqlite``), keyed by (backbone fingerprint, response settings, query),
+holding the response's token ids (EOS last when the backbone ended by itself). Every generation
+batch is committed at once: a killed run keeps every batch it finished, and the next run (or any
+later run with the same backbone and settings) generates only what is missing.
 
-File format:
-- optional first line ``{"settings": {...}}``: the backbone fingerprint and generation settings
-  the responses were made with. A file whose settings differ from the run's is refused (a
-  one-line error naming the file); a file without that line (for example hand-written) is used
-  as it is.
-- then one line per query: ``{"text": QUERY, "response": TEXT, "finished": BOOL, "num_tokens": N}``
-  (``finished``: the backbone ended with EOS before ``max_new_tokens``; only finished responses
-  get EOS as their last reconstruction target).
+``llm2vec_gen.responses_file``: a JSON-lines file of responses to train on instead (hand-written,
+or another model's), read and never written: ``{"text": QUERY, "response": TEXT, "finished":
+BOOL}`` per line, optionally after a first line ``{"settings": {...}}``; a file whose settings
+differ from the run's is refused (a one-line error naming the file). Queries the file lacks are
+generated into the cache.
 
-The default file is ``$GRACE_CACHE/llm2vec-gen/responses-<hash of the settings>.jsonl``.
+Old caches: before this, a run's responses were cached in
+``$GRACE_CACHE/llm2vec-gen/responses-<hash of the settings>.jsonl``. When that file exists for a
+run's settings it is imported into the SQLite cache (its texts tokenised back to ids) and renamed
+``*.jsonl.imported`` (kept, never read again).
+
 Sampling (``temperature > 0``) is seeded per generation batch, so a resumed run does not repeat
-the exact samples of an interrupted one; the file keeps whatever was generated.
+the exact samples of an interrupted one; the cache keeps whatever was generated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
 from grace.data.readers import json_lines
+from grace.encoders.cache import RationaleCache, settings_key
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
 from grace.models.backbones import cache_dir, cast_copy, resolve_dtype
@@ -48,8 +51,8 @@ class Response:
 
 
 def response_settings(backbone: str, backbone_fingerprint: str, g) -> dict:
-    """What a run's responses depend on (``g``: the ``LLM2VecGenConfig``): the key of the
-    default responses file and the settings line the cache checks."""
+    """What a run's responses depend on (``g``: the ``LLM2VecGenConfig``): part of their cache
+    key, and what a responses file's settings line must match."""
     settings = {"backbone": backbone, "backbone_fingerprint": backbone_fingerprint,
                 "max_new_tokens": g.response_max_new_tokens, "temperature": g.response_temperature}
     if g.response_dtype != "auto":  # responses made in another dtype are other responses
@@ -57,51 +60,88 @@ def response_settings(backbone: str, backbone_fingerprint: str, g) -> dict:
     return settings
 
 
-def default_responses_file(settings: dict) -> Path:
+def default_cache_file() -> Path:
+    """The generation cache a run uses without ``llm2vec_gen.cache``: the encoders' one."""
+    return cache_dir() / "rationales.sqlite"
+
+
+def legacy_responses_file(settings: dict) -> Path:
+    """Where a run with these settings cached its responses before they moved to SQLite."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir() / "llm2vec-gen" / f"responses-{digest}.jsonl"
 
 
-def _drop_cut_tail(path: Path) -> None:
-    """Cut a last line that a kill left without its newline (append-only file)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
+def read_responses_file(path: str | Path, settings: dict | None = None) -> dict[str, Response]:
+    """query -> Response from a responses file (module docstring); errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise GraceInputError(f"llm2vec_gen.responses_file {path}: not found (the file is read, not "
+                              "written: generated responses go to the generation cache, "
+                              "llm2vec_gen.cache)")
+    entries: dict[str, Response] = {}
+    for number, (where, row) in enumerate(json_lines(path)):
+        if not isinstance(row, dict):
+            raise GraceInputError(f"{where}: expected a JSON object")
+        if "settings" in row and number == 0:
+            if settings is not None and row["settings"] != settings:
+                raise GraceInputError(
+                    f"{where}: these responses were generated with other settings "
+                    f"({json.dumps(row['settings'], sort_keys=True)}); point "
+                    "llm2vec_gen.responses_file to another file")
+            continue
+        for key in ("text", "response"):
+            if not isinstance(row.get(key), str):
+                raise GraceInputError(f"{where}: field '{key}' is missing or not a string")
+        entries[row["text"]] = Response(row["response"], bool(row.get("finished", True)),
+                                        int(row.get("num_tokens", 0)))
+    return entries
 
 
 class ResponseCache:
-    """query text -> ``Response``, backed by an append-only JSONL file (module docstring)."""
+    """query -> ``Response``: a responses file (if given) over the SQLite generation cache
+    (module docstring). ``add`` stores generated token ids in the SQLite cache."""
 
-    def __init__(self, path: str | Path, settings: dict | None = None):
-        self.path = Path(path)
+    KIND = "llm2vec-gen-response"  # marks these entries among the rationales of one cache file
+
+    def __init__(self, tokenizer, settings: dict, cache: str | Path | RationaleCache | None = None,
+                 responses_file: str | Path | None = None):
+        self.tokenizer = tokenizer
         self.settings = settings
-        self.entries: dict[str, Response] = {}
-        if self.path.is_file():
-            _drop_cut_tail(self.path)
-            self._read()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("w") as handle:
-                if settings is not None:
-                    handle.write(json.dumps({"settings": settings}, sort_keys=True) + "\n")
+        self.store = cache if isinstance(cache, RationaleCache) else RationaleCache(
+            cache or default_cache_file())
+        self.fingerprint = settings.get("backbone_fingerprint", "")
+        self.key = settings_key(kind=self.KIND, **{k: v for k, v in settings.items()
+                                                    if k != "backbone_fingerprint"})
+        self.imported = self._import_legacy()
+        self.entries: dict[str, Response] = {
+            text: self._response(ids)
+            for text, ids in self.store.entries_of(self.fingerprint, self.key).items()}
+        if responses_file is not None:
+            self.entries.update(read_responses_file(responses_file, settings))
 
-    def _read(self) -> None:
-        for number, (where, row) in enumerate(json_lines(self.path)):
-            if not isinstance(row, dict):
-                raise GraceInputError(f"{where}: expected a JSON object")
-            if "settings" in row and number == 0:
-                if self.settings is not None and row["settings"] != self.settings:
-                    raise GraceInputError(
-                        f"{where}: these responses were generated with other settings "
-                        f"({json.dumps(row['settings'], sort_keys=True)}); point "
-                        "llm2vec_gen.responses_file to another file")
-                continue
-            for key in ("text", "response"):
-                if not isinstance(row.get(key), str):
-                    raise GraceInputError(f"{where}: field '{key}' is missing or not a string")
-            self.entries[row["text"]] = Response(row["response"], bool(row.get("finished", True)),
-                                                 int(row.get("num_tokens", 0)))
+    @property
+    def where(self) -> Path:
+        return self.store.path
+
+    def _response(self, ids: list[int]) -> Response:
+        eos = self.tokenizer.eos_token_id
+        finished = bool(ids) and ids[-1] == eos
+        text = self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True).strip()
+        return Response(text, finished, len(ids))
+
+    def _import_legacy(self) -> int:
+        """Import this run's old JSONL cache, if any (module docstring); how many responses."""
+        legacy = legacy_responses_file(self.settings)
+        if not legacy.is_file():
+            return 0
+        entries = read_responses_file(legacy, self.settings)
+        eos = self.tokenizer.eos_token_id
+        texts = list(entries)
+        ids = [self.tokenizer(r.text, add_special_tokens=False)["input_ids"] + ([eos] if r.finished else [])
+               for r in entries.values()]
+        self.store.put_many(self.fingerprint, self.key, texts, ids)
+        legacy.rename(legacy.with_name(legacy.name + ".imported"))
+        return len(texts)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -112,15 +152,17 @@ class ResponseCache:
     def __getitem__(self, text: str) -> Response:
         return self.entries[text]
 
-    def add(self, items: list[tuple[str, Response]]) -> None:
-        """Append and flush (one batch)."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            for text, r in items:
-                handle.write(json.dumps({"text": text, "response": r.text, "finished": r.finished,
-                                         "num_tokens": r.num_tokens}, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.entries.update(items)
+    def add(self, texts: list[str], ids: list[list[int]]) -> None:
+        """Store one generation batch (committed at once)."""
+        self.store.put_many(self.fingerprint, self.key, texts, ids)
+        self.entries.update((t, self._response(i)) for t, i in zip(texts, ids))
+
+
+def run_responses(tokenizer, spec, g) -> ResponseCache:
+    """The responses of a run whose model has ``spec`` (an ``LLM2VecGenSpec``) and whose
+    ``llm2vec_gen`` config is ``g``: its responses file (if any) over the generation cache."""
+    settings = response_settings(spec.backbone, spec.backbone_fingerprint, g)
+    return ResponseCache(tokenizer, settings, g.cache, g.responses_file)
 
 
 def chat_prompt_batch(tokenizer, texts: list[str]) -> PromptBatch:
@@ -137,22 +179,19 @@ def chat_prompt_batch(tokenizer, texts: list[str]) -> PromptBatch:
 
 
 def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
-                   temperature: float) -> list[Response]:
-    """The backbone's answers to ``texts`` (chat template), greedy at temperature 0, decoded by
-    grace.rollout.engine (shared template prefix run once, early exit; no log-probs)."""
-    from grace.rollout.engine import rollout
+                   temperature: float) -> list[list[int]]:
+    """The token ids of the backbone's answers to ``texts`` (chat template; EOS last when it
+    ended by itself), greedy at temperature 0, decoded by grace.rollout.engine (shared template
+    prefix run once, early exit; no log-probs)."""
+    from grace.rollout.engine import generate_and_score
 
-    scored = rollout(backbone, tokenizer, chat_prompt_batch(tokenizer, texts), num_samples=1,
-                     temperature=temperature, max_new_tokens=max_new_tokens,
-                     batch_size=len(texts), with_logprobs=False)
+    scored = generate_and_score(backbone, tokenizer, chat_prompt_batch(tokenizer, texts),
+                                num_samples=1, temperature=temperature,
+                                max_new_tokens=max_new_tokens, batch_size=len(texts),
+                                with_logprobs=False)
     seqs = scored.seqs
-    responses = []
-    for row, length in zip(seqs.response_ids.tolist(), seqs.response_mask.sum(dim=1).tolist()):
-        ids = row[:length]
-        finished = bool(ids) and ids[-1] == tokenizer.eos_token_id
-        text = tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True).strip()
-        responses.append(Response(text, finished, len(ids)))
-    return responses
+    return [row[:length] for row, length in zip(seqs.response_ids.tolist(),
+                                                seqs.response_mask.sum(dim=1).tolist())]
 
 
 def responder(backbone, response_dtype: str, needed: bool):
@@ -175,8 +214,7 @@ def ensure_responses(backbone, tokenizer, texts: list[str], cache: ResponseCache
     for index, batch in enumerate(batches):
         if temperature > 0:
             torch.manual_seed(seed * 1_000_003 + index)
-        cache.add(list(zip(batch, generate_batch(backbone, tokenizer, batch, max_new_tokens,
-                                                 temperature))))
+        cache.add(batch, generate_batch(backbone, tokenizer, batch, max_new_tokens, temperature))
         bar.update(len(batch))
     bar.close()
     return len(missing)

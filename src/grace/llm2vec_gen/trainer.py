@@ -3,8 +3,8 @@ checkpoints, resume, metrics.jsonl, samples.jsonl and the progress bar are GRACE
 
 Before the loop: the teacher is loaded, the model is built around the frozen backbone (the
 trainable-parameter count is printed), and the backbone's responses to every query the run
-will visit are generated into the JSONL response cache, or read from it
-(grace.llm2vec_gen.responses).
+will visit are generated into the generation cache, or read from it (or from
+``llm2vec_gen.responses_file``; grace.llm2vec_gen.responses).
 
 One step = ONE optimizer step on ``batch_size`` queries (global), in micro-batches of
 ``llm2vec_gen.micro_batch_size`` whose gradients accumulate:
@@ -41,13 +41,7 @@ from grace.llm2vec_gen.diagnostics import constant_baseline_cosine, mean_pairwis
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
 from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.llm2vec_gen.responses import (
-    ResponseCache,
-    default_responses_file,
-    ensure_responses,
-    responder,
-    response_settings,
-)
+from grace.llm2vec_gen.responses import ensure_responses, responder, run_responses
 from grace.llm2vec_gen.teacher import load_teacher
 from grace.training.loop import DataOrder, Trainer
 
@@ -139,11 +133,12 @@ class LLM2VecGenTrainer(Trainer):
 
     def _prepare_responses(self) -> None:
         cfg, g, acc = self.config, self.config.llm2vec_gen, self.acc
-        settings = response_settings(self.policy.spec.backbone, self.policy.spec.backbone_fingerprint, g)
-        path = g.responses_file or default_responses_file(settings)
         generated = 0
         if acc.is_main_process:
-            cache = ResponseCache(path, settings)
+            cache = run_responses(self.tokenizer, self.policy.spec, g)
+            if cache.imported:
+                print(f"llm2vec-gen responses: imported {cache.imported} from the old JSON-lines "
+                      f"cache into {cache.where}", flush=True)
             texts = self._texts_of_steps(self.start_step + 1, cfg.max_steps)
             backbone = responder(self.policy.backbone, g.response_dtype,
                                  any(t not in cache for t in texts))
@@ -151,10 +146,11 @@ class LLM2VecGenTrainer(Trainer):
                 backbone, self.tokenizer, texts, cache,
                 max_new_tokens=g.response_max_new_tokens, temperature=g.response_temperature,
                 batch_size=g.response_batch_size, seed=cfg.seed)
-            print(f"llm2vec-gen responses: {path} ({len(cache)} cached, {generated} generated now)",
-                  flush=True)
+            print(f"llm2vec-gen responses: {cache.where} ({len(cache)} for these settings"
+                  + (f" and {g.responses_file}" if g.responses_file else "")
+                  + f", {generated} generated now)", flush=True)
         acc.wait_for_everyone()
-        self.responses = cache if acc.is_main_process else ResponseCache(path, settings)
+        self.responses = cache if acc.is_main_process else run_responses(self.tokenizer, self.policy.spec, g)
 
     # -- one step -------------------------------------------------------------------------
     def step(self, step: int) -> tuple[dict, list]:

@@ -226,3 +226,17 @@ def decoder_and_head(model):
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
+
+
+def end_token_ids(model, tokenizer) -> list[int]:
+    """Every token id that ends a generation: the tokenizer's EOS first, then the ids the
+    model's ``generation_config.eos_token_id`` lists (an int or a list: Qwen2.5 and Llama-3
+    instruct models end turns with one id and documents with another). HF ``generate`` stops at
+    any of them, and so do grace's rollouts; a rollout that ends with any of them is not
+    truncated."""
+    ids = [tokenizer.eos_token_id]
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in ([listed] if isinstance(listed, int) else list(listed or [])):
+        if i is not None and i not in ids:
+            ids.append(int(i))
+    return [i for i in ids if i is not None]

@@ -5,10 +5,13 @@ prompt; the user message is the raw text; the tokenizer's chat template is appli
 ``add_generation_prompt=True``. A tokenizer without a chat template gets a plain fallback
 format (``System: ...`` / ``User: ...`` / ``Assistant:``).
 
-The system prefix (the rendered system message) is excluded from the masked mean; pooling
-starts at the first token after it and covers the user text, template tokens, the assistant
-header and then the rationale. When a template does not start with the system-only rendering
-(some templates inject the system message elsewhere), pooling starts at the user text itself.
+Pooling starts at the user text itself and covers it, the template tokens after it (end of the
+user turn, the assistant header) and then the rationale; the system message and the user
+header before the text (``<|im_start|>user\n`` in ChatML) are excluded. This is what the
+public reference code pools (GasolSun36/GRACE, reward_manager/grace.py: everything before the
+user text is masked out); until this version grace also pooled the user header, three tokens
+that are the same for every text and only pull all embeddings towards one point. An empty text
+pools from the end of the system message.
 
 Prompts are capped at ``max_prompt_tokens``: an over-long text is truncated (its tail is cut, the
 template stays intact) and counted, never dropped silently.
@@ -50,12 +53,12 @@ def render_prompt(tokenizer, text: str, system_prompt: str = SYSTEM_PROMPT) -> t
         full = tokenizer.apply_chat_template(
             system + [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )
+        if text:
+            return full, full.rindex(text)  # the user text itself (the reference code's choice)
         prefix = tokenizer.apply_chat_template(system, tokenize=False, add_generation_prompt=False)
-        if full.startswith(prefix):
-            return full, len(prefix)
-        return full, full.rindex(text) if text else len(full)
-    prefix = f"System: {system_prompt}\n\n"
-    return f"{prefix}User: {text}\n\nAssistant:", len(prefix)
+        return full, len(prefix) if full.startswith(prefix) else len(full)
+    prefix = f"System: {system_prompt}\n\nUser:"  # the text's first token holds its space
+    return f"{prefix} {text}\n\nAssistant:", len(prefix)
 
 
 def _count_prefix_tokens(tokenizer, prompt: str, prefix_chars: int) -> tuple[list[int], int]:

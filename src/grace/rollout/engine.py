@@ -14,8 +14,8 @@ in one pass:
 - **shared group prefill**: a prompt is prefilled once and its cache repeated for its G samples;
 - **pooling from the generation pass**: the prefill hidden states of the pooled prompt positions
   and the hidden state of every generated token (computed when that token is fed back) are
-  summed into the masked mean on the fly; the log-prob of each sampled token (temperature 1,
-  the PPO "old" log-prob) is read from the same logits that sampled it;
+  summed into the masked mean on the fly; the log-prob of each sampled token at its row's
+  sampling temperature (the PPO "old" log-prob) is read from the same logits that sampled it;
 - **early exit**: a row stops once its EOS has been fed; finished rows are dropped from the
   batch and the cache when they make up a quarter of it (dropping copies the cache, so it is
   batched), and the loop stops when every row is done;
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from grace.models.backbones import decoder_and_head
+from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
@@ -63,9 +63,13 @@ def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torc
     return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
 
 
-def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] at temperature 1: (n, V), (n,) -> (n,) float32."""
-    return logits.float().log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature=1.0) -> torch.Tensor:
+    """log softmax(logits / T)[token]: (n, V), (n,) -> (n,) float32. ``temperature`` T: a
+    number or a (n,) tensor, each row's sampling temperature; a row at T <= 0 (greedy) is
+    scored at T = 1."""
+    t = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
+    t = torch.where(t > 0, t, torch.ones_like(t))  # (n,)
+    return (logits.float() / t[:, None]).log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -210,7 +214,7 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
 
 @torch.no_grad()
 def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
-                   max_new_tokens, eos_id, pad_id, share_prefix, with_logprobs):
+                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs):
     """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
     prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
     counts; T <= max_new_tokens (early exit)."""
@@ -230,6 +234,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         pool_sum, pool_count, logits, attn, next_pos = (
             t.repeat_interleave(counts, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
     N = int(counts.sum())
+    ends = torch.as_tensor(eos_ids, dtype=torch.long, device=device)  # (E,) any of them ends a row
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(N, max_new_tokens, device=device)
     rows = torch.arange(N, device=device)  # full-batch row of each row in the cache
@@ -240,7 +245,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         tok = sample_tokens(logits, row_temps[rows], top_p).masked_fill(done, pad_id)  # (n,)
         tokens[rows[live], t] = tok[live]
         if with_logprobs:
-            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live])
+            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live], row_temps[rows][live])
         steps = t + 1
         attn = torch.cat([attn, live.long()[:, None]], dim=1)
         out = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
@@ -249,7 +254,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         pool_sum[rows[live]] += hidden[live].float()
         pool_count[rows[live]] += 1
         next_pos = next_pos + 1
-        done = done | (live & (tok == eos_id))
+        done = done | (live & torch.isin(tok, ends))
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         if 4 * int(done.sum()) >= len(rows):  # drop finished rows once they are a quarter
@@ -271,7 +276,7 @@ def _per_prompt(value, n: int, name: str) -> list:
 
 
 @torch.no_grad()
-def rollout(
+def generate_and_score(
     model,
     tokenizer,
     prompts: PromptBatch,
@@ -284,8 +289,9 @@ def rollout(
     share_prefix: bool = True,
     with_logprobs: bool = True,
 ) -> ScoredSequences:
-    """Sample rationales and return them with their embeddings and temperature-1 log-probs, as
-    ``score_sequences`` would.
+    """Sample rationales and return them with their embeddings and log-probs at each row's
+    sampling temperature (log softmax(logits / T); greedy rows at T = 1), as
+    ``score_sequences(..., temperature=T)`` would.
 
     ``num_samples`` and ``temperature`` are numbers or one value per prompt (so one call can
     serve, e.g., a step's greedy-ish context rationales and its sampled groups together); a
@@ -306,6 +312,7 @@ def rollout(
             end += 1
         chunks.append((start, end))
         start = end
+    eos_ids = end_token_ids(model, tokenizer)  # a rollout ends at any of them (as HF generate)
     was_training = model.training
     model.eval()
     tokens, logprobs, embeddings = [], [], []
@@ -313,7 +320,7 @@ def rollout(
         part = prompts.select(slice(start, end))
         tok, lp, emb = _rollout_chunk(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
-            max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id,
+            max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
         )
         tokens.append(tok)
@@ -322,7 +329,7 @@ def rollout(
     model.train(was_training)
     width = max(t.shape[1] for t in tokens)
     response = torch.cat([F.pad(t, (0, width - t.shape[1]), value=tokenizer.pad_token_id) for t in tokens])
-    seqs = sequences_from_response_tensor(prompts, torch.tensor(counts), response, tokenizer.eos_token_id)
+    seqs = sequences_from_response_tensor(prompts, torch.tensor(counts), response, eos_ids)
     lp = torch.cat([F.pad(x, (0, width - x.shape[1])) for x in logprobs]) * seqs.response_mask
     return ScoredSequences(seqs, torch.cat(embeddings), lp if with_logprobs else torch.zeros_like(lp))
 

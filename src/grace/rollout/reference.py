@@ -17,17 +17,24 @@ Conventions (one for every tensor here):
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig
 
 from grace.grpo.policy_loss import token_logprobs
-from grace.models.backbones import decoder_and_head
+from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch
 from grace.rollout.batch import ScoredSequences, Sequences
 
 
-def response_mask_from_ids(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask of tokens up to and including the first EOS, and the truncation flag. (N, R)."""
-    is_eos = response_ids == eos_id  # (N, R)
+def _is_end(ids: torch.Tensor, eos_ids) -> torch.Tensor:
+    """ids (any shape) == one of ``eos_ids`` (an id or a list of ids)."""
+    return torch.isin(ids, torch.as_tensor(eos_ids, dtype=ids.dtype, device=ids.device))
+
+
+def response_mask_from_ids(response_ids: torch.Tensor, eos_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of tokens up to and including the first end token (any of ``eos_ids``: an id or a
+    list, grace.models.backbones.end_token_ids), and the truncation flag. (N, R)."""
+    is_eos = _is_end(response_ids, eos_ids)  # (N, R)
     seen_before = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0  # (N, R) an EOS came earlier
     return (~seen_before).long(), ~is_eos.any(dim=1)
 
@@ -51,34 +58,53 @@ def generate_sequences(
     max_new_tokens: int = 64,
     batch_size: int = 64,
 ) -> Sequences:
-    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0)."""
+    """Sample ``num_samples`` rationales per prompt (greedy when ``temperature`` is 0), from the
+    model's plain distribution at ``temperature``/``top_p``: the model's own generation_config
+    (a repetition penalty, suppressed tokens, n-gram bans ...) is set aside for the call, since
+    ``generate`` merges it even into an explicit config, and samples drawn under it would not
+    come from the distribution whose log-probs are trained."""
     device = next(model.parameters()).device
     ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     if temperature <= 0:
         sampling = dict(do_sample=False)
+    eos_ids = end_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
+    outputs = []
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the inner model
+    own = owner.generation_config
+    owner.generation_config = GenerationConfig(bos_token_id=getattr(own, "bos_token_id", None),
+                                               eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
+    try:
+        outputs = _generate_chunks(model, tokenizer, ids, mask, batch_size, max_new_tokens,
+                                   eos_ids, sampling)
+    finally:
+        owner.generation_config = own
+    model.train(was_training)
+    width = max(o.shape[1] for o in outputs)
+    response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
+    return sequences_from_response_tensor(prompts, num_samples, response, eos_ids)
+
+
+def _generate_chunks(model, tokenizer, ids, mask, batch_size, max_new_tokens, eos_ids, sampling):
     outputs = []
     for start in range(0, ids.shape[0], batch_size):
         out = model.generate(
             input_ids=ids[start : start + batch_size],
             attention_mask=mask[start : start + batch_size],
             max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=eos_ids,
             pad_token_id=tokenizer.pad_token_id,
             **sampling,
         )
         outputs.append(out[:, ids.shape[1] :])  # (n, R_chunk)
-    model.train(was_training)
-    width = max(o.shape[1] for o in outputs)
-    response = torch.cat([_pad_right(o, width, tokenizer.pad_token_id) for o in outputs])  # (N, R)
-    return sequences_from_response_tensor(prompts, num_samples, response, tokenizer.eos_token_id)
+    return outputs
 
 
 def sequences_from_response_tensor(prompts: PromptBatch, num_samples, response: torch.Tensor,
-                                   eos_id: int) -> Sequences:
+                                   eos_ids) -> Sequences:
     """Sequences from prompts (repeated ``num_samples`` times, group-major; an int or a (P,)
     tensor of counts) and the sampled rationale tokens ``response`` (N, R), right-padded after
     EOS or cut at R."""
@@ -87,7 +113,7 @@ def sequences_from_response_tensor(prompts: PromptBatch, num_samples, response: 
         num_samples = num_samples.to(prompts.input_ids.device)
     ids = prompts.input_ids.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
     mask = prompts.attention_mask.repeat_interleave(num_samples, dim=0).to(device)  # (N, P)
-    response_mask, truncated = response_mask_from_ids(response, eos_id)
+    response_mask, truncated = response_mask_from_ids(response, eos_ids)
     attention_mask = torch.cat([mask, response_mask], dim=1)  # (N, P+R)
     pool_start = prompts.pool_start.repeat_interleave(num_samples).to(device)  # (N,)
     return Sequences(
@@ -113,9 +139,12 @@ def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
 
 @torch.no_grad()
 def score_sequences(
-    model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True
+    model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True,
+    temperature: float = 1.0,
 ) -> ScoredSequences:
-    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs."""
+    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs at
+    ``temperature`` (log softmax(logits / temperature), the distribution the rollouts were
+    sampled from, as verl computes them)."""
     _, head = decoder_and_head(model)
     was_training = model.training
     model.eval()
@@ -126,7 +155,7 @@ def score_sequences(
         embeddings.append(pool(hidden, part.pool_mask))  # (n, D)
         if with_logprobs:
             logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
-            lp = token_logprobs(logits, part.response_ids) * part.response_mask  # (n, R)
+            lp = token_logprobs(logits / temperature, part.response_ids) * part.response_mask  # (n, R)
             logprobs.append(lp.float())
     model.train(was_training)
     lp = torch.cat(logprobs) if logprobs else torch.zeros(len(seqs), 0)
@@ -146,8 +175,9 @@ def prompt_only(prompts: PromptBatch) -> Sequences:
     )
 
 
-def response_logprobs(model, seqs: Sequences) -> torch.Tensor:
-    """Log-probs of the rationale tokens with gradient (policy update). -> (N, R) float32.
+def response_logprobs(model, seqs: Sequences, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the rationale tokens with gradient (policy update), at ``temperature`` (the
+    trained rollouts' sampling temperature, as the old log-probs). -> (N, R) float32.
 
     Calls the (possibly DDP/FSDP-wrapped) model itself so distributed gradient hooks run, and
     asks for logits of the last R+1 positions only.
@@ -161,7 +191,7 @@ def response_logprobs(model, seqs: Sequences) -> torch.Tensor:
         logits_to_keep=R + 1,
     )
     logits = out.logits[:, :-1]  # (N, R, V)
-    return token_logprobs(logits, seqs.response_ids) * seqs.response_mask  # (N, R)
+    return token_logprobs(logits / temperature, seqs.response_ids) * seqs.response_mask  # (N, R)
 
 
 def decode_rationales(tokenizer, seqs: Sequences) -> list[str]:
@@ -172,18 +202,21 @@ def decode_rationales(tokenizer, seqs: Sequences) -> list[str]:
     return rows
 
 
-def sequences_from_responses(prompts: PromptBatch, responses: list[list[int]], pad_id: int, eos_id: int) -> Sequences:
+def sequences_from_responses(prompts: PromptBatch, responses: list[list[int]], pad_id: int,
+                             eos_ids) -> Sequences:
     """Rebuild sequences from prompts (N rows) and known rationale token ids (N lists), e.g.
-    rationales served from a cache. A rationale that does not end in EOS counts as truncated."""
+    rationales served from a cache. A rationale that does not end in an end token (any of
+    ``eos_ids``) counts as truncated."""
     width = max([len(r) for r in responses] + [1])
     response = torch.full((len(responses), width), pad_id, dtype=torch.long)
     for row, ids in enumerate(responses):
         response[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     lengths = torch.tensor([len(r) for r in responses])  # (N,)
     within = torch.arange(width)[None, :] < lengths[:, None]  # (N, R)
-    eos_mask, _ = response_mask_from_ids(response, eos_id)
+    eos_mask, _ = response_mask_from_ids(response, eos_ids)
     response_mask = (eos_mask.bool() & within).long()  # (N, R)
-    ends_with_eos = torch.tensor([bool(r) and r[-1] == eos_id for r in responses])
+    ends = set(eos_ids) if isinstance(eos_ids, (list, tuple)) else {eos_ids}
+    ends_with_eos = torch.tensor([bool(r) and r[-1] in ends for r in responses])
     attention_mask = torch.cat([prompts.attention_mask, response_mask], dim=1)  # (N, P+R)
     return Sequences(
         input_ids=torch.cat([prompts.input_ids, response], dim=1),

@@ -48,6 +48,12 @@ class DataOrder:
     processes (each process gets as many) and kept if that leaves at least 2 (every method
     compares a text with others). Data smaller than one batch: each step trains on all of it,
     with a warning that gives the effective batch size.
+
+    Why not a DataLoader with accelerate's ``skip_first_batches`` on resume: the batch of any
+    step is a pure function of (seed, step), so a resumed run needs no skipping at all, the
+    order is the same for any number of processes, and a method can read the texts of future
+    steps before training (LLM2Vec-Gen generates the backbone's responses to every text the run
+    will visit first; a DataLoader iterator would have to be run through, or run twice).
     """
 
     MIN_BATCH = 2

@@ -1,0 +1,135 @@
+"""The ``dev`` suite's derived files: tasks of the types the lite suite lacks, built only from
+training and dev splits of a data folder laid out like shared/data, so that settings can be
+chosen without looking at any test split.
+
+``derive_dev_files(data_dir)`` writes (once; the folder is named after a hash of the sources,
+and the derivation's version, so changed sources give new files) under ``$GRACE_CACHE/dev-suite/<hash>/``:
+
+- ``banking77-train.jsonl`` / ``banking77-test.jsonl``: BANKING77's TRAIN file split in two,
+  every 5th row of each intent to the test side (classification);
+- ``banking77-clustering.jsonl``: BANKING77 train texts of ``CLUSTER_INTENTS`` intents (a
+  seeded choice; with all 77 and a few hundred texts, V-measure rewards many tiny clusters),
+  with their intents (clustering);
+- ``stsb-dev-pairs.jsonl``: STS-B dev pairs scored >= 4 (label 1) or <= 1 (label 0) of 5, the
+  rest dropped (pair classification);
+- ``scifact-rerank.jsonl``: each SciFact TRAIN query with its relevant abstracts and, as hard
+  negatives, the ``NEGATIVES`` most similar other abstracts by TF-IDF cosine (a lexical
+  retriever standing in for BM25; scikit-learn's), reranking.
+
+Abstracts are ``title + " " + text``, as the retrieval task's documents read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from grace.errors import GraceInputError
+from grace.models.backbones import cache_dir
+
+SOURCES = ("classification/banking77-train.jsonl", "sts/stsb-dev.jsonl",
+           "retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
+           "retrieval/scifact/qrels-train.tsv")
+NEGATIVES = 10  # TF-IDF-hard negatives per reranking query
+CLUSTER_INTENTS = 10
+FILES = ("banking77-train.jsonl", "banking77-test.jsonl", "banking77-clustering.jsonl",
+         "stsb-dev-pairs.jsonl", "scifact-rerank.jsonl")
+
+
+def _rows(path: Path) -> list[dict]:
+    from grace.data.readers import json_lines
+
+    return [row for _, row in json_lines(path)]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)  # a killed run never leaves half a file under the final name
+
+
+def split_banking77(rows: list[dict], every: int = 5) -> tuple[list[dict], list[dict]]:
+    """(train, test): every ``every``-th row of each label (in file order) goes to test."""
+    seen: dict[str, int] = defaultdict(int)
+    train, test = [], []
+    for row in rows:
+        (test if seen[row["label"]] % every == every - 1 else train).append(row)
+        seen[row["label"]] += 1
+    return train, test
+
+
+def sts_pairs(rows: list[dict], high: float = 4.0, low: float = 1.0) -> list[dict]:
+    """Pair-classification rows from STS rows: score >= high -> 1, <= low -> 0, others dropped."""
+    out = []
+    for row in rows:
+        score = float(row["score"])
+        if score >= high or score <= low:
+            out.append({"sentence1": row["sentence1"], "sentence2": row["sentence2"],
+                        "label": int(score >= high)})
+    return out
+
+
+def rerank_rows(corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, set[str]],
+                negatives: int = NEGATIVES) -> list[dict]:
+    """Per query with relevant documents: {"query", "positive": their texts, "negative": the
+    ``negatives`` most TF-IDF-similar other documents}."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    ids = list(corpus)
+    vectorizer = TfidfVectorizer(sublinear_tf=True).fit([corpus[d] for d in ids])
+    docs = vectorizer.transform([corpus[d] for d in ids])  # (D, V), rows L2-normalised
+    out = []
+    for qid, relevant in qrels.items():
+        if qid not in queries or not relevant & set(ids):
+            continue
+        scores = (docs @ vectorizer.transform([queries[qid]]).T).toarray().ravel()  # (D,)
+        ranked = [ids[i] for i in scores.argsort()[::-1] if ids[i] not in relevant][:negatives]
+        out.append({"query": queries[qid], "positive": [corpus[d] for d in sorted(relevant) if d in corpus],
+                    "negative": [corpus[d] for d in ranked]})
+    return out
+
+
+VERSION = 1  # bump when the derivation changes: the folder name changes with it
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256(f"dev-suite v{VERSION} negatives {NEGATIVES} intents {CLUSTER_INTENTS}".encode())
+    for name in SOURCES:
+        h.update(name.encode())
+        h.update(hashlib.sha256((root / name).read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def derive_dev_files(data_dir: str | Path) -> Path:
+    """The folder holding the dev suite's derived files for ``data_dir`` (written if missing)."""
+    root = Path(data_dir)
+    missing = [name for name in SOURCES if not (root / name).is_file()]
+    if missing:
+        raise GraceInputError(f"the dev suite needs {root / missing[0]} (training/dev splits only)")
+    out = cache_dir() / "dev-suite" / _digest(root)
+    if all((out / f).is_file() for f in FILES):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    banking = _rows(root / "classification/banking77-train.jsonl")
+    train, test = split_banking77(banking)
+    _write(out / "banking77-train.jsonl", train)
+    _write(out / "banking77-test.jsonl", test)
+    import random
+
+    labels = sorted({r["label"] for r in banking})
+    intents = set(random.Random(0).sample(labels, min(CLUSTER_INTENTS, len(labels))))
+    _write(out / "banking77-clustering.jsonl",
+           [{"text": r["text"], "label": r["label"]} for r in banking if r["label"] in intents])
+    _write(out / "stsb-dev-pairs.jsonl", sts_pairs(_rows(root / "sts/stsb-dev.jsonl")))
+    corpus = {str(r["_id"]): f"{r.get('title') or ''} {r.get('text') or ''}".strip()
+              for r in _rows(root / "retrieval/scifact/corpus.jsonl")}
+    queries = {str(r["_id"]): r["text"] for r in _rows(root / "retrieval/scifact/queries.jsonl")}
+    qrels: dict[str, set[str]] = defaultdict(set)
+    for line in (root / "retrieval/scifact/qrels-train.tsv").read_text().splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) >= 3 and float(parts[2]) > 0:
+            qrels[parts[0]].add(parts[1])
+    _write(out / "scifact-rerank.jsonl", rerank_rows(corpus, queries, dict(qrels)))
+    return out

@@ -1,0 +1,80 @@
+"""What rationales look like, in figures: is a rationale an analysis or a copy of its input?
+
+Pure functions of token ids, the same in training metrics (grace.grpo.trainer, per step) and in
+``grace eval`` output (grace.evaluation.suite, per task and overall):
+
+- ``copy_rate``: share of rationale tokens that lie inside an n-gram of >= ``n`` tokens (n = 4)
+  that also occurs in the input text. A rationale that repeats its input word for word scores
+  1; echo embeddings (Springer et al. 2024, arXiv 2402.15449) are this trick on purpose;
+- ``length_mean``: rationale tokens, the end token not counted;
+- ``eos_rate``: share of rationales that ended by themselves (not cut at max_new_tokens);
+- ``distinct_2``: distinct token bigrams over all bigrams, across the rationales (near 0: the
+  same rationale for every text);
+- ``empty_rate``: share of rationales with no token besides the end token.
+"""
+
+from __future__ import annotations
+
+COPY_NGRAM = 4
+
+
+def copied_mask(rationale: list[int], source: list[int], n: int = COPY_NGRAM) -> list[bool]:
+    """Per rationale token: does it lie inside an n-gram (n tokens in a row) found in ``source``?"""
+    grams = {tuple(source[i:i + n]) for i in range(len(source) - n + 1)}
+    copied = [False] * len(rationale)
+    for start in range(len(rationale) - n + 1):
+        if tuple(rationale[start:start + n]) in grams:
+            copied[start:start + n] = [True] * n
+    return copied
+
+
+def copy_rate(rationale: list[int], source: list[int], n: int = COPY_NGRAM) -> float:
+    """Share of ``rationale``'s tokens inside an n-gram also found in ``source`` (0 if empty)."""
+    marks = copied_mask(rationale, source, n)
+    return sum(marks) / len(marks) if marks else 0.0
+
+
+def distinct_2(rationales: list[list[int]]) -> float:
+    """Distinct bigrams / all bigrams across ``rationales`` (1.0 when there is no bigram)."""
+    bigrams = [tuple(r[i:i + 2]) for r in rationales for i in range(len(r) - 1)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+
+
+def rationale_quality(rationales: list[list[int]], sources: list[list[int]], ended: list[bool],
+                      n: int = COPY_NGRAM) -> dict[str, float]:
+    """The module's five figures for N rationales (token ids, the end token removed), their
+    inputs' token ids and whether each ended by itself. Copy rate is the token-weighted share
+    over all rationales (a long copied rationale counts more than a short one)."""
+    if not (len(rationales) == len(sources) == len(ended)) or not rationales:
+        raise ValueError("rationale_quality needs as many sources and end flags as rationales, >= 1")
+    tokens = sum(len(r) for r in rationales)
+    copied = sum(sum(copied_mask(r, s, n)) for r, s in zip(rationales, sources))
+    return {
+        "copy_rate": copied / tokens if tokens else 0.0,
+        "length_mean": tokens / len(rationales),
+        "eos_rate": sum(map(bool, ended)) / len(ended),
+        "distinct_2": distinct_2(rationales),
+        "empty_rate": sum(not r for r in rationales) / len(rationales),
+    }
+
+
+def sequence_quality(tokenizer, seqs, texts: list[str], samples_per_text: int = 1,
+                     end_ids=None) -> dict[str, float]:
+    """``rationale_quality`` of the rationales in ``seqs`` (grace.rollout.batch.Sequences, rows
+    group-major: ``samples_per_text`` per text of ``texts``) against their texts' tokens."""
+    ends = set(end_ids if end_ids is not None else [tokenizer.eos_token_id])
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(seqs.response_ids, seqs.response_mask)]
+    rationales = [r[:-1] if r and r[-1] in ends else r for r in rows]
+    sources = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    per_row = [sources[i // samples_per_text] for i in range(len(rows))]
+    return rationale_quality(rationales, per_row, (~seqs.truncated).tolist())
+
+
+def records_quality(tokenizer, records: list[tuple[str, list[int]]], end_ids) -> dict[str, float]:
+    """``rationale_quality`` of (text, rationale token ids up to and including the end token)
+    pairs, as an encoder records them (grace.encoders.base.GraceEncoder.rationale_record)."""
+    ends = set(end_ids)
+    rationales = [ids[:-1] if ids and ids[-1] in ends else list(ids) for _, ids in records]
+    ended = [bool(ids) and ids[-1] in ends for _, ids in records]
+    sources = [tokenizer(text, add_special_tokens=False)["input_ids"] for text, _ in records]
+    return rationale_quality(rationales, sources, ended)

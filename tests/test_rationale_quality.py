@@ -1,0 +1,35 @@
+"""Rationale-quality figures (grace.rollout.quality) on hand-made token ids."""
+
+import pytest
+
+from grace.rollout.quality import copied_mask, copy_rate, distinct_2, rationale_quality
+
+
+def test_copied_mask_marks_tokens_inside_a_shared_4_gram():
+    source = [1, 2, 3, 4, 5, 6]
+    # 2 3 4 5 is in the source (4 tokens); 9 breaks it; 5 6 alone is only a 2-gram
+    rationale = [9, 2, 3, 4, 5, 9, 5, 6]
+    assert copied_mask(rationale, source) == [False, True, True, True, True, False, False, False]
+    assert copy_rate(rationale, source) == pytest.approx(4 / 8)
+    assert copy_rate([1, 2, 3, 4, 5, 6], source) == 1.0  # a word-for-word copy
+    assert copy_rate([1, 2, 3], source) == 0.0  # shorter than an n-gram
+    assert copy_rate([], source) == 0.0
+    assert copied_mask([1, 2, 3], source, n=2) == [True, True, True]
+
+
+def test_distinct_2_across_rationales():
+    # bigrams: (1,2) (2,3) | (1,2) (2,3) | (7,8): 3 distinct of 5
+    assert distinct_2([[1, 2, 3], [1, 2, 3], [7, 8]]) == pytest.approx(3 / 5)
+    assert distinct_2([[1], []]) == 1.0
+
+
+def test_rationale_quality_by_hand():
+    rationales = [[1, 2, 3, 4], [9, 9], []]
+    sources = [[0, 1, 2, 3, 4], [1, 2], [5]]
+    figures = rationale_quality(rationales, sources, ended=[True, False, True])
+    # copied: 4 of 4 + 0 of 2 + 0 -> 4 / 6 tokens; length 6 / 3; 2 of 3 ended; 1 of 3 empty;
+    # bigrams (1,2) (2,3) (3,4) (9,9): 4 distinct of 4
+    assert figures == pytest.approx({"copy_rate": 4 / 6, "length_mean": 2.0, "eos_rate": 2 / 3,
+                                     "distinct_2": 1.0, "empty_rate": 1 / 3})
+    with pytest.raises(ValueError, match="as many"):
+        rationale_quality([[1]], [], [True])
