@@ -161,7 +161,9 @@ def test_lee_task_is_scored_by_mteb_like_score_lee(tmp_path):
     scores = _evaluate(GraceMTEBModel(encoder), task)
     assert task.sizes == {"pairs": 1225, "texts": 50}
     docs, ratings = load_lee()
-    assert scores["main_score"] == pytest.approx(score_lee(encoder.encode(docs), ratings).spearman, abs=1e-6)
+    # mteb and this call batch the 50 documents differently (other padding): float32 noise of
+    # ~1e-7 in the vectors can swap two nearly tied cosines, which moves Spearman by ~1e-6
+    assert scores["main_score"] == pytest.approx(score_lee(encoder.encode(docs), ratings).spearman, abs=1e-5)
 
 
 def test_retrieval_subsample_is_seeded_and_keeps_relevant_docs():

@@ -25,6 +25,7 @@ from grace.llm2vec_gen.diagnostics import RIDGE_ALPHAS
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 
 MIN_SCALE = 1e-6  # a dimension that does not vary across the texts is divided by this, not by 0
+FEW_TEXTS = 64  # fewer fit texts than this: a warning (statistics of a handful of texts mislead)
 
 
 def standardization(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +98,12 @@ def start_alignment_head(model, tokenizer, teacher, texts: list[str], answers: l
     if not (g.standardize or ridge):
         return None
     texts, answers = texts[: g.init_texts], answers[: g.init_texts]
+    if len(texts) < FEW_TEXTS:
+        import warnings
+
+        warnings.warn(f"llm2vec-gen: standardisation / ridge start fitted on {len(texts)} texts "
+                      f"only (fewer than {FEW_TEXTS}): texts unlike them can get out-of-scale "
+                      "embeddings; consider standardize false / align_init none", stacklevel=2)
     targets = teacher.encode(answers)  # (N, d_t)
     return fit_alignment_head(model, tokenizer, texts, targets, standardize=g.standardize,
                               ridge=ridge, batch_size=batch_size)
