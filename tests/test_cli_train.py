@@ -426,3 +426,46 @@ def test_mixed_precision_old_logprobs_come_from_the_updates_forward(tmp_path, te
     torch.testing.assert_close(batch.old_logprobs, update_forward.float(), atol=1e-6, rtol=0)
     assert (batch.trained.logprobs - update_forward).abs().max() > 1e-4  # what the engine gave
     trainer.close()
+
+
+def test_token_mean_over_micro_batches_gives_the_one_batch_gradient(tmp_path, texts, one_thread):
+    """The update weights each micro-batch's token-mean loss by its share of the mini-batch's
+    tokens: micro-batches of 1 sequence give the same gradient as one micro-batch of all."""
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
+
+    trainer = GraceTrainer(load_config(None, {
+        "model.name": "tiny-random", "mode": "unsupervised", "data.path": str(texts),
+        "output_dir": str(tmp_path / "OUT"), "batch_size": 2, "max_steps": 1,
+        "rollout.num_rollouts": 3, "rollout.max_new_tokens": 8, "optim.num_mini_batches": 1,
+        "reward.penalize_truncation": False, "rollout.micro_batch_size": 64,
+    }))
+    batch = trainer.rollout_stage(1)
+    trainer.reward_stage(batch)
+    assert batch.advantages.abs().max() > 0
+    import dataclasses
+
+    mask = batch.trained.seqs.response_mask.clone()  # the tiny model never ends early:
+    mask[0, 2:] = 0  # give rows different lengths, so that token and row weights differ
+    mask[3, 5:] = 0
+    seqs = dataclasses.replace(batch.trained.seqs, response_mask=mask)
+    assert len(set(mask.sum(dim=1).tolist())) == 3
+    grads = {}
+
+    def capture(tag):
+        def optimizer_step():
+            grads[tag] = [p.grad.detach().clone() for p in trainer.policy.parameters() if p.grad is not None]
+            trainer.optimizer.zero_grad(set_to_none=True)
+            return 0.0
+        return optimizer_step
+
+    args = (seqs, batch.old_logprobs * mask, batch.ref_logprobs, batch.advantages, 1)
+    trainer.optimizer_step = capture("one")
+    trainer._update(*args)
+    trainer.config.rollout.micro_batch_size = 1
+    trainer.optimizer_step = capture("micro")
+    trainer._update(*args)
+    assert len(grads["one"]) == len(grads["micro"]) > 0
+    for a, b in zip(grads["one"], grads["micro"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    trainer.close()
