@@ -469,3 +469,56 @@ def test_token_mean_over_micro_batches_gives_the_one_batch_gradient(tmp_path, te
     for a, b in zip(grads["one"], grads["micro"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     trainer.close()
+
+
+@pytest.mark.parametrize("variant", ["reference", "decoupled"])
+def test_each_role_gets_its_rollouts_and_temperature(tmp_path, triplets, variant, monkeypatch, one_thread):
+    """Which text is rolled out how often and at which temperature, and which embedding the
+    reward reads as which role: swapping the query and the negative, or the two temperatures,
+    fails here."""
+    import grace.grpo.trainer as grpo_trainer
+    from grace.config.schema import load_config
+    from grace.data.readers import DataFields, load_records
+    from grace.grpo.trainer import GraceTrainer
+    from grace.rollout.roles import reward_inputs
+
+    calls = []
+    real = grpo_trainer.generate_and_score
+
+    def recording(model, tokenizer, prompts, **kwargs):
+        texts = [tokenizer.decode(row[mask.bool()]) for row, mask in
+                 zip(prompts.input_ids, prompts.attention_mask)]
+        calls.append((texts, kwargs["num_samples"], kwargs["temperature"]))
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(grpo_trainer, "generate_and_score", recording)
+    G = 3
+    trainer = GraceTrainer(load_config(None, {
+        "model.name": "tiny-random", "mode": "supervised", "reward.variant": variant,
+        "data.path": str(triplets), "output_dir": str(tmp_path / "OUT"), "batch_size": 2,
+        "max_steps": 1, "rollout.num_rollouts": G, "rollout.max_new_tokens": 4,
+        "rollout.temperature": 0.9, "rollout.context_temperature": 0.4,
+    }))
+    records = trainer.order.batch(1)
+    trainer.rollout_stage(1)
+    (texts, counts, temps), = calls
+    q, p, n = ([getattr(r, f) for r in records] for f in ("query", "positive", "negative"))
+    if variant == "reference":  # q and d- once at the context temperature, d+ G times
+        expected = [(t, 1, 0.4) for t in q + n] + [(t, G, 0.9) for t in p]
+    else:  # decoupled: d- once; q and d+ G times each
+        expected = [(t, 1, 0.4) for t in n] + [(t, G, 0.9) for t in q + p]
+    assert [(c, t) for c, t in zip(counts, temps)] == [(c, t) for _, c, t in expected]
+    for prompt, (text, _, _) in zip(texts, expected):
+        assert text in prompt
+    B = len(records)
+    context = torch.arange(len(counts) - (2 * B if variant == "decoupled" else B), dtype=torch.float)[:, None]
+    trained = torch.arange(100, 100 + G * (2 * B if variant == "decoupled" else B), dtype=torch.float)[:, None]
+    emb, _ = reward_inputs("supervised", variant, context, trained, torch.zeros(len(trained), dtype=torch.bool), G)
+    if variant == "reference":  # context rows: queries first, then negatives
+        assert emb["query"][:, 0].tolist() == [0, 1] and emb["negative"][:, 0].tolist() == [2, 3]
+        assert emb["positive"].shape == (B, G, 1)
+    else:
+        assert emb["negative"][:, 0].tolist() == [0, 1]
+        assert emb["query"][0, :, 0].tolist() == [100, 101, 102]
+        assert emb["positive"][0, :, 0].tolist() == [106, 107, 108]
+    trainer.close()
