@@ -478,7 +478,6 @@ def test_each_role_gets_its_rollouts_and_temperature(tmp_path, triplets, variant
     fails here."""
     import grace.grpo.trainer as grpo_trainer
     from grace.config.schema import load_config
-    from grace.data.readers import DataFields, load_records
     from grace.grpo.trainer import GraceTrainer
     from grace.rollout.roles import reward_inputs
 
