@@ -63,7 +63,7 @@ def diagnose_run(config, checkpoint=None, n: int = 256, seed: int = 0, skip: int
     the run's first ``init_texts`` texts, grace.llm2vec_gen.head_fit). With ``sts_file`` (a dev
     split) the Spearman correlation on ``sts_pairs`` of its pairs is added (``sts_spearman``)."""
     from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
-    from grace.llm2vec_gen.responses import ensure_responses, responder, run_responses
+    from grace.llm2vec_gen.responses import ensure_run_responses, run_responses
     from grace.llm2vec_gen.head_fit import start_alignment_head
     from grace.llm2vec_gen.teacher import load_teacher
     from grace.llm2vec_gen.trainer import new_model
@@ -80,10 +80,7 @@ def diagnose_run(config, checkpoint=None, n: int = 256, seed: int = 0, skip: int
     cache = run_responses(tokenizer, model.spec, g)
 
     def answers_to(texts: list[str]) -> list[str]:
-        backbone = responder(model.backbone, g.response_dtype, any(t not in cache for t in texts))
-        ensure_responses(backbone, tokenizer, texts, cache, max_new_tokens=g.response_max_new_tokens,
-                         temperature=g.response_temperature, batch_size=g.response_batch_size,
-                         seed=seed)
+        ensure_run_responses(model.backbone, tokenizer, texts, cache, g, seed=seed)
         return [cache[t].text for t in texts]
 
     if checkpoint is None and fit_start:  # the start training begins from (before step 1)

@@ -184,14 +184,13 @@ def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
     ended by itself), greedy at temperature 0, decoded by grace.rollout.engine (shared template
     prefix run once, early exit; no log-probs)."""
     from grace.rollout.engine import generate_and_score
+    from grace.rollout.reference import response_token_lists
 
     scored = generate_and_score(backbone, tokenizer, chat_prompt_batch(tokenizer, texts),
                                 num_samples=1, temperature=temperature,
                                 max_new_tokens=max_new_tokens, batch_size=len(texts),
                                 with_logprobs=False)
-    seqs = scored.seqs
-    return [row[:length] for row, length in zip(seqs.response_ids.tolist(),
-                                                seqs.response_mask.sum(dim=1).tolist())]
+    return response_token_lists(scored.seqs)
 
 
 def responder(backbone, response_dtype: str, needed: bool):
@@ -218,3 +217,13 @@ def ensure_responses(backbone, tokenizer, texts: list[str], cache: ResponseCache
         bar.update(len(batch))
     bar.close()
     return len(missing)
+
+
+def ensure_run_responses(backbone, tokenizer, texts: list[str], cache: ResponseCache, g,
+                         seed: int = 0) -> int:
+    """``ensure_responses`` with a run's response settings (``g``: its ``LLM2VecGenConfig``),
+    from a copy in ``g.response_dtype`` when there is something to generate; how many."""
+    model = responder(backbone, g.response_dtype, any(t not in cache for t in texts))
+    return ensure_responses(model, tokenizer, texts, cache, max_new_tokens=g.response_max_new_tokens,
+                            temperature=g.response_temperature, batch_size=g.response_batch_size,
+                            seed=seed)

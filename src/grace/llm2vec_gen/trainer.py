@@ -41,7 +41,7 @@ from grace.llm2vec_gen.diagnostics import constant_baseline_cosine, mean_pairwis
 from grace.llm2vec_gen.inputs import build_encoder_inputs, build_response_targets, input_text
 from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_accuracy
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.llm2vec_gen.responses import ensure_responses, responder, run_responses
+from grace.llm2vec_gen.responses import ensure_run_responses, run_responses
 from grace.llm2vec_gen.teacher import load_teacher
 from grace.training.loop import DataOrder, Trainer
 
@@ -140,12 +140,8 @@ class LLM2VecGenTrainer(Trainer):
                 print(f"llm2vec-gen responses: imported {cache.imported} from the old JSON-lines "
                       f"cache into {cache.where}", flush=True)
             texts = self._texts_of_steps(self.start_step + 1, cfg.max_steps)
-            backbone = responder(self.policy.backbone, g.response_dtype,
-                                 any(t not in cache for t in texts))
-            generated = ensure_responses(
-                backbone, self.tokenizer, texts, cache,
-                max_new_tokens=g.response_max_new_tokens, temperature=g.response_temperature,
-                batch_size=g.response_batch_size, seed=cfg.seed)
+            generated = ensure_run_responses(self.policy.backbone, self.tokenizer, texts, cache, g,
+                                             seed=cfg.seed)
             print(f"llm2vec-gen responses: {cache.where} ({len(cache)} for these settings"
                   + (f" and {g.responses_file}" if g.responses_file else "")
                   + f", {generated} generated now)", flush=True)

@@ -62,19 +62,21 @@ def sequence_quality(tokenizer, seqs, texts: list[str], samples_per_text: int = 
                      end_ids=None) -> dict[str, float]:
     """``rationale_quality`` of the rationales in ``seqs`` (grace.rollout.batch.Sequences, rows
     group-major: ``samples_per_text`` per text of ``texts``) against their texts' tokens."""
-    ends = set(end_ids if end_ids is not None else [tokenizer.eos_token_id])
-    rows = [ids[mask.bool()].tolist() for ids, mask in zip(seqs.response_ids, seqs.response_mask)]
-    rationales = [r[:-1] if r and r[-1] in ends else r for r in rows]
-    sources = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    per_row = [sources[i // samples_per_text] for i in range(len(rows))]
-    return rationale_quality(rationales, per_row, (~seqs.truncated).tolist())
+    from grace.rollout.reference import response_token_lists
+
+    rows = response_token_lists(seqs)  # up to and including the end token
+    records = [(texts[i // samples_per_text], ids) for i, ids in enumerate(rows)]
+    return records_quality(tokenizer, records,
+                           end_ids if end_ids is not None else [tokenizer.eos_token_id])
 
 
 def records_quality(tokenizer, records: list[tuple[str, list[int]]], end_ids) -> dict[str, float]:
     """``rationale_quality`` of (text, rationale token ids up to and including the end token)
-    pairs, as an encoder records them (grace.encoders.base.GraceEncoder.rationale_record)."""
+    pairs, as an encoder records them (grace.encoders.base.GraceEncoder.rationale_record);
+    each distinct text is tokenised once."""
     ends = set(end_ids)
     rationales = [ids[:-1] if ids and ids[-1] in ends else list(ids) for _, ids in records]
     ended = [bool(ids) and ids[-1] in ends for _, ids in records]
-    sources = [tokenizer(text, add_special_tokens=False)["input_ids"] for text, _ in records]
-    return rationale_quality(rationales, sources, ended)
+    tokens = {t: tokenizer(t, add_special_tokens=False)["input_ids"]
+              for t in dict.fromkeys(text for text, _ in records)}
+    return rationale_quality(rationales, [tokens[text] for text, _ in records], ended)
