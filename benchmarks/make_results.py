@@ -2,19 +2,25 @@
 
     .venv/bin/python benchmarks/make_results.py [--data-dir ../shared/data] [--work runs/results]
 
-Stages (each writes its output under --work and is skipped when that output exists, so the
-script resumes after an interruption; delete a stage's folder/file to redo it):
-1. train four models from SmolLM2-135M-Instruct: GRACE supervised and InfoNCE on the NLI
-   triplets, GRACE unsupervised and SimCSE on the Wikipedia sentences (training budgets below);
-2. score six rows on the ``lite`` suite (every score computed by mteb): base (no rationale),
-   +reasoning (base model, greedy rationales), InfoNCE, GRACE sup, SimCSE, GRACE unsup; GRACE
-   models and +reasoning are encoded with greedy rationales, the contrastive baselines without
-   (they were trained on plain mean pooling);
-3. capability retention (ARC-Easy accuracy, held-out perplexity) of the base and the four models;
-4. plots (training reward curves, per-category scores) and the markdown report.
+Stages (each small output goes to ``benchmarks/results-data/``, which is committed, and a stage
+whose output is there is skipped: the script resumes after an interruption, in this session or
+a later one; delete a file to redo its stage). Checkpoints and the rationale cache stay under
+--work (not committed):
+1. untrained rows on the ``lite`` suite (every score computed by mteb): base (no rationale),
+   echo (the text copied as its own rationale), +reasoning (greedy rationales), the MiniLM
+   reference encoder; capability retention of the base model;
+2. per training seed (``SEEDS``) and model, train from SmolLM2-135M-Instruct (GRACE supervised
+   and InfoNCE on the NLI triplets, GRACE unsupervised and SimCSE on the Wikipedia sentences;
+   budgets in ``TRAINING``), then score it on ``lite`` (GRACE with greedy rationales, the
+   contrastive baselines without: they were trained on plain mean pooling) and its capability
+   retention (ARC-Easy, held-out perplexity); one model is finished before the next starts;
+3. plots (training reward curves, per-category scores) and the markdown report
+   (benchmarks/results_table.py): mean and spread over seeds, both overalls, copy rates.
 
+LLM2Vec-Gen has its own stages and report (``--only llm2vec-gen``; results-llm2vec-gen.md).
 The training data (NLI triplets, Wikipedia sentences) share no texts with the evaluation sets
 (the triplets file dropped sentences that occur in evaluation sets; see shared/data/README.md).
+Settings were not chosen on ``lite`` (issue 14): it is the final table only.
 """
 
 from __future__ import annotations
@@ -32,118 +38,178 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
 import llm2vec_gen_results  # noqa: E402  (benchmarks/, beside this script)
+import results_table  # noqa: E402
+
+DATA = HERE / "results-data"  # committed stage outputs: eval/, capability/, train/
 RATIONALE_TOKENS = 32  # rationale length in training and evaluation (CPU budget)
-ARC_QUESTIONS = 100  # seeded ARC-Easy subsample per model (the CLI default is 300)
+ARC_QUESTIONS = 300  # seeded ARC-Easy subsample per model (n = 100 is +-10 points at 95%)
 EVAL_DTYPE = "bfloat16"  # evaluation weights (trained in float32); bf16 is ~5x faster on this CPU
+SEEDS = (0, 1)  # training seeds of every trained row
 
 # name -> (packaged config, overrides). Budgets are sized for a 2-core CPU.
 GRACE_COMMON = {
     "batch_size": 4, "rollout.num_rollouts": 4, "rollout.max_new_tokens": RATIONALE_TOKENS,
     "data.max_prompt_tokens": 128, "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
-    "reward.penalize_truncation": False, "save_every": 4, "sample_every": 4,
+    "reward.penalize_truncation": False, "save_every": 8, "sample_every": 4,
 }
 TRAINING = {
+    "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 10}),
     "grace-sup": ("sup-nli", {**GRACE_COMMON, "max_steps": 8, "reward.variant": "reference"}),
+    "simcse": ("simcse-wiki", {"batch_size": 16, "max_steps": 10, "save_every": 10}),
     "grace-unsup": ("unsup-wiki", {**GRACE_COMMON, "max_steps": 8}),
-    "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 5}),
-    "simcse": ("simcse-wiki", {"batch_size": 16, "max_steps": 10, "save_every": 5}),
 }
-# Table rows: label -> (model source, rationale mode)
+# Table rows: label -> (model source, rationale mode); a source in TRAINING is trained per seed
 ROWS = {
     "base": ("smollm2-135m", "none"),
+    "echo": ("smollm2-135m", "echo"),  # the text itself as the rationale: the copy baseline
     "+reasoning": ("smollm2-135m", "greedy"),
     "InfoNCE": ("infonce", "none"),
     "GRACE sup": ("grace-sup", "greedy"),
     "SimCSE": ("simcse", "none"),
     "GRACE unsup": ("grace-unsup", "greedy"),
     "MiniLM (teacher)": ("all-MiniLM-L6-v2", "none"),  # the packaged reference encoder
+}
+L2V_ROWS = {  # evaluated by --only llm2vec-gen (its own report)
     "LLM2Vec-Gen": ("llm2vec-gen", "none"),  # no rationale: K soft tokens, one forward pass
     "LLM2Vec-Gen align-only": ("llm2vec-gen-align-only", "none"),  # the paper's ablation
 }
 CAPABILITY = {"base": "smollm2-135m", "InfoNCE": "infonce", "GRACE sup": "grace-sup",
               "SimCSE": "simcse", "GRACE unsup": "grace-unsup"}
+# (row, the rows it is compared with): the paper's pairings (same data, same supervision) and
+# the copy baseline: does the rationale add more than the text copied again?
+PAIRS = {"+reasoning": ("echo", "base"), "echo": ("base",),
+         "GRACE sup": ("InfoNCE", "+reasoning", "echo", "base"),
+         "GRACE unsup": ("SimCSE", "+reasoning", "echo", "base")}
 
 
 def _log(msg: str) -> None:
     print(f"[results {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def train_models(work: Path, data_dir: Path) -> dict:
+def _slug(label: str) -> str:
+    return label.replace(" ", "_").replace("+", "plus_").replace("(", "").replace(")", "")
+
+
+def _key(label: str, seed: int | None) -> str:
+    return _slug(label) if seed is None else f"{_slug(label)}-s{seed}"
+
+
+def _seeds(label: str):
+    return SEEDS if ROWS[label][0] in TRAINING else (None,)
+
+
+def train_model(work: Path, data_dir: Path, name: str, seed: int) -> Path:
+    """Train ``name`` with ``seed`` (unless its last checkpoint exists); its metrics and seconds
+    go to results-data/train/. Returns the last checkpoint."""
     from grace.config.schema import load_config
 
     data = {"sup-nli": data_dir / "triplets/nli-triplets.jsonl",
             "infonce-nli": data_dir / "triplets/nli-triplets.jsonl",
             "unsup-wiki": data_dir / "texts/wiki-sentences.txt",
             "simcse-wiki": data_dir / "texts/wiki-sentences.txt"}
-    checkpoints = {}
-    for name, (config_name, overrides) in TRAINING.items():
-        cfg = load_config(config_name, {**overrides, "output_dir": str(work / "train" / name),
-                                         "data.path": str(data[config_name])})
-        checkpoints[name] = str(llm2vec_gen_results.train_stage(name, cfg))
-    return checkpoints
+    config_name, overrides = TRAINING[name]
+    out = work / "train" / f"{name}-s{seed}"
+    cfg = load_config(config_name, {**overrides, "seed": seed, "output_dir": str(out),
+                                    "data.path": str(data[config_name])})
+    checkpoint = llm2vec_gen_results.train_stage(f"{name} (seed {seed})", cfg)
+    record = DATA / "train" / f"{name}-s{seed}.json"
+    if not record.is_file():
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
+        _write_json(record, {"config": config_name, "overrides": overrides, "seed": seed,
+                             "seconds": seconds, "metrics": metrics})
+    return checkpoint
 
 
-def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, modes=("none", "greedy"),
-                  labels=None) -> dict:
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)  # a killed run never leaves half a file under the final name
+
+
+def evaluate_row(work: Path, data_dir: Path, label: str, source: str, rationale: str, out: Path) -> dict:
     from grace.evaluation.suite import run_suite
 
-    results = {}
-    for label in labels if labels is not None else ROWS:
+    if not out.is_file():
+        _log(f"evaluating {label} ({source}, rationale {rationale})")
+        tmp = out.with_suffix(".tmp")
+        run_suite(source, data_dir=data_dir, rationale=rationale, max_new_tokens=RATIONALE_TOKENS,
+                  output=tmp, cache=work / "rationales.sqlite", dtype=EVAL_DTYPE, show=False)
+        tmp.replace(out)  # whole files only under the final name
+    return json.loads(out.read_text())
+
+
+def evaluate_capability(label: str, source: str, out: Path, data_dir: Path) -> dict:
+    if not out.is_file():
+        from grace.evaluation.capability import arc_easy_accuracy, load_heldout_texts, perplexity
+        from grace.models.backbones import load_backbone
+
+        _log(f"capability of {label}")
+        model, tokenizer = load_backbone(source, EVAL_DTYPE)
+        model.eval()
+        arc = arc_easy_accuracy(model, tokenizer, data_dir / "capability/arc-easy-test.jsonl",
+                                max_questions=ARC_QUESTIONS, seed=0)
+        _write_json(out, {"arc_easy": arc, "perplexity": perplexity(model, tokenizer, load_heldout_texts())})
+    return json.loads(out.read_text())
+
+
+def run_table(work: Path, data_dir: Path, labels=None) -> None:
+    """Stages 1-2: every row (untrained first, then seed by seed, model by model)."""
+    labels = list(ROWS) if labels is None else labels
+    for label in labels:
         source, rationale = ROWS[label]
-        if rationale not in modes:
+        if source in TRAINING:
             continue
-        out = _row_file(work, label)
-        if not out.is_file():
-            _log(f"evaluating {label} ({source}, rationale {rationale})")
-            run_suite(checkpoints.get(source, source), data_dir=data_dir, rationale=rationale,
-                      max_new_tokens=RATIONALE_TOKENS, output=out, cache=work / "rationales.sqlite",
-                      dtype=EVAL_DTYPE)
-        results[label] = json.loads(out.read_text())
-    return results
+        evaluate_row(work, data_dir, label, source, rationale, DATA / "eval" / f"{_key(label, None)}.json")
+        if label in CAPABILITY:
+            evaluate_capability(label, source, DATA / "capability" / f"{_key(label, None)}.json", data_dir)
+    for seed in SEEDS:
+        for label in labels:
+            source, rationale = ROWS[label]
+            if source not in TRAINING:
+                continue
+            evaluation = DATA / "eval" / f"{_key(label, seed)}.json"
+            capability = DATA / "capability" / f"{_key(label, seed)}.json"
+            if evaluation.is_file() and capability.is_file():
+                continue
+            checkpoint = str(train_model(work, data_dir, source, seed))
+            evaluate_row(work, data_dir, label, checkpoint, rationale, evaluation)
+            evaluate_capability(label, checkpoint, capability, data_dir)
 
 
-def evaluate_capabilities(work: Path, data_dir: Path, checkpoints: dict) -> dict:
-    from grace.models.backbones import load_backbone
-    from grace.evaluation.capability import arc_easy_accuracy, load_heldout_texts, perplexity
+def load_table() -> tuple[dict, dict, dict]:
+    """(rows aggregated over seeds, capability runs per row, training records) found in
+    results-data."""
+    rows, caps = {}, {}
+    for label in ROWS:
+        runs = [DATA / "eval" / f"{_key(label, s)}.json" for s in _seeds(label)]
+        runs = [json.loads(p.read_text()) for p in runs if p.is_file()]
+        if runs:
+            rows[label] = results_table.aggregate(runs)
+        if label in CAPABILITY:
+            found = [DATA / "capability" / f"{_key(label, s)}.json" for s in _seeds(label)]
+            found = [json.loads(p.read_text()) for p in found if p.is_file()]
+            if found:
+                caps[label] = found
+    train = {p.stem: json.loads(p.read_text()) for p in sorted((DATA / "train").glob("*.json"))}
+    return rows, caps, train
 
+
+def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, labels) -> dict:
+    """The lite-suite rows of ``labels`` (ROWS or L2V_ROWS) under --work/eval (llm2vec-gen's
+    report)."""
+    table = {**ROWS, **L2V_ROWS}
     results = {}
-    for label, source in CAPABILITY.items():
-        out = work / "capability" / f"{label.replace(' ', '_')}.json"
-        if not out.is_file():
-            _log(f"capability of {label}")
-            model, tokenizer = load_backbone(checkpoints.get(source, source), EVAL_DTYPE)
-            model.eval()
-            arc = arc_easy_accuracy(model, tokenizer, data_dir / "capability/arc-easy-test.jsonl",
-                                    max_questions=ARC_QUESTIONS, seed=0)
-            ppl = perplexity(model, tokenizer, load_heldout_texts())
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"arc_easy": arc, "perplexity": ppl}, indent=2))
-        results[label] = json.loads(out.read_text())
+    for label in labels:
+        source, rationale = table[label]
+        out = work / "eval" / f"{_slug(label)}.json"
+        results[label] = evaluate_row(work, data_dir, label, checkpoints.get(source, source),
+                                      rationale, out)
     return results
 
 
-def _row_file(work: Path, label: str) -> Path:
-    return work / "eval" / f"{label.replace(' ', '_').replace('+', 'plus_')}.json"
-
-
-def load_existing(work: Path) -> tuple[dict, dict]:
-    """The evaluation and capability results already on disk (for --report-only)."""
-    evals = {label: json.loads(_row_file(work, label).read_text())
-             for label in ROWS if _row_file(work, label).is_file()}
-    caps = {}
-    for label in CAPABILITY:
-        path = work / "capability" / f"{label.replace(' ', '_')}.json"
-        if path.is_file():
-            caps[label] = json.loads(path.read_text())
-    return evals, caps
-
-
-def _metrics(work: Path, name: str) -> list[dict]:
-    path = work / "train" / name / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def make_plots(work: Path, evals: dict) -> list[str]:
+def make_plots(rows: dict, train: dict) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,143 +218,132 @@ def make_plots(work: Path, evals: dict) -> list[str]:
     made = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, name in zip(axes, ("grace-sup", "grace-unsup")):
-        rows = _metrics(work, name)
-        steps = [r["step"] for r in rows]
-        for key in ("reward/contrastive", "reward/consistency", "reward/hard"):
-            ax.plot(steps, [r[key] for r in rows], label=key.split("/")[1])
-        ax2 = ax.twinx()
-        ax2.plot(steps, [r["reward/mean"] for r in rows], "k--", label="total (scaled)")
-        ax2.set_ylabel("total reward")
+        for seed in SEEDS:
+            metrics = train.get(f"{name}-s{seed}", {}).get("metrics", [])
+            steps = [r["step"] for r in metrics]
+            style = "-" if seed == SEEDS[0] else ":"
+            for key, colour in (("reward/contrastive", "C0"), ("reward/consistency", "C1"),
+                                ("reward/hard", "C2")):
+                if metrics and key in metrics[0]:
+                    ax.plot(steps, [r[key] for r in metrics], style, color=colour,
+                            label=f"{key.split('/')[1]} (seed {seed})")
         ax.set_title(f"{name}: reward components per step")
         ax.set_xlabel("step")
-        ax.legend(loc="lower left", fontsize=7)
+        ax.legend(loc="lower left", fontsize=6)
     fig.tight_layout()
     fig.savefig(HERE / "reward_curves.png", dpi=110)
     made.append("reward_curves.png")
 
-    categories = sorted({c for r in evals.values() for c in r["averages"]})
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    width = 0.8 / len(evals)
-    for i, (label, res) in enumerate(evals.items()):
-        ax.bar([c + i * width for c in range(len(categories) + 1)],
-               [100 * (res["averages"].get(cat) or 0) for cat in categories] + [100 * res["overall"]],
-               width, label=label)
-    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(categories) + 1)], categories + ["overall"])
+    types = [c for c in results_table.CATEGORIES if any(c in r["types"] for r in rows.values())]
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    width = 0.8 / max(len(rows), 1)
+    for i, (label, row) in enumerate(rows.items()):
+        stats = [row["types"].get(c, (None, None)) for c in types] + [row["overall_by_type"]]
+        ax.bar([c + i * width for c in range(len(stats))], [100 * (m or 0) for m, _ in stats], width,
+               yerr=[100 * (sd or 0) for _, sd in stats], label=label, capsize=2)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(types) + 1)], types + ["overall (types)"])
     ax.set_ylabel("score x 100")
-    ax.set_title("lite suite per category (SmolLM2-135M)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.set_title("lite suite per category (SmolLM2-135M; error bars: sd over training seeds)")
+    ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(HERE / "category_scores.png", dpi=110)
     made.append("category_scores.png")
     return made
 
 
-def _fmt(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
+def _llm2vec_gen_section() -> list[str]:
+    return ["", "## LLM2Vec-Gen", "",
+            "Its diagnostics, the probes that chose its defaults, both runs (full and "
+            "alignment-only), their lite-suite rows and decodings of held-out texts: "
+            "[results-llm2vec-gen.md](results-llm2vec-gen.md) (`make_results.py --only llm2vec-gen`; "
+            "its table there was computed on the five-task lite suite of 2026-12-02, before the "
+            "suite was widened, so it is not comparable with the table above). The MiniLM row above "
+            "is its teacher (all-MiniLM-L6-v2, not the paper's LLM2Vec teacher)."]
 
 
-# (GRACE row, the rows it is compared with): the paper's pairings (same data, same supervision)
-PAIRS = {"GRACE sup": ("InfoNCE", "+reasoning", "base"), "GRACE unsup": ("SimCSE", "+reasoning", "base"),
-         "LLM2Vec-Gen": ("MiniLM (teacher)", "GRACE unsup", "base")}
-
-
-def _comparisons(evals: dict) -> list[str]:
-    """Per method row, the tasks where it scores below each comparison row (computed, not written)."""
-    lines = []
-    for grace, others in PAIRS.items():
-        if grace not in evals:
-            continue
-        ours = evals[grace]
-        for other in others:
-            if other not in evals:
-                continue
-            theirs = evals[other]
-            losses = [f"{t} {100 * (ours['tasks'][t]['main_score'] - v['main_score']):+.2f}"
-                      for t, v in theirs["tasks"].items()
-                      if t in ours["tasks"] and ours["tasks"][t]["main_score"] < v["main_score"]]
-            delta = 100 * (ours["overall"] - theirs["overall"])
-            where = "; below it on " + ", ".join(losses) if losses else "; not below it on any task"
-            lines.append(f"- {grace} vs {other}: overall {delta:+.2f}{where}")
-    if lines:
-        lines = ["", "Where each method gains and loses (computed from the table, points x 100; one training "
-                 "seed and small seeded subsamples, so a difference of a few points is within noise):",
-                 ""] + lines
+def _suite_description(rows: dict) -> list[str]:
+    any_row = json.loads(next(iter(sorted((DATA / "eval").glob("*.json")))).read_text())
+    lines = ["| task | type | subsample (requested limits -> kept sizes) |", "|---|---|---|"]
+    for name, task in any_row["tasks"].items():
+        limits = ", ".join(f"{k} {v}" for k, v in task["subsample"]["limits"].items() if v is not None)
+        sizes = ", ".join(f"{k} {v}" for k, v in task["subsample"]["sizes"].items())
+        lines.append(f"| {name} | {task['type']} | {limits or 'all'} -> {sizes} |")
     return lines
 
 
-def _llm2vec_gen_section() -> list[str]:
-    return ["", "## LLM2Vec-Gen", "",
-            "The MiniLM row is the LLM2Vec-Gen teacher (all-MiniLM-L6-v2, not the paper's LLM2Vec "
-            "teacher). Its diagnostics, the probes that chose its defaults, both runs (full and "
-            "alignment-only) and decodings of held-out texts: "
-            "[results-llm2vec-gen.md](results-llm2vec-gen.md) (`make_results.py --only llm2vec-gen`)."]
+def _status(rows: dict) -> list[str]:
+    expected = {label: len(_seeds(label)) for label in ROWS}
+    missing = [f"{label} ({expected[label] - (rows[label]['seeds'] if label in rows else 0)} of "
+               f"{expected[label]})" for label in ROWS
+               if (rows[label]["seeds"] if label in rows else 0) < expected[label]]
+    if not missing:
+        return []
+    return [f"**Status: partial.** Not run yet: {', '.join(missing)}. Rerunning the script "
+            "resumes (stage outputs are in benchmarks/results-data/).", ""]
 
 
-def write_report(work: Path, evals: dict, capabilities: dict, plots: list[str]) -> Path:
+def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) -> Path:
     import torch
 
-    tasks = list(next(iter(evals.values()))["tasks"])
-    categories = sorted({c for r in evals.values() for c in r["averages"]})
     lines = [
         "# Results at our scale: SmolLM2-135M-Instruct on a 2-core CPU",
         "",
-        f"Regenerate with `.venv/bin/python benchmarks/make_results.py` ({time.strftime('%Y-%m-%d')}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}).",
-        "Every score below is computed by mteb's own evaluators on the local `lite` suite "
-        "(seeded subsamples, see `src/grace/evaluation/suite.py`), x 100. These are tiny training "
-        "budgets on a 135M model; they say whether each method moves the numbers here, not what it "
-        "does at the paper's scale (SPEC 1.8: 1.5B-4B backbones, 1.5M triplets).",
-        f"Models are trained in float32 and evaluated with {EVAL_DTYPE} weights (several times faster "
-        f"on this CPU); rationales are greedy, {RATIONALE_TOKENS} tokens at most.",
+        f"Regenerate with `.venv/bin/python benchmarks/make_results.py` (written {time.strftime('%Y-%m-%d')}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        "stage outputs in `benchmarks/results-data/`, resumable).",
+        "Every score is computed by mteb's own evaluators on the local `lite` suite (test splits, "
+        "seeded subsamples, see `src/grace/evaluation/suite.py`), x 100. No setting was chosen on "
+        "it. These are tiny training budgets on a 135M model; they say whether each method moves "
+        "the numbers here, not what it does at the paper's scale (SPEC 1.8: 1.5B-4B backbones, "
+        "1.5M triplets).",
+        f"Models are trained in float32 and evaluated with {EVAL_DTYPE} weights; rationales are "
+        f"greedy (echo: the text's first {RATIONALE_TOKENS} tokens), {RATIONALE_TOKENS} tokens at most. "
+        f"Trained rows: mean ± sample sd over training seeds {', '.join(map(str, SEEDS))} (the "
+        "evaluation subsample is the same for every row). *overall (types)*: the mean of the "
+        "category means, as MTEB's leaderboard balances categories; *overall (tasks)*: the mean "
+        "over tasks (3 of 8 are STS). *copy rate*: share of rationale tokens inside a >= 4-token "
+        "n-gram of the input (grace.rollout.quality), over every distinct text of the run.",
         "",
-        *([f"**Status: partial.** {len(ROWS) - len(evals)} of {len(ROWS)} rows and "
-           f"{len(CAPABILITY) - len(capabilities)} of {len(CAPABILITY)} capability rows have not "
-           "been run yet (the run was interrupted; rerunning the script resumes it).", ""]
-          if len(evals) < len(ROWS) or len(capabilities) < len(CAPABILITY) else []),
+        *_status(rows),
         "## Table 1 at our scale",
         "",
-        "| model | rationale | " + " | ".join(tasks) + " | " + " | ".join(f"avg {c}" for c in categories) + " | overall |",
-        "|---" * (3 + len(tasks) + len(categories)) + "|",
+        *results_table.table_lines(rows),
+        "",
+        "## What each difference is worth",
+        "",
+        "Differences of the category-balanced overall and of each category, points x 100. A "
+        "difference is called *within noise* when it is at most the larger of 1 point and the sum "
+        "of the two rows' seed sd (the sd of an untrained row is 0: its noise, the evaluation "
+        "subsample, is not measured here, so small differences between untrained rows are not "
+        "results either).",
+        "",
+        *results_table.comparison_lines(rows, PAIRS),
+        "",
+        "The lite suite's tasks and subsamples:",
+        "",
+        *_suite_description(rows),
     ]
-    for label in ROWS:
-        if label not in evals:
-            lines.append(f"| {label} | {ROWS[label][1]} | " + " | ".join(["not run"] * (len(tasks) + len(categories) + 1)) + " |")
-            continue
-        res = evals[label]
-        cells = [_fmt(res["tasks"][t]["main_score"]) for t in tasks]
-        avgs = [_fmt(res["averages"].get(c)) for c in categories]
-        lines.append(f"| {label} | {res['rationale']} | " + " | ".join(cells + avgs) + f" | {_fmt(res['overall'])} |")
-    lines += _comparisons(evals)
-    reference = sorted((work / "eval-float32").glob("*.json")) if (work / "eval-float32").is_dir() else []
-    if reference:
-        lines += ["", "The same rows evaluated with float32 weights (what bf16 evaluation changes):", ""]
-        for path in reference:
-            res = json.loads(path.read_text())
-            lines.append(f"- {path.stem} ({res['rationale']}, float32): overall {_fmt(res['overall'])}; "
-                         + ", ".join(f"{t} {_fmt(v['main_score'])}" for t, v in res["tasks"].items()))
     lines += _llm2vec_gen_section()
-    lines += ["", "Training budgets (from SmolLM2-135M-Instruct, seed 0; full fine-tuning except "
-              "llm2vec-gen, which trains only its soft tokens and two heads):", ""]
-    for name, (config_name, overrides) in {**TRAINING, **{n: ("llm2vec-gen", o) for n, o in
-                                                          llm2vec_gen_results.RUNS.items()}}.items():
-        seconds_file = work / "train" / name / "train_seconds.json"
-        seconds = json.loads(seconds_file.read_text())["seconds"] if seconds_file.is_file() else None
-        spent = f", {seconds / 60:.1f} min" if seconds else ""
-        lines.append(f"- **{name}**: config `{config_name}` with `{json.dumps(overrides)}`{spent}")
+    lines += ["", "## Training budgets", "",
+              "From SmolLM2-135M-Instruct, full fine-tuning; minutes are the training alone:", ""]
+    for name, (config_name, overrides) in TRAINING.items():
+        spent = [f"seed {r['seed']} {r['seconds'] / 60:.1f} min" for key, r in train.items()
+                 if key.rsplit("-s", 1)[0] == name]
+        lines.append(f"- **{name}**: config `{config_name}` with `{json.dumps(overrides)}`"
+                     + (f" ({'; '.join(spent)})" if spent else ""))
     lines += ["", "## General abilities (capability retention)", "",
-              "| model | ARC-Easy acc | ARC-Easy acc_norm | questions | held-out perplexity |",
-              "|---|---|---|---|---|"]
-    for label, cap in capabilities.items():
-        arc, ppl = cap["arc_easy"], cap["perplexity"]
-        lines.append(f"| {label} | {arc.get('acc', float('nan')):.4f} | {arc.get('acc_norm', float('nan')):.4f} | "
-                     f"{arc.get('num_questions', '-')} | {ppl['perplexity']:.2f} |")
-    if "LLM2Vec-Gen" in evals:
-        lines += ["", "LLM2Vec-Gen is not in this table: its backbone is frozen (bit-for-bit, tested), "
-                  "so its language-model abilities are the base row's by construction."]
+              f"ARC-Easy: a seeded subsample of {ARC_QUESTIONS} questions (the same for every model; "
+              f"at 40% accuracy a 95% interval is ±{100 * results_table.binomial_half_width(0.4, ARC_QUESTIONS):.1f} "
+              "points), scored by log-likelihood of each choice; perplexity on held-out text.", "",
+              *results_table.capability_lines(capabilities)]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Seconds", ""]
-    for label, res in evals.items():
-        lines.append(f"- {label}: suite {res['seconds']:.0f} s, {res.get('texts_encoded', '-')} texts encoded")
+    lines += ["", "## Seconds", "",
+              "Whole lite suite per row (mean over seeds), texts encoded once each; machine quiet "
+              "unless a line says otherwise:", ""]
+    for label, r in rows.items():
+        rate = f", {r['texts_encoded'] / r['seconds']:.2f} texts/s" if r.get("texts_encoded") else ""
+        lines.append(f"- {label} ({r['rationale']}): {r['seconds']:.0f} s for "
+                     f"{r.get('texts_encoded', '-')} texts{rate}")
     out = HERE / "results.md"
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -299,36 +354,31 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(HERE.parent / "runs" / "results"))
     parser.add_argument("--report-only", action="store_true",
-                        help="write results.md from the outputs already in --work, run nothing")
+                        help="write results.md from the stage outputs already in "
+                             "benchmarks/results-data, run nothing")
     parser.add_argument("--only", choices=["llm2vec-gen"],
                         help="run one method's stages and write its own report only "
                              "(llm2vec-gen: benchmarks/results-llm2vec-gen.md)")
-    parser.add_argument("--skip-greedy", action="store_true",
-                        help="run training, the no-rationale rows and capability only (greedy rows "
-                             "are the expensive part), then write the report")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
+                        help=f"run only these table rows (default: all): {', '.join(ROWS)}")
     args = parser.parse_args()
     work, data_dir = Path(args.work), Path(args.data_dir)
     work.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        evals, capabilities = load_existing(work)
-        _log(f"wrote {llm2vec_gen_results.write_report(work, evals)}")
-        if args.only is None:
-            _log(f"wrote {write_report(work, evals, capabilities, make_plots(work, evals))}")
-        return
     l2v = llm2vec_gen_results
     if args.only == "llm2vec-gen":
+        if args.report_only:
+            _log(f"wrote {l2v.write_report(work, {})}")
+            return
         checkpoints = l2v.run_stages(work, data_dir)
-        evals = evaluate_rows(work, data_dir, checkpoints, modes=("none",), labels=l2v.SUITE_ROWS)
+        evals = evaluate_rows(work, data_dir, checkpoints, l2v.SUITE_ROWS)
         _log(f"wrote {l2v.write_report(work, evals)}")
         return
-    checkpoints = {**train_models(work, data_dir), **l2v.run_stages(work, data_dir)}
-    evaluate_rows(work, data_dir, checkpoints, modes=("none",))  # cheap rows first
-    capabilities = evaluate_capabilities(work, data_dir, checkpoints)
-    modes = ("none",) if args.skip_greedy else ("none", "greedy")
-    evals = evaluate_rows(work, data_dir, checkpoints, modes=modes)
-    plots = make_plots(work, evals)
-    _log(f"wrote {l2v.write_report(work, evals)}")
-    _log(f"wrote {write_report(work, evals, capabilities, plots)}")
+    if not args.report_only:
+        run_table(work, data_dir, args.rows)
+    rows, capabilities, train = load_table()
+    if not rows:
+        raise SystemExit("no stage output in benchmarks/results-data yet: run without --report-only")
+    _log(f"wrote {write_report(rows, capabilities, train, make_plots(rows, train))}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_dev_suite_runs_on_training_and_dev_splits_only(dev_data, tmp_path):
     again = derive_dev_files(dev_data)  # written once, found again
     assert sorted(p.name for p in again.iterdir()) == sorted(
         ["banking77-train.jsonl", "banking77-test.jsonl", "banking77-clustering.jsonl",
-         "stsb-dev-pairs.jsonl", "scifact-rerank.jsonl"])
+         "stsb-pairs.jsonl", "scifact-rerank.jsonl"])
 
 
 def test_dev_suite_names_a_missing_source(tmp_path, monkeypatch):

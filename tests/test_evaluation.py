@@ -213,7 +213,7 @@ def test_missing_files_name_the_path_and_layout(tmp_path):
 
 def test_suite_runs_what_it_finds(tmp_path, data_dir):
     tasks, skipped = build_suite("lite", None)
-    assert [t.metadata.name for t in tasks] == ["LeeDocSim"] and len(skipped) == 4
+    assert [t.metadata.name for t in tasks] == ["LeeDocSim"] and len(skipped) == 7
     (tmp_path / "sts").mkdir()
     (tmp_path / "sts/stsb-test.jsonl").write_text((data_dir / "sts/stsb-test.jsonl").read_text())
     tasks, skipped = build_suite("lite", tmp_path)
@@ -235,13 +235,15 @@ def test_cli_eval_writes_mteb_scores_and_averages(tmp_path, data_dir, capsys):
                  "--data-dir", str(data_dir), "--output", str(out), "--no-cache"])
     assert code == 0
     results = json.loads(out.read_text())
-    names = ["LeeDocSim", "LocalSTSBenchmark", "LocalSICK-R", "LocalSciFact", "LocalBanking77"]
+    names = ["LeeDocSim", "LocalSTSBenchmark", "LocalSICK-R", "LocalSTSBPairs", "LocalSciFact",
+             "LocalSciFactReranking", "LocalBanking77", "LocalBanking77Clustering"]
     assert list(results["tasks"]) == names and results["skipped"] == {}
     for name in names:
         row = results["tasks"][name]
         assert math.isfinite(row["main_score"]) and row["main_score"] == row["metrics"][row["main_score_name"]]
         assert row["seconds"] >= 0 and row["subsample"]["sizes"]
-    assert set(results["averages"]) == {"STS", "Retrieval", "Classification"}
+    assert set(results["averages"]) == {"STS", "PairClassification", "Retrieval", "Reranking",
+                                        "Classification", "Clustering"}
     sts = [results["tasks"][n]["main_score"] for n in names[:3]]
     assert results["averages"]["STS"] == pytest.approx(sum(sts) / 3)
     assert results["overall"] == pytest.approx(np.mean([results["tasks"][n]["main_score"] for n in names]))

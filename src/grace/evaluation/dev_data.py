@@ -1,20 +1,24 @@
-"""The ``dev`` suite's derived files: tasks of the types the lite suite lacks, built only from
-training and dev splits of a data folder laid out like shared/data, so that settings can be
-chosen without looking at any test split.
+"""Derived task files: tasks of the types the shared data has no file for (clustering, pair
+classification, reranking), built from one split of a data folder laid out like shared/data.
 
-``derive_dev_files(data_dir)`` writes (once; the folder is named after a hash of the sources,
-and the derivation's version, so changed sources give new files) under ``$GRACE_CACHE/dev-suite/<hash>/``:
+``derive_files(data_dir, split)`` writes (once; the folder is named after the split, a hash of
+its sources and the derivation's version, so changed sources give new files) under
+``$GRACE_CACHE/derived-tasks/<split>-<hash>/``. Split ``dev`` (the ``dev`` suite) reads only
+training and dev splits, so that settings can be chosen without looking at any test split;
+split ``test`` (the ``lite`` suite's extra tasks) reads only test splits:
 
-- ``banking77-train.jsonl`` / ``banking77-test.jsonl``: BANKING77's TRAIN file split in two,
-  every 5th row of each intent to the test side (classification);
-- ``banking77-clustering.jsonl``: BANKING77 train texts of ``CLUSTER_INTENTS`` intents (a
-  seeded choice; with all 77 and a few hundred texts, V-measure rewards many tiny clusters),
-  with their intents (clustering);
-- ``stsb-dev-pairs.jsonl``: STS-B dev pairs scored >= 4 (label 1) or <= 1 (label 0) of 5, the
-  rest dropped (pair classification);
-- ``scifact-rerank.jsonl``: each SciFact TRAIN query with its relevant abstracts and, as hard
-  negatives, the ``NEGATIVES`` most similar other abstracts by TF-IDF cosine (a lexical
-  retriever standing in for BM25; scikit-learn's), reranking.
+- ``banking77-train.jsonl`` / ``banking77-test.jsonl`` (dev only): BANKING77's TRAIN file split
+  in two, every 5th row of each intent to the test side (classification; ``lite`` uses the
+  real test file);
+- ``banking77-clustering.jsonl``: BANKING77 texts (dev: train file; test: test file) of
+  ``CLUSTER_INTENTS`` intents (a seeded choice; with all 77 and a few hundred texts, V-measure
+  rewards many tiny clusters), with their intents (clustering);
+- ``stsb-pairs.jsonl``: STS-B pairs (dev: dev split; test: test split) scored >= 4 (label 1)
+  or <= 1 (label 0) of 5, the rest dropped (pair classification);
+- ``scifact-rerank.jsonl``: each SciFact query of the split's qrels (dev: train; test: test)
+  with its relevant abstracts and, as hard negatives, the ``NEGATIVES`` most similar other
+  abstracts by TF-IDF cosine (a lexical retriever standing in for BM25; scikit-learn's),
+  reranking.
 
 Abstracts are ``title + " " + text``, as the retrieval task's documents read.
 """
@@ -27,15 +31,21 @@ from collections import defaultdict
 from pathlib import Path
 
 from grace.errors import GraceInputError
-from grace.models.backbones import cache_dir
 
-SOURCES = ("classification/banking77-train.jsonl", "sts/stsb-dev.jsonl",
-           "retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
-           "retrieval/scifact/qrels-train.tsv")
+# split -> (role -> file under data_dir): the only files a split's derivation reads
+SPLIT_SOURCES = {
+    "dev": {"banking77": "classification/banking77-train.jsonl", "sts": "sts/stsb-dev.jsonl",
+            "corpus": "retrieval/scifact/corpus.jsonl", "queries": "retrieval/scifact/queries.jsonl",
+            "qrels": "retrieval/scifact/qrels-train.tsv"},
+    "test": {"banking77": "classification/banking77-test.jsonl", "sts": "sts/stsb-test.jsonl",
+             "corpus": "retrieval/scifact/corpus.jsonl", "queries": "retrieval/scifact/queries.jsonl",
+             "qrels": "retrieval/scifact/qrels-test.tsv"},
+}
+SOURCES = tuple(SPLIT_SOURCES["dev"].values())  # the dev suite's sources
 NEGATIVES = 10  # TF-IDF-hard negatives per reranking query
 CLUSTER_INTENTS = 10
-FILES = ("banking77-train.jsonl", "banking77-test.jsonl", "banking77-clustering.jsonl",
-         "stsb-dev-pairs.jsonl", "scifact-rerank.jsonl")
+FILES = ("banking77-clustering.jsonl", "stsb-pairs.jsonl", "scifact-rerank.jsonl")
+SPLIT_FILES = {"dev": ("banking77-train.jsonl", "banking77-test.jsonl") + FILES, "test": FILES}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -91,45 +101,57 @@ def rerank_rows(corpus: dict[str, str], queries: dict[str, str], qrels: dict[str
     return out
 
 
-VERSION = 1  # bump when the derivation changes: the folder name changes with it
+VERSION = 2  # bump when the derivation changes: the folder name changes with it
 
 
-def _digest(root: Path) -> str:
-    h = hashlib.sha256(f"dev-suite v{VERSION} negatives {NEGATIVES} intents {CLUSTER_INTENTS}".encode())
-    for name in SOURCES:
+def _digest(root: Path, split: str) -> str:
+    h = hashlib.sha256(f"{split} v{VERSION} negatives {NEGATIVES} intents {CLUSTER_INTENTS}".encode())
+    for name in SPLIT_SOURCES[split].values():
         h.update(name.encode())
         h.update(hashlib.sha256((root / name).read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
-def derive_dev_files(data_dir: str | Path) -> Path:
-    """The folder holding the dev suite's derived files for ``data_dir`` (written if missing)."""
-    root = Path(data_dir)
-    missing = [name for name in SOURCES if not (root / name).is_file()]
+def derive_files(data_dir: str | Path, split: str = "dev") -> Path:
+    """The folder holding ``split``'s derived files for ``data_dir`` (written if missing)."""
+    if split not in SPLIT_SOURCES:
+        raise GraceInputError(f"unknown split '{split}' for derived tasks: choose one of "
+                              f"{', '.join(SPLIT_SOURCES)}")
+    from grace.models.backbones import cache_dir
+
+    root, sources = Path(data_dir), SPLIT_SOURCES[split]
+    missing = [name for name in sources.values() if not (root / name).is_file()]
     if missing:
-        raise GraceInputError(f"the dev suite needs {root / missing[0]} (training/dev splits only)")
-    out = cache_dir() / "dev-suite" / _digest(root)
-    if all((out / f).is_file() for f in FILES):
+        only = "training/dev splits only" if split == "dev" else "test splits only"
+        raise GraceInputError(f"the {split} split's derived tasks need {root / missing[0]} ({only})")
+    out = cache_dir() / "derived-tasks" / f"{split}-{_digest(root, split)}"
+    if all((out / f).is_file() for f in SPLIT_FILES[split]):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    banking = _rows(root / "classification/banking77-train.jsonl")
-    train, test = split_banking77(banking)
-    _write(out / "banking77-train.jsonl", train)
-    _write(out / "banking77-test.jsonl", test)
+    banking = _rows(root / sources["banking77"])
+    if split == "dev":
+        train, test = split_banking77(banking)
+        _write(out / "banking77-train.jsonl", train)
+        _write(out / "banking77-test.jsonl", test)
     import random
 
     labels = sorted({r["label"] for r in banking})
     intents = set(random.Random(0).sample(labels, min(CLUSTER_INTENTS, len(labels))))
     _write(out / "banking77-clustering.jsonl",
            [{"text": r["text"], "label": r["label"]} for r in banking if r["label"] in intents])
-    _write(out / "stsb-dev-pairs.jsonl", sts_pairs(_rows(root / "sts/stsb-dev.jsonl")))
+    _write(out / "stsb-pairs.jsonl", sts_pairs(_rows(root / sources["sts"])))
     corpus = {str(r["_id"]): f"{r.get('title') or ''} {r.get('text') or ''}".strip()
-              for r in _rows(root / "retrieval/scifact/corpus.jsonl")}
-    queries = {str(r["_id"]): r["text"] for r in _rows(root / "retrieval/scifact/queries.jsonl")}
+              for r in _rows(root / sources["corpus"])}
+    queries = {str(r["_id"]): r["text"] for r in _rows(root / sources["queries"])}
     qrels: dict[str, set[str]] = defaultdict(set)
-    for line in (root / "retrieval/scifact/qrels-train.tsv").read_text().splitlines()[1:]:
+    for line in (root / sources["qrels"]).read_text().splitlines()[1:]:
         parts = line.split("\t")
         if len(parts) >= 3 and float(parts[2]) > 0:
             qrels[parts[0]].add(parts[1])
     _write(out / "scifact-rerank.jsonl", rerank_rows(corpus, queries, dict(qrels)))
     return out
+
+
+def derive_dev_files(data_dir: str | Path) -> Path:
+    """``derive_files(data_dir, "dev")``: the dev suite's files (training/dev splits only)."""
+    return derive_files(data_dir, "dev")

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grace.errors import GraceInputError
+from grace.evaluation.dev_data import SPLIT_SOURCES
 
 SUITES = ("lite", "dev")
 
@@ -103,27 +104,12 @@ def _banking77(name, data_dir, seed, **limits):
                                     description="BANKING77 intent classification.", **limits)
 
 
-LITE = (
-    SuiteTask("LeeDocSim", (), _lee),
-    SuiteTask("LocalSTSBenchmark", ("sts/stsb-test.jsonl",), _sts("sts/stsb-test.jsonl", 0.0, 5.0),
-              {"max_pairs": 200}),
-    SuiteTask("LocalSICK-R", ("sts/sickr-test.jsonl",), _sts("sts/sickr-test.jsonl", 1.0, 5.0),
-              {"max_pairs": 200}),
-    SuiteTask("LocalSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
-                               "retrieval/scifact/qrels-test.tsv"), _scifact,
-              {"max_queries": 40, "max_corpus": 150}),
-    SuiteTask("LocalBanking77", ("classification/banking77-train.jsonl",
-                                 "classification/banking77-test.jsonl"), _banking77,
-              {"max_labels": 10, "max_train_per_label": 8, "max_test": 100}),
-)
-
-
-def _derived(build):
-    """A builder that reads the dev suite's derived files (grace.evaluation.dev_data)."""
+def _derived(build, split):
+    """A builder that reads ``split``'s derived files (grace.evaluation.dev_data)."""
     def wrapped(name, data_dir, seed, **limits):
-        from grace.evaluation.dev_data import derive_dev_files
+        from grace.evaluation.dev_data import derive_files
 
-        return build(name, derive_dev_files(data_dir), data_dir, seed, **limits)
+        return build(name, derive_files(data_dir, split), data_dir, seed, **limits)
     return wrapped
 
 
@@ -144,43 +130,70 @@ def _dev_banking77(name, derived, data_dir, seed, **limits):
                                     **limits)
 
 
-def _dev_clustering(name, derived, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_clustering_task
+def _clustering(split_name):
+    def build(name, derived, data_dir, seed, **limits):
+        from grace.evaluation.tasks import make_clustering_task
 
-    return make_clustering_task(name, derived / "banking77-clustering.jsonl", seed=seed,
-                                description="BANKING77 TRAIN texts clustered by intent.", **limits)
-
-
-def _dev_pairs(name, derived, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_pair_classification_task
-
-    return make_pair_classification_task(name, derived / "stsb-dev-pairs.jsonl", seed=seed,
-                                         description="STS-B DEV pairs: >= 4 similar, <= 1 not.",
-                                         **limits)
+        return make_clustering_task(name, derived / "banking77-clustering.jsonl", seed=seed,
+                                    description=f"BANKING77 {split_name} texts clustered by intent.",
+                                    **limits)
+    return build
 
 
-def _dev_rerank(name, derived, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_reranking_task
+def _pairs(split_name):
+    def build(name, derived, data_dir, seed, **limits):
+        from grace.evaluation.tasks import make_pair_classification_task
 
-    return make_reranking_task(name, derived / "scifact-rerank.jsonl", seed=seed,
-                               description="Each SciFact TRAIN claim's relevant abstracts among "
-                               "TF-IDF-hard negatives.", **limits)
+        return make_pair_classification_task(name, derived / "stsb-pairs.jsonl", seed=seed,
+                                             description=f"STS-B {split_name} pairs: >= 4 similar, "
+                                             "<= 1 not.", **limits)
+    return build
 
 
-DEV_SOURCES = ("classification/banking77-train.jsonl", "sts/stsb-dev.jsonl",
-               "retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
-               "retrieval/scifact/qrels-train.tsv")
+def _rerank(split_name):
+    def build(name, derived, data_dir, seed, **limits):
+        from grace.evaluation.tasks import make_reranking_task
+
+        return make_reranking_task(name, derived / "scifact-rerank.jsonl", seed=seed,
+                                   description=f"Each SciFact {split_name} claim's relevant abstracts "
+                                   "among TF-IDF-hard negatives.", **limits)
+    return build
+
+
+TEST_SOURCES = tuple(SPLIT_SOURCES["test"].values())
+LITE = (  # test splits only, for the final table; no single item is worth a point on any task
+    SuiteTask("LeeDocSim", (), _lee),
+    SuiteTask("LocalSTSBenchmark", ("sts/stsb-test.jsonl",), _sts("sts/stsb-test.jsonl", 0.0, 5.0),
+              {"max_pairs": 400}),
+    SuiteTask("LocalSICK-R", ("sts/sickr-test.jsonl",), _sts("sts/sickr-test.jsonl", 1.0, 5.0),
+              {"max_pairs": 400}),
+    SuiteTask("LocalSTSBPairs", TEST_SOURCES, _derived(_pairs("TEST"), "test"), {"max_pairs": 300}),
+    SuiteTask("LocalSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
+                               "retrieval/scifact/qrels-test.tsv"), _scifact,
+              {"max_queries": 40, "max_corpus": 150}),
+    SuiteTask("LocalSciFactReranking", TEST_SOURCES, _derived(_rerank("TEST"), "test"),
+              {"max_queries": 30}),
+    SuiteTask("LocalBanking77", ("classification/banking77-train.jsonl",
+                                 "classification/banking77-test.jsonl"), _banking77,
+              {"max_labels": 10, "max_train_per_label": 8, "max_test": 400}),
+    SuiteTask("LocalBanking77Clustering", TEST_SOURCES, _derived(_clustering("TEST"), "test"),
+              {"max_docs": 300}),
+)
+
+DEV_SOURCES = tuple(SPLIT_SOURCES["dev"].values())
 DEV = (  # training/dev splits only: choose settings here, keep lite for the final table
     SuiteTask("DevSTSB", ("sts/stsb-dev.jsonl",), _sts("sts/stsb-dev.jsonl", 0.0, 5.0),
               {"max_pairs": 300}),
-    SuiteTask("DevSTSBPairs", DEV_SOURCES, _derived(_dev_pairs), {"max_pairs": 300}),
+    SuiteTask("DevSTSBPairs", DEV_SOURCES, _derived(_pairs("DEV"), "dev"), {"max_pairs": 300}),
     SuiteTask("DevSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
                              "retrieval/scifact/qrels-train.tsv"), _dev_scifact,
               {"max_queries": 60, "max_corpus": 200}),
-    SuiteTask("DevSciFactReranking", DEV_SOURCES, _derived(_dev_rerank), {"max_queries": 40}),
-    SuiteTask("DevBanking77", DEV_SOURCES, _derived(_dev_banking77),
+    SuiteTask("DevSciFactReranking", DEV_SOURCES, _derived(_rerank("TRAIN"), "dev"),
+              {"max_queries": 40}),
+    SuiteTask("DevBanking77", DEV_SOURCES, _derived(_dev_banking77, "dev"),
               {"max_labels": 10, "max_train_per_label": 8, "max_test": 200}),
-    SuiteTask("DevBanking77Clustering", DEV_SOURCES, _derived(_dev_clustering), {"max_docs": 300}),
+    SuiteTask("DevBanking77Clustering", DEV_SOURCES, _derived(_clustering("TRAIN"), "dev"),
+              {"max_docs": 300}),
 )
 SUITE_TASKS = {"lite": LITE, "dev": DEV}
 
