@@ -82,6 +82,10 @@ PAIRS = {"+reasoning": ("echo", "base"), "echo": ("base",),
          "GRACE unsup": ("SimCSE", "+reasoning", "echo", "base")}
 
 
+READINGS = (("+reasoning", "echo"), ("echo", "base"), ("GRACE sup", "echo"), ("GRACE unsup", "echo"),
+            ("GRACE sup", "InfoNCE"), ("GRACE unsup", "SimCSE"))
+
+
 def _log(msg: str) -> None:
     print(f"[results {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -318,6 +322,10 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
         "results either).",
         "",
         *results_table.comparison_lines(rows, PAIRS),
+        "",
+        "Where the rationale, not the copy, earns its points (computed from the rows above):",
+        "",
+        *[f"- {line}" for line in (results_table.plain_reading(rows, a, b) for a, b in READINGS) if line],
         "",
         "The lite suite's tasks and subsamples:",
         "",

@@ -129,3 +129,22 @@ def capability_lines(capabilities: dict[str, list[dict]]) -> list[str]:
 def binomial_half_width(p: float, n: int) -> float:
     """The 95% half-width of an accuracy p measured on n items (normal approximation)."""
     return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def plain_reading(rows: dict[str, dict], ours: str, other: str) -> str | None:
+    """One sentence: the categories where ``ours`` is above, below and within noise of ``other``."""
+    if ours not in rows or other not in rows:
+        return None
+    a, b = rows[ours], rows[other]
+    sides: dict[str, list[str]] = {"above": [], "below": [], "within noise": []}
+    for c in a["types"]:
+        diff = difference(a["types"][c], b["types"].get(c, (None, None)))
+        if diff is not None:
+            delta, noise = diff
+            sides["within noise" if abs(delta) <= noise else ("above" if delta > 0 else "below")].append(
+                f"{c} ({delta:+.1f})")
+    overall = verdict(difference(a["overall_by_type"], b["overall_by_type"]))
+    return (f"**{ours}** vs **{other}**: overall (types) {overall}; above on "
+            f"{', '.join(sides['above']) or 'no category'}; below on "
+            f"{', '.join(sides['below']) or 'no category'}; within noise on "
+            f"{', '.join(sides['within noise']) or 'no category'}.")

@@ -7,22 +7,31 @@
 Suite ``lite`` runs what it finds: the Lee benchmark always (it ships with gensim), and from
 ``data_dir`` (laid out like shared/data, see its README) each task whose files exist:
 
-| task              | files                                 | type           | lite subsample (seeded)                          | texts |
-|-------------------|---------------------------------------|----------------|--------------------------------------------------|------:|
-| LeeDocSim         | gensim test data                      | STS            | all 1,225 pairs of the 50 documents              |    50 |
-| LocalSTSBenchmark | sts/stsb-test.jsonl                   | STS            | 200 of 1,379 pairs                               |   394 |
-| LocalSICK-R       | sts/sickr-test.jsonl                  | STS            | 200 of 4,927 pairs                               |   384 |
-| LocalSciFact      | retrieval/scifact (qrels-test)        | Retrieval      | 40 of 300 queries; 150 of 5,183 abstracts, every relevant one of the kept queries included | 190 |
-| LocalBanking77    | classification/banking77-{train,test} | Classification | 10 of 77 labels; 8 train per label (so one mteb experiment); 100 test | 180 |
+| task                     | files                                 | type               | lite subsample (seeded)                                    | texts |
+|--------------------------|---------------------------------------|--------------------|------------------------------------------------------------|------:|
+| LeeDocSim                | gensim test data                      | STS                | all 1,225 pairs of the 50 documents                        |    50 |
+| LocalSTSBenchmark        | sts/stsb-test.jsonl                   | STS                | 400 of 1,379 pairs                                         |   775 |
+| LocalSICK-R              | sts/sickr-test.jsonl                  | STS                | 400 of 4,927 pairs                                         |   749 |
+| LocalSTSBPairs           | derived from sts/stsb-test.jsonl      | PairClassification | 300 pairs scored >= 4 (similar) or <= 1 (not)              |  364* |
+| LocalSciFact             | retrieval/scifact (qrels-test)        | Retrieval          | 40 of 300 queries; 150 abstracts incl. every relevant one  |   190 |
+| LocalSciFactReranking    | derived from scifact (qrels-test)     | Reranking          | 30 queries, their relevant abstracts + 10 TF-IDF-hard negatives each | 284* |
+| LocalBanking77           | classification/banking77-{train,test} | Classification     | 10 of 77 labels; 8 train per label (one mteb experiment); 400 test | 480 |
+| LocalBanking77Clustering | derived from banking77-test           | Clustering         | 300 test texts of 10 intents                               |   0* |
 
-About 1,200 distinct texts in all (the adapter encodes each distinct text once). The sizes are
-set by time, and time by tokens rather than texts: a SciFact abstract (~350 tokens) costs as
-much as ~10 short sentences. Measured with SmolLM2-135M (float32) on 2 CPU cores: no rationale
-~0.1 s per sentence and ~1-1.8 s per abstract; greedy 64-token rationales ~0.7 s per sentence
-and ~4-7 s per abstract. So ``none`` takes ~7 min and greedy ~25-35 min (estimated from those
-rates; 2-3 times more on a machine shared with other jobs). ``full=True`` runs the whole test sets (Banking77: all 77
-labels and mteb's 10 experiments of 8 examples per label): hours with rationales. Subsets are
-drawn with ``seed``, which is also the mteb task seed.
+(* new texts only: tasks share texts, and the adapter encodes each distinct text once; the
+clustering texts are all among the classification task's.) About 2,900 distinct texts in all,
+~475 of them SciFact abstracts. The derived tasks are written once from the test splits alone
+(grace.evaluation.dev_data.derive_files(data_dir, "test")). Subsamples are sized so that no
+single item is worth a point (Banking77 was 100 test items, STS 200 pairs). Time goes by tokens
+rather than texts: measured on a quiet 2-core machine (SmolLM2-135M, bfloat16 weights), no
+rationale ~120 sentences/s and ~2.3 abstracts/s, greedy 32-token rationales ~16 sentences/s
+and ~1.9 abstracts/s; the whole suite took 216 s without rationales. ``full=True`` runs the
+whole sets (Banking77: all 77 labels and mteb's 10 experiments of 8 examples per label): hours
+with rationales. Subsets are drawn with ``seed``, which is also the mteb task seed.
+
+Suite ``dev`` has the same six task types built from training and dev splits only (STS-B dev,
+SciFact train qrels, Banking77's train file split in two, and tasks derived from them): choose
+settings there; ``lite`` is for the final table.
 
 Output (returned, and written as JSON to ``output``): per task the mteb main score and main
 metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts
