@@ -112,7 +112,9 @@ def train_stage(name: str, config) -> Path:
         _log(f"training {name} ({config.max_steps} steps)")
         start = time.perf_counter()
         train(config)
-        (out / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+        tmp = out / "train_seconds.json.tmp"
+        tmp.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+        tmp.replace(out / "train_seconds.json")  # never half a file under the final name
     return done
 
 

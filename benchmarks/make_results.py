@@ -119,7 +119,10 @@ def train_model(work: Path, data_dir: Path, name: str, seed: int) -> Path:
     record = DATA / "train" / f"{name}-s{seed}.json"
     if not record.is_file():
         metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
+        try:  # missing if a run was killed after its last checkpoint: no figure rather than a crash
+            seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
+        except (OSError, ValueError, KeyError):
+            seconds = None
         _write_json(record, {"config": config_name, "overrides": overrides, "seed": seed,
                              "seconds": seconds, "metrics": metrics})
     return checkpoint
@@ -132,9 +135,25 @@ def _write_json(path: Path, value) -> None:
     tmp.replace(path)  # a killed run never leaves half a file under the final name
 
 
+def current(run: dict) -> bool:
+    """Whether an eval output was made with today's settings: the lite suite's tasks and
+    limits, the rationale length and the evaluation dtype (else it is redone, not mixed in)."""
+    from grace.evaluation.suite import LITE
+
+    def kept(limits):
+        return {k: v for k, v in (limits or {}).items() if v is not None}
+
+    tasks = {name: kept(row["subsample"]["limits"]) for name, row in run.get("tasks", {}).items()}
+    return (run.get("max_new_tokens") == RATIONALE_TOKENS and run.get("dtype") == EVAL_DTYPE
+            and run.get("suite") == "lite" and tasks == {t.name: kept(t.lite) for t in LITE})
+
+
 def evaluate_row(work: Path, data_dir: Path, label: str, source: str, rationale: str, out: Path) -> dict:
     from grace.evaluation.suite import run_suite
 
+    if out.is_file() and not current(json.loads(out.read_text())):
+        _log(f"{out.name} was made with other suite settings: evaluating {label} again")
+        out.unlink()
     if not out.is_file():
         _log(f"evaluating {label} ({source}, rationale {rationale})")
         tmp = out.with_suffix(".tmp")
@@ -177,6 +196,10 @@ def run_table(work: Path, data_dir: Path, labels=None) -> None:
             capability = DATA / "capability" / f"{_key(label, seed)}.json"
             if evaluation.is_file() and capability.is_file():
                 continue
+            if evaluation.is_file() and not (work / "train" / f"{source}-s{seed}").is_dir():
+                _log(f"{label} seed {seed}: evaluated, but its checkpoint is gone: retraining it for "
+                     "the capability figures (same config and seed, so the same run up to "
+                     "non-determinism of the kernels)")
             checkpoint = str(train_model(work, data_dir, source, seed))
             evaluate_row(work, data_dir, label, checkpoint, rationale, evaluation)
             evaluate_capability(label, checkpoint, capability, data_dir)
@@ -189,6 +212,10 @@ def load_table() -> tuple[dict, dict, dict]:
     for label in ROWS:
         runs = [DATA / "eval" / f"{_key(label, s)}.json" for s in _seeds(label)]
         runs = [json.loads(p.read_text()) for p in runs if p.is_file()]
+        stale = [r for r in runs if not current(r)]
+        if stale:
+            _log(f"{label}: {len(stale)} output(s) made with other suite settings left out")
+            runs = [r for r in runs if current(r)]
         if runs:
             rows[label] = results_table.aggregate(runs)
         if label in CAPABILITY:
@@ -289,6 +316,10 @@ def _status(rows: dict) -> list[str]:
 def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) -> Path:
     import torch
 
+    any_run = json.loads(next(iter(sorted((DATA / "eval").glob("*.json")))).read_text())
+    floors = results_table.item_floors(any_run)
+    floor_text = ", ".join(f"{c} {v:.1f}" for c, v in floors.items())
+
     lines = [
         "# Results at our scale: SmolLM2-135M-Instruct on a 2-core CPU",
         "",
@@ -316,16 +347,20 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
         "## What each difference is worth",
         "",
         "Differences of the category-balanced overall and of each category, points x 100. A "
-        "difference is called *within noise* when it is at most the larger of 1 point and the sum "
-        "of the two rows' seed sd (the sd of an untrained row is 0: its noise, the evaluation "
-        "subsample, is not measured here, so small differences between untrained rows are not "
-        "results either).",
+        "difference is called *within noise* when it is at most the larger of a floor and the sum "
+        "of the two rows' seed sd. The floor is 1 point, or what one item moves its task by where "
+        f"that is more ({floor_text or 'none here'}: one query). The sd of an untrained row is 0: "
+        "its noise, the evaluation subsample, is not measured here, so a difference between two "
+        "untrained rows is marked *single runs* and is a lead, not a result; two training seeds "
+        "give a rough spread only.",
         "",
-        *results_table.comparison_lines(rows, PAIRS),
+        *results_table.comparison_lines(rows, PAIRS, floors),
         "",
-        "Where the rationale, not the copy, earns its points (computed from the rows above):",
+        "Where the rationale, not the copy, seems to earn its points (computed from the rows "
+        "above, with the noise rule above):",
         "",
-        *[f"- {line}" for line in (results_table.plain_reading(rows, a, b) for a, b in READINGS) if line],
+        *[f"- {line}" for line in (results_table.plain_reading(rows, a, b, floors) for a, b in READINGS)
+          if line],
         "",
         "The lite suite's tasks and subsamples:",
         "",
@@ -346,8 +381,10 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
               *results_table.capability_lines(capabilities)]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Seconds", "",
-              "Whole lite suite per row (mean over seeds), texts encoded once each; machine quiet "
-              "unless a line says otherwise:", ""]
+              "Whole lite suite per row (mean over seeds), bfloat16 weights, each distinct text "
+              "encoded once (the texts/s of a greedy row is the suite's greedy encoding speed at "
+              f"{RATIONALE_TOKENS} tokens). One job at a time was the rule, but light test runs shared "
+              "the machine during some rows: read these as upper bounds.", ""]
     for label, r in rows.items():
         rate = f", {r['texts_encoded'] / r['seconds']:.2f} texts/s" if r.get("texts_encoded") else ""
         lines.append(f"- {label} ({r['rationale']}): {r['seconds']:.0f} s for "

@@ -55,27 +55,33 @@ def cell(stat: tuple, scale: float = 100.0, digits: int = 2) -> str:
     return text if sd is None else f"{text} ± {scale * sd:.{digits}f}"
 
 
-def difference(a: tuple, b: tuple) -> tuple[float, float] | None:
-    """(a - b, the noise it is read against) in points x 100, or None if either is missing.
-    The noise is the larger of 1 point (never read a one-point difference as a result) and the
-    sum of the two rows' seed spreads (sd over training seeds; 0 for an untrained row)."""
+def difference(a: tuple, b: tuple, floor: float = 1.0) -> tuple[float, float, bool] | None:
+    """(a - b, the noise it is read against, whether any seed spread was measured) in points
+    x 100, or None if either is missing. The noise is the larger of ``floor`` (1 point: never
+    read a one-point difference as a result; more where one item moves a task by more, e.g.
+    one of 40 retrieval queries) and the sum of the two rows' seed spreads (sd over training
+    seeds; 0 for an untrained row, whose evaluation-subsample noise is not measured here)."""
     if a[0] is None or b[0] is None:
         return None
     spread = 100 * ((a[1] or 0.0) + (b[1] or 0.0))
-    return 100 * (a[0] - b[0]), max(1.0, spread)
+    return 100 * (a[0] - b[0]), max(floor, spread), a[1] is not None or b[1] is not None
 
 
-def verdict(diff: tuple[float, float] | None) -> str:
+def verdict(diff: tuple[float, float, bool] | None) -> str:
     if diff is None:
         return "n/a"
-    delta, noise = diff
+    delta, noise, measured = diff
     word = "within noise" if abs(delta) <= noise else ("above" if delta > 0 else "below")
+    if not measured and word != "within noise":
+        word += ", single runs"
     return f"{delta:+.2f} ({word}, noise {noise:.1f})"
 
 
-def comparison_lines(rows: dict[str, dict], pairs: dict[str, tuple[str, ...]]) -> list[str]:
+def comparison_lines(rows: dict[str, dict], pairs: dict[str, tuple[str, ...]],
+                     floors: dict[str, float] | None = None) -> list[str]:
     """Per (row, other): the category-balanced overall's difference and each category's, each
-    read against the noise of ``difference``."""
+    read against the noise of ``difference`` (``floors``: per category, default 1 point)."""
+    floors = floors or {}
     lines = []
     for ours, others in pairs.items():
         if ours not in rows:
@@ -84,7 +90,7 @@ def comparison_lines(rows: dict[str, dict], pairs: dict[str, tuple[str, ...]]) -
             if other not in rows:
                 continue
             a, b = rows[ours], rows[other]
-            parts = [f"{c} {verdict(difference(a['types'][c], b['types'][c]))}"
+            parts = [f"{c} {verdict(difference(a['types'][c], b['types'][c], floors.get(c, 1.0)))}"
                      for c in a["types"] if c in b["types"]]
             lines.append(f"- **{ours} vs {other}**: overall (types) "
                          f"{verdict(difference(a['overall_by_type'], b['overall_by_type']))}; "
@@ -131,20 +137,35 @@ def binomial_half_width(p: float, n: int) -> float:
     return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
 
 
-def plain_reading(rows: dict[str, dict], ours: str, other: str) -> str | None:
+def plain_reading(rows: dict[str, dict], ours: str, other: str,
+                  floors: dict[str, float] | None = None) -> str | None:
     """One sentence: the categories where ``ours`` is above, below and within noise of ``other``."""
     if ours not in rows or other not in rows:
         return None
+    floors = floors or {}
     a, b = rows[ours], rows[other]
     sides: dict[str, list[str]] = {"above": [], "below": [], "within noise": []}
+    measured = False
     for c in a["types"]:
-        diff = difference(a["types"][c], b["types"].get(c, (None, None)))
+        diff = difference(a["types"][c], b["types"].get(c, (None, None)), floors.get(c, 1.0))
         if diff is not None:
-            delta, noise = diff
+            delta, noise, measured = diff
             sides["within noise" if abs(delta) <= noise else ("above" if delta > 0 else "below")].append(
                 f"{c} ({delta:+.1f})")
     overall = verdict(difference(a["overall_by_type"], b["overall_by_type"]))
+    caveat = "" if measured else " Both are single runs: the evaluation subsample's noise is not measured."
     return (f"**{ours}** vs **{other}**: overall (types) {overall}; above on "
             f"{', '.join(sides['above']) or 'no category'}; below on "
             f"{', '.join(sides['below']) or 'no category'}; within noise on "
-            f"{', '.join(sides['within noise']) or 'no category'}.")
+            f"{', '.join(sides['within noise']) or 'no category'}.{caveat}")
+
+
+def item_floors(run: dict) -> dict[str, float]:
+    """Per task type, the points one item can move its task by where that exceeds 1 (a query
+    of a retrieval or reranking task: 100 / queries), from an eval result's kept sizes."""
+    floors: dict[str, float] = {}
+    for row in run["tasks"].values():
+        n = row["subsample"]["sizes"].get("queries")
+        if row["type"] in ("Retrieval", "Reranking") and n:
+            floors[row["type"]] = max(floors.get(row["type"], 1.0), 100.0 / n)
+    return floors

@@ -44,6 +44,10 @@ def test_a_difference_is_read_against_one_point_and_the_seed_spread():
     assert rt.verdict(rt.difference((0.52, 0.005), (0.50, 0.003))) == "+2.00 (above, noise 1.0)"
     # 0.8 points apart, untrained rows: within the one-point floor
     assert rt.verdict(rt.difference((0.500, None), (0.508, None))) == "-0.80 (within noise, noise 1.0)"
+    # 2 points apart, untrained rows: above the floor, but nothing measured its noise
+    assert rt.verdict(rt.difference((0.52, None), (0.50, None))) == "+2.00 (above, single runs, noise 1.0)"
+    # one of 40 queries moves a retrieval task by 2.5 points: the floor
+    assert rt.verdict(rt.difference((0.52, 0.001), (0.50, None), 2.5)) == "+2.00 (within noise, noise 2.5)"
     # 3 points apart but the seeds disagree by 2.5 + 1.0 points
     assert rt.verdict(rt.difference((0.53, 0.025), (0.50, 0.01))) == "+3.00 (within noise, noise 3.5)"
     assert rt.verdict(rt.difference((None, None), (0.5, None))) == "n/a"
@@ -75,5 +79,14 @@ def test_plain_reading_names_the_categories_on_each_side():
     rows = {"greedy": rt.aggregate([_run(0.40, 0.56)]), "echo": rt.aggregate([_run(0.45, 0.50)])}
     assert rt.plain_reading(rows, "greedy", "echo") == (
         "**greedy** vs **echo**: overall (types) +0.50 (within noise, noise 1.0); above on "
-        "Reranking (+6.0); below on STS (-5.0); within noise on no category.")
+        "Reranking (+6.0); below on STS (-5.0); within noise on no category. Both are single "
+        "runs: the evaluation subsample's noise is not measured.")
+    assert "within noise on Reranking (+6.0)" in rt.plain_reading(rows, "greedy", "echo", {"Reranking": 10.0})
     assert rt.plain_reading(rows, "greedy", "missing") is None
+
+
+def test_item_floors_come_from_query_counts():
+    run = {"tasks": {"R": {"type": "Retrieval", "subsample": {"sizes": {"queries": 40}}},
+                     "K": {"type": "Reranking", "subsample": {"sizes": {"queries": 200}}},
+                     "S": {"type": "STS", "subsample": {"sizes": {"pairs": 400}}}}}
+    assert rt.item_floors(run) == {"Retrieval": 2.5, "Reranking": 1.0}
