@@ -51,6 +51,7 @@ GRACE_COMMON = {
     "batch_size": 4, "rollout.num_rollouts": 4, "rollout.max_new_tokens": RATIONALE_TOKENS,
     "data.max_prompt_tokens": 128, "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
     "reward.penalize_truncation": False, "save_every": 8, "sample_every": 4,
+    "rollout.dtype": "policy",  # float32 rollouts, as every row of the table was trained
 }
 TRAINING = {
     "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 10}),
