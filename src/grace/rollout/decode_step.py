@@ -43,7 +43,7 @@ def unsupported(model, cache=None) -> str | None:
         return f"activation {getattr(config, 'hidden_act', None)!r} (only silu)"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return "sliding-window attention"
-    if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+    if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", None):  # eager: other rounding
         return f"attention implementation {config._attn_implementation!r}"
     for layer in model.model.layers:
         modules = [getattr(layer.self_attn, n, None) for n in _PROJECTIONS]
