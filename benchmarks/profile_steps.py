@@ -9,7 +9,8 @@ otherwise):
   through the HF decoder and through grace.rollout.decode_step's static step;
 - one prefill of those 32 prompts (shared system prefix once, then the suffixes);
 - one policy update on a mini-batch of 16 rollouts of 32 tokens: forward + backward of the
-  token log-probs, then one AdamW step (the trainer's optimizer, foreach and fused).
+  token log-probs, then one AdamW step (torch's default on CPU, the trainer's until
+  issue 15; foreach; fused).
 
 Each is run ``--repeats`` times after a warm-up; the profile of the last run is split by op
 into matmuls, attention, norms/activations/elementwise, sampling/log-softmax, cache and index
@@ -172,8 +173,9 @@ def profile_update(model, tokenizer, texts, tokens: int, repeats: int, autocast:
     seqs, old = scored.seqs, scored.logprobs
     advantages = torch.randn(len(seqs))
     results = {}
-    for name, fused in (("foreach", False), ("fused", True)):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, fused=fused, foreach=not fused)
+    for name, kwargs in (("default (for-loop on CPU)", {}), ("foreach", {"foreach": True}),
+                         ("fused", {"fused": True})):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, **kwargs)
         model.train()
 
         def update():
