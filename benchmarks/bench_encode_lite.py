@@ -77,7 +77,8 @@ def main() -> None:
     for dtype in args.dtypes:
         encoder = GraceEncoder.from_pretrained(args.model, cache=False, rationale="greedy",
                                                max_new_tokens=32, dtype=dtype)
-        encoder.encode(texts[:8])  # warm-up
+        for decode in ("static", "hf"):  # warm-up, each path
+            timed(encoder, texts[:8], decode)
         times = {"static": [], "hf": []}
         for _ in range(args.repeats):
             for decode in times:

@@ -37,33 +37,38 @@ from _report import machine, write_section  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
 
-CATEGORIES = {  # op name fragments -> category (first match wins; names are aten::...)
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul",
-               "mkldnn", "aten::_addmm_activation"),
-    "attention": ("scaled_dot_product", "flash_attention", "_efficient_attention",
-                  "aten::_safe_softmax"),
-    "optimizer": ("_foreach", "_fused_adam", "adamw", "aten::lerp", "aten::addcdiv",
-                  "aten::addcmul", "aten::sqrt"),
+# op -> category: exact names first, then name fragments (first match wins; names are aten::...)
+EXACT = {
+    "cache / index copies": {"aten::t", "aten::to", "aten::_to_copy", "aten::copy_", "aten::ne",
+                             "aten::view", "aten::reshape", "aten::transpose", "aten::unsqueeze",
+                             "aten::squeeze", "aten::expand", "aten::slice", "aten::select",
+                             "aten::narrow", "aten::as_strided", "aten::item",
+                             "aten::_local_scalar_dense", "aten::empty", "aten::full",
+                             "aten::ones", "aten::zeros", "aten::arange", "aten::fill_",
+                             "aten::zero_", "aten::resize_", "aten::clone", "aten::contiguous",
+                             "aten::cat", "aten::stack", "aten::split", "aten::pad",
+                             "aten::constant_pad_nd", "aten::index", "aten::index_put_",
+                             "aten::index_select", "aten::repeat_interleave", "aten::isin",
+                             "aten::masked_fill", "aten::masked_fill_", "aten::embedding",
+                             "aten::scatter", "aten::nonzero", "aten::where", "aten::new_empty",
+                             "aten::new_zeros", "aten::empty_strided", "aten::detach",
+                             "aten::alias", "aten::lift_fresh", "aten::unbind"},
+}
+FRAGMENTS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul", "mkldnn",
+               "aten::_addmm_activation"),
+    "attention": ("scaled_dot_product", "flash_attention", "_efficient_attention", "_safe_softmax"),
+    "optimizer": ("_foreach", "_fused_adam", "adamw"),
     "sampling / log-softmax": ("softmax", "cumsum", "searchsorted", "argmax", "aten::rand",
                                "aten::gather", "aten::sort", "logsumexp", "nll"),
-    "cache / index copies": ("aten::copy_", "aten::index", "aten::cat", "aten::pad",
-                             "constant_pad", "repeat_interleave", "index_select", "aten::isin",
-                             "masked_fill", "aten::slice", "aten::select", "aten::clone",
-                             "aten::contiguous", "aten::embedding", "aten::scatter",
-                             "aten::nonzero", "aten::where", "aten::expand", "aten::fill_",
-                             "aten::zero_", "aten::empty", "aten::full", "aten::_to_copy",
-                             "aten::to", "aten::reshape", "aten::view", "aten::transpose",
-                             "aten::unsqueeze", "aten::squeeze", "aten::t", "aten::ones",
-                             "aten::zeros", "aten::arange", "aten::resize_", "aten::stack",
-                             "aten::split", "aten::narrow", "aten::as_strided", "aten::item",
-                             "aten::_local_scalar_dense"),
     "norms / activations / elementwise": ("aten::mul", "aten::add", "aten::pow", "aten::mean",
                                           "aten::rsqrt", "aten::silu", "aten::neg", "aten::sub",
                                           "aten::div", "aten::sum", "aten::exp", "aten::cos",
-                                          "aten::sin", "aten::sigmoid", "aten::clamp",
-                                          "aten::ne", "aten::eq", "aten::lt", "aten::ge",
-                                          "aten::gt", "aten::le", "aten::bitwise", "aten::logical",
-                                          "aten::max", "aten::min", "aten::abs", "aten::norm",
+                                          "aten::sin", "aten::sigmoid", "aten::clamp", "aten::eq",
+                                          "aten::lt", "aten::ge", "aten::gt", "aten::le",
+                                          "aten::bitwise", "aten::logical", "aten::max",
+                                          "aten::min", "aten::abs", "aten::norm", "aten::lerp",
+                                          "aten::addcdiv", "aten::addcmul", "aten::sqrt",
                                           "aten::linalg_vector_norm", "aten::threshold",
                                           "aten::maximum", "aten::minimum", "aten::sign"),
 }
@@ -72,8 +77,13 @@ ORDER = ["matmul", "attention", "norms / activations / elementwise", "sampling /
 
 
 def category(name: str) -> str:
+    """The category of one op. The for-loop AdamW's elementwise ops count as elementwise (the
+    profile cannot tell them from the model's); foreach and fused ones as optimizer."""
+    for cat, names in EXACT.items():
+        if name in names:
+            return cat
     low = name.lower()
-    for cat, parts in CATEGORIES.items():
+    for cat, parts in FRAGMENTS.items():
         if any(p.lower() in low for p in parts):
             return cat
     return "other ops"
@@ -95,15 +105,14 @@ def _profiled(fn, repeats: int) -> tuple[float, dict]:
 
     fn()  # warm-up
     times = []
-    for _ in range(repeats - 1):
+    for _ in range(max(repeats, 1)):  # unprofiled: the wall time reported
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:  # one more run, for the split
         start = time.perf_counter()
         fn()
         last = time.perf_counter() - start
-    times.append(last)
     return statistics.median(times), split(prof, last)
 
 
@@ -128,7 +137,7 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
 def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
     """Seconds and split of one decode step (HF decoder, static step), and of one prefill."""
     from grace.rollout.decode_step import StaticDecodeStep
-    from grace.rollout.engine import _prefill, sample_tokens
+    from grace.rollout.engine import _prefill, sample_and_score
 
     prompts, cache, attn, pos = _decode_setup(model, tokenizer, texts, 16)
     head = model.lm_head
@@ -146,11 +155,11 @@ def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
         rewind()
         h = model.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None],
                         past_key_values=cache, use_cache=True).last_hidden_state[:, 0]
-        sample_tokens(head(h), 1.0)
+        sample_and_score(head(h), 1.0)  # as training rollouts: sampled, with log-probs
 
     def static_step():
         rewind()
-        sample_tokens(head(static(tok, pos, cache, mask.bool())), 1.0)
+        sample_and_score(head(static(tok, pos, cache, mask.bool())), 1.0)
 
     def prefill():
         _prefill(model, prompts, tokenizer.pad_token_id, True, room=32)
@@ -222,8 +231,9 @@ def main() -> None:
     lines = [f"## Profile: where a decode step, a prefill and a policy update spend their time{args.label}", "",
              f"`benchmarks/profile_steps.py` ({time.strftime('%Y-%m-%d')}), model `{model_name}`, "
              f"decode/prefill B={rows}, update {args.update_rows} rollouts x {args.tokens} tokens, "
-             f"median of {args.repeats}; split of the last run by torch.profiler (self CPU time per "
-             "op; *Python and dispatch* = wall time not inside any op).",
+             f"median of {args.repeats} unprofiled runs; split of one more, profiled run by "
+             "torch.profiler (self CPU time per op; *Python and dispatch* = wall time not inside "
+             "any op, profiler overhead included).",
              f"Machine: {machine(threads=args.threads)}.", ""]
     texts = [t.strip() for t in DATA.read_text().splitlines() if t.strip()]
     for dtype in args.dtypes:

@@ -21,28 +21,88 @@ def setup(tiny):
     return model, tokenizer, build_prompts(tokenizer, TEXTS)
 
 
+def _randomised(model):
+    """A copy whose norm weights are not all 1 (HF initialises them to 1) and whose biases, if
+    any, are not 0: a step that dropped either would still pass otherwise."""
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=gen) if "norm" in name
+                        else 0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _tiny_qwen2(vocab: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         attn_implementation="sdpa")
+    return Qwen2ForCausalLM(config).eval()
+
+
 @torch.no_grad()
-def test_each_step_gives_the_hidden_states_and_cache_of_the_hf_decoder(setup):
-    """Three steps from the same prefill (left-padded rows, per-row positions, one row masked
-    out of the new column): hidden states and every cached key/value agree to float32 rounding."""
+def _same_as_hf(model, tok, texts):
+    """Three steps from the same prefill (per-row positions, row 1 masked out of its 2nd new
+    column when there are several rows): hidden states and every cached key/value are equal."""
+    prompts = build_prompts(tok, texts)
+    ours, theirs = (_prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
+    step = StaticDecodeStep(model)
+    attn, pos = ours.attn, ours.next_pos
+    n = len(texts)
+    tokens = torch.tensor([[5, 17, 99], [7, 7, 7], [300, 2, 41]])[:, :n]
+    for t in range(3):
+        live = torch.tensor([True, t != 1, True])[:n] if n > 1 else torch.ones(1, dtype=torch.bool)
+        attn = torch.cat([attn, live.long()[:, None]], dim=1)
+        mine = step(tokens[t], pos, ours.cache, attn.bool())
+        hf = model.model(input_ids=tokens[t][:, None], attention_mask=attn, position_ids=pos[:, None],
+                         past_key_values=theirs.cache, use_cache=True).last_hidden_state[:, 0]
+        assert torch.equal(mine, hf), (t, (mine - hf).abs().max())
+        pos = pos + 1
+    for a, b in zip(ours.cache.layers, theirs.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_each_step_is_the_hf_decoders_step_bit_for_bit(setup):
     model, tok, prompts = setup
     assert unsupported(model) is None  # tiny-random: a Llama with grouped-query heads (4 q, 2 kv)
     assert model.config.num_attention_heads != model.config.num_key_value_heads
-    ours, theirs = (_prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
-    step, decoder = StaticDecodeStep(model), model.model
-    attn, pos = ours.attn, ours.next_pos
-    tokens = torch.tensor([[5, 17, 99], [7, 7, 7], [300, 2, 41]])
-    for t in range(3):
-        live = torch.tensor([True, t != 1, True])  # row 1 does not attend its own 2nd token
-        attn = torch.cat([attn, live.long()[:, None]], dim=1)
-        mine = step(tokens[t], pos, ours.cache, attn.bool())
-        hf = decoder(input_ids=tokens[t][:, None], attention_mask=attn, position_ids=pos[:, None],
-                     past_key_values=theirs.cache, use_cache=True).last_hidden_state[:, 0]
-        torch.testing.assert_close(mine, hf, atol=1e-5, rtol=1e-5)
-        pos = pos + 1
-    for a, b in zip(ours.cache.layers, theirs.cache.layers):
-        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=1e-5)
+    _same_as_hf(_randomised(model), tok, TEXTS)  # left-padded rows: a boolean mask
+    _same_as_hf(_randomised(model), tok, TEXTS[:1])  # nothing masked: no mask, as HF
+
+
+def test_qwen2_with_its_attention_biases_is_the_hf_step_too(setup):
+    _, tok, _ = setup
+    qwen = _randomised(_tiny_qwen2(len(tok)))
+    assert unsupported(qwen) is None and qwen.model.layers[0].self_attn.q_proj.bias is not None
+    _same_as_hf(qwen, tok, TEXTS)
+    _same_as_hf(qwen, tok, TEXTS[1:2])
+
+
+def test_models_the_step_would_compute_differently_are_refused(setup):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    model, tok, _ = setup
+    eager = copy.deepcopy(model)
+    eager.config._attn_implementation = "eager"
+    assert "attention implementation 'eager'" in unsupported(eager)
+    hooked = copy.deepcopy(model)
+    hooked.model.layers[1].mlp.register_forward_hook(lambda *a: None)
+    assert "hooks" in unsupported(hooked)
+    patched = copy.deepcopy(model)
+    patched.model.norm.forward = lambda x: x
+    assert "patched forward" in unsupported(patched)
+    swapped = copy.deepcopy(model)
+    swapped.model.layers[0].mlp.act_fn = torch.nn.GELU()
+    assert "activation GELU" in unsupported(swapped)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=4,
+                                               num_key_value_heads=2, sliding_window=16,
+                                               attn_implementation="sdpa"))
+    assert unsupported(mistral) == "sliding-window attention"
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -126,14 +186,15 @@ def test_rollout_dtype_auto_is_bf16_only_for_a_float32_policy_on_a_cpu_with_bf16
 def test_sample_and_score_draws_as_sample_tokens_and_scores_as_chosen_logprobs():
     from grace.rollout.engine import chosen_logprobs, sample_and_score, sample_tokens
 
-    logits = torch.randn(6, 50) * 3
-    temps = torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 0.0])
-    for top_p in (1.0, 0.8):
-        torch.manual_seed(1)
-        expected = sample_tokens(logits, temps, top_p)
-        torch.manual_seed(1)
-        tokens, lp = sample_and_score(logits, temps, top_p)
-        assert torch.equal(tokens, expected)
-        torch.testing.assert_close(lp, chosen_logprobs(logits, tokens, temps), atol=1e-6, rtol=0)
+    logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(0)) * 3
+    temps = torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 1e-8])  # a greedy row, a clamped temperature
+    for top_p, t in ((1.0, temps[:5]), (1.0, temps), (0.8, temps)):
+        for seed in range(20):  # 20 x 5 draws over 49k tokens: the same token every time
+            torch.manual_seed(seed)
+            expected = sample_tokens(logits[: len(t)], t, top_p)
+            torch.manual_seed(seed)
+            tokens, lp = sample_and_score(logits[: len(t)], t, top_p)
+            assert torch.equal(tokens, expected)
+            assert torch.equal(lp, chosen_logprobs(logits[: len(t)], tokens, t))
     greedy, none = sample_and_score(logits, 0.0, with_logprobs=False)
     assert torch.equal(greedy, logits.argmax(dim=-1)) and none is None

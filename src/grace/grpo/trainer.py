@@ -56,10 +56,12 @@ from grace.training.loop import Trainer, gather_blocks, local_rows
 def rollout_dtype(name: str, policy_dtype: torch.dtype, on_cpu: bool,
                   bf16_units: bool | None = None) -> torch.dtype | None:
     """The dtype the rollouts run in, or None for the policy itself. ``auto``: bfloat16 for a
-    float32 policy on a CPU with bf16 matrix units (AMX / AVX512-BF16: bf16 decoding is ~2x
-    faster there, and the old log-probs are then recomputed by the policy, so the update is
-    unchanged), the policy itself elsewhere (bf16 is emulated and slower on other CPUs);
-    ``policy``: the policy itself; a dtype name: a copy in that dtype."""
+    float32 policy on a CPU with bf16 matrix units (AMX / AVX512-BF16, where bf16 decoding is
+    faster), the policy itself elsewhere (bf16 is emulated and slower on other CPUs);
+    ``policy``: the policy itself; a dtype name: a copy in that dtype. With a copy the tokens
+    are sampled, and the rewards' embeddings computed, by the bf16 copy; the policy recomputes
+    the old log-probs (one more forward pass per step), which makes the first PPO ratio 1 but
+    does not make the samples the policy's own: they come from its bf16 rounding."""
     if name == "policy":
         return None
     if name == "auto":

@@ -58,7 +58,14 @@ def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torc
         scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
     # Inverse-CDF sampling: one uniform number per row. (torch.multinomial draws an exponential
     # variate per vocabulary entry: ~30 ms per step for 32 rows x 49k tokens on a CPU core.)
-    cdf = scaled.softmax(dim=-1).cumsum(dim=-1)  # (n, V)
+    return _draw(scaled.log_softmax(dim=-1), greedy, logits)
+
+
+def _draw(logp: torch.Tensor, greedy: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from the rows of ``logp`` (n, V), one uniform number per row; greedy
+    rows take the argmax of ``logits``. Shared by sample_tokens and sample_and_score, so both
+    draw the same token from the same random state."""
+    cdf = logp.exp().cumsum(dim=-1)  # (n, V)
     u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]  # in (0, total]
     sampled = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
@@ -79,14 +86,10 @@ def sample_and_score(logits: torch.Tensor, temperature, top_p: float = 1.0,
     logp = (logits.float() / scale[:, None]).log_softmax(dim=-1)  # (n, V)
     if all_greedy:
         tokens = logits.argmax(dim=-1)
-    elif top_p < 1.0:
+    elif top_p < 1.0 or bool(((temps > 0) & (temps < 1e-6)).any()):  # nucleus, or a clamped T
         tokens = sample_tokens(logits, temps, top_p)
-    else:
-        cdf = logp.exp().cumsum(dim=-1)  # (n, V): for greedy rows unused
-        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]  # in (0, total]
-        tokens = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
-        if bool(greedy.any()):
-            tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)
+    else:  # sample_tokens' draw from the same log-softmax (greedy rows' CDF rows go unused)
+        tokens = _draw(logp, greedy, logits)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
