@@ -198,3 +198,19 @@ def test_sample_and_score_draws_as_sample_tokens_and_scores_as_chosen_logprobs()
             assert torch.equal(lp, chosen_logprobs(logits[: len(t)], tokens, t))
     greedy, none = sample_and_score(logits, 0.0, with_logprobs=False)
     assert torch.equal(greedy, logits.argmax(dim=-1)) and none is None
+
+
+def test_mixed_precision_auto_is_bf16_only_for_float32_weights_on_a_bf16_cpu(monkeypatch):
+    from grace.models.backbones import resolve_mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("GRACE_CPU_BF16", "1")
+    assert resolve_mixed_precision("auto", "float32") == "bf16"
+    assert resolve_mixed_precision("auto", "bfloat16") == "no"  # already bf16 weights
+    assert resolve_mixed_precision("no", "float32") == "no"  # asked: kept
+    monkeypatch.setenv("GRACE_CPU_BF16", "0")
+    assert resolve_mixed_precision("auto", "float32") == "no"
+    assert resolve_mixed_precision("bf16", "float32") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("GRACE_CPU_BF16", "1")
+    assert resolve_mixed_precision("auto", "float32") == "no"  # a GPU: the user chooses

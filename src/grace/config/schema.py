@@ -39,9 +39,10 @@ class ModelConfig:
     lora_target_modules: str = "all-linear"  # peft target_modules
     trust_remote_code: bool = False  # only if the user asks for it
     gradient_checkpointing: bool = False  # trade compute for memory in the policy update
-    mixed_precision: str = "no"  # no | bf16: autocast the training forward/backward in bfloat16
-    # (weights and optimizer state stay in model.dtype); bf16 is several times faster on CPUs with
-    # bf16 matrix units
+    mixed_precision: str = "auto"  # auto | no | bf16: autocast the training forward/backward in
+    # bfloat16 (weights and optimizer state stay in model.dtype). auto: bf16 for float32 weights on
+    # a CPU with bf16 matrix units (AMX / AVX512-BF16: the policy update ran 2.8x faster there,
+    # benchmarks/results-speed.md), no elsewhere (GPUs included: ask for bf16 there)
 
 
 @dataclass
@@ -177,8 +178,8 @@ class TrainConfig:
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
             (self.rollout.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
              f"rollout.dtype '{self.rollout.dtype}' (choose auto, policy, float32, bfloat16)"),
-            (self.model.mixed_precision in ("no", "bf16", "fp16"),
-             f"model.mixed_precision '{self.model.mixed_precision}' (choose no, bf16)"),
+            (self.model.mixed_precision in ("auto", "no", "bf16", "fp16"),
+             f"model.mixed_precision '{self.model.mixed_precision}' (choose auto, no, bf16)"),
             (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
             (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
             (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),

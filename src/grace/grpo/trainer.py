@@ -249,7 +249,7 @@ class GraceTrainer(Trainer):
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
-        if self._rollout_copy is not None or self.config.model.mixed_precision != "no":
+        if self._rollout_copy is not None or str(self.acc.mixed_precision) != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
 
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:

@@ -61,6 +61,16 @@ def cpu_has_bf16_units(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return False
 
 
+def resolve_mixed_precision(name: str, weights_dtype: str = "float32") -> str:
+    """accelerate's mixed precision for ``model.mixed_precision``: ``auto`` is ``bf16`` for
+    float32 weights when training on a CPU with bf16 matrix units (no CUDA device), ``no``
+    otherwise; other values pass through."""
+    if name != "auto":
+        return name
+    on_cpu = not torch.cuda.is_available()
+    return "bf16" if (on_cpu and weights_dtype == "float32" and cpu_has_bf16_units()) else "no"
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise GraceInputError(f"unknown dtype '{name}': choose one of {', '.join(DTYPES)}")
