@@ -82,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bf16 mixed precision on both sides: ours with model.mixed_precision=bf16 and "
                         "rollout.dtype=bfloat16 (float32 master weights), TRL with bf16=True; "
                         "written to its own section")
+    p.add_argument("--rollout-dtype", default=None,
+                   help="our rollout.dtype (default: policy, or bfloat16 with --mixed-bf16); "
+                        "auto: the package default (a bf16 copy on CPUs with bf16 units)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     p.add_argument("--max-prompt-tokens", type=int, default=128)
     p.add_argument("--penalize-truncation", action="store_true",
@@ -185,6 +188,9 @@ def build_ours(args, workdir):
     engine = {} if args.engine is None else {"rollout.engine": args.engine}
     if args.mixed_bf16:
         engine.update({"model.mixed_precision": "bf16", "rollout.dtype": "bfloat16"})
+    # float32 on both sides unless asked: rollout.dtype auto would sample from a bf16 copy on
+    # CPUs with bf16 units, while TRL samples from the float32 policy
+    engine["rollout.dtype"] = args.rollout_dtype or engine.get("rollout.dtype", "policy")
     cfg = load_config("unsup-wiki", {
         **engine, "model.name": args.model, "model.dtype": args.dtype, "model.lora": False,
         "data.path": args.data, "data.shuffle": False, "data.max_prompt_tokens": args.max_prompt_tokens,
@@ -303,6 +309,8 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     precision = ", bf16 mixed precision on both sides" if args.mixed_bf16 else ""
+    if args.rollout_dtype:
+        precision += f", our rollout.dtype {args.rollout_dtype}"
     settings = (f"model {args.model}, dtype {args.dtype}{precision}, B={args.batch} texts x G={args.rollouts} "
                 f"rationales, max_new_tokens={args.max_new_tokens}, {args.mini_batches} optimizer "
                 f"steps per rollout batch, lr {args.lr}, full fine-tuning, prompts <= "
@@ -325,7 +333,7 @@ def main(argv=None) -> None:
     print(f"wall time {time.perf_counter() - t_start:.0f} s")
     if args.write:
         cmd = "benchmarks/bench_grpo_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        section = "grpo_step_bf16" if args.mixed_bf16 else "grpo_step"
+        section = ("grpo_step_bf16" if args.mixed_bf16 else "grpo_step") + (f"_rollout_{args.rollout_dtype}" if args.rollout_dtype else "")
         write_section(section, "\n".join([
             "## (b) One GRACE training step vs TRL `GRPOTrainer`"
             + (" (bf16 mixed precision)" if args.mixed_bf16 else ""),

@@ -15,7 +15,14 @@ log-probs of the rationale.
   left-padded prompts (prompt repeated G times), then a second full forward pass over prompt +
   rationale to pool and score (``grace.rollout.reference.generate_sequences`` + ``score_sequences``);
 * ours: ``grace.rollout.engine.generate_and_score`` (shared system-prefix KV, one prefill per group, pooling and
-  log-probs from the generation pass, early exit, preallocated KV cache).
+  log-probs from the generation pass, early exit, preallocated KV cache) with its static decode
+  step (grace.rollout.decode_step, the default); *ours, HF step*: the same engine decoding
+  through the HF decoder (``decode="hf"``, what it did before issue 15).
+
+*limit*: the tokens/s that this machine's matmul throughput at the model's shapes allows
+(``_limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
+attention, norms and sampling left out), per dtype, measured in the same run; *share* = our
+rationale tokens/s (prefill time included) / limit.
 
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
 ``encode`` = greedy encoding (B texts, one rationale each; both pipelines produce the same
@@ -49,14 +56,18 @@ def _texts(n: int) -> list[str]:
     return lines[:n]
 
 
+PIPELINES = ("ours", "ours, HF step", "reference")
+
+
 def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: float, tokens: int):
     from grace.rollout.engine import generate_and_score
     from grace.rollout.reference import generate_sequences, score_sequences
 
     start = time.perf_counter()
-    if pipeline == "ours":
+    if pipeline.startswith("ours"):
         out = generate_and_score(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
-                      max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples)
+                                 max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples,
+                                 decode="hf" if pipeline == "ours, HF step" else "auto")
     else:
         seqs = generate_sequences(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
                                   max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples)
@@ -69,13 +80,13 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
     from grace.models.prompt import build_prompts
 
     prompts = build_prompts(tokenizer, texts)
-    _run("ours", model, tokenizer, prompts, samples, temperature, tokens)  # warm-up
-    _run("reference", model, tokenizer, prompts, samples, temperature, tokens)
-    times = {"ours": [], "reference": []}
-    produced = {"ours": [], "reference": []}
+    for pipeline in PIPELINES:  # warm-up
+        _run(pipeline, model, tokenizer, prompts, samples, temperature, tokens)
+    times = {p: [] for p in PIPELINES}
+    produced = {p: [] for p in PIPELINES}
     outs = {}
     for _ in range(repeats):
-        for pipeline in ("ours", "reference"):
+        for pipeline in PIPELINES:
             torch.manual_seed(0)
             seconds, out = _run(pipeline, model, tokenizer, prompts, samples, temperature, tokens)
             times[pipeline].append(seconds)
@@ -83,6 +94,7 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
             outs[pipeline] = out
     agreement = None
     if temperature == 0:  # float32: the same tokens; bf16 rounding may flip near-ties
+        assert torch.equal(outs["ours"].seqs.response_ids, outs["ours, HF step"].seqs.response_ids)
         a, b = outs["ours"].seqs.response_ids, outs["reference"].seqs.response_ids
         width = min(a.shape[1], b.shape[1])
         agreement = float((a[:, :width] == b[:, :width]).all(dim=1).float().mean())
@@ -116,12 +128,17 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
+    from _limits import bf16_matrix_units, decode_limit
+
     from grace.models.backbones import load_backbone
 
-    rows = []
+    rows, limits = [], {}
     for dtype in args.dtypes.split(","):
         model, tokenizer = load_backbone(args.model, dtype)
         model.eval()
+        limits[dtype] = decode_limit(model, next(model.parameters()).dtype)
+        print(f"limit {dtype}: {limits[dtype]['tokens_per_s']:.0f} tok/s "
+              f"({limits[dtype]['gflops']:.0f} GFLOP/s at the model's shapes)", flush=True)
         for scenario, n_texts, samples, temperature in (
             ("rollout", args.prompts, args.samples, 1.0),
             ("encode", args.encode_texts, 1, 0.0),
@@ -129,10 +146,10 @@ def main() -> None:
             r = measure(model, tokenizer, _texts(n_texts), samples, temperature, args.max_new_tokens, args.repeats)
             speedup = r["reference"]["seconds"] / r["ours"]["seconds"]
             rows.append((scenario, dtype, n_texts, samples, r, speedup))
-            print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: ours {r['ours']['seconds']:.2f} s "
-                  f"({r['ours']['tokens_per_s']:.0f} tok/s, {r['ours']['texts_per_s']:.1f} texts/s) | "
-                  f"reference {r['reference']['seconds']:.2f} s ({r['reference']['tokens_per_s']:.0f} tok/s, "
-                  f"{r['reference']['texts_per_s']:.1f} texts/s) | speed-up {speedup:.2f}x", flush=True)
+            print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: "
+                  + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in PIPELINES)
+                  + f" | speed-up {speedup:.2f}x | share of limit "
+                  f"{r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%}", flush=True)
         del model
 
     headline = next(s for (scenario, dtype, *_rest, s) in rows if scenario == "rollout" and dtype == "float32")
@@ -142,25 +159,31 @@ def main() -> None:
             "",
             f"`benchmarks/bench_rollout.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
             f"max {args.max_new_tokens} new tokens, median of {args.repeats} alternating repeats.",
-            f"Machine: {machine()}.",
+            f"Machine: {machine()}; bf16 matrix units: {'yes' if bf16_matrix_units() else 'no'}.",
             "",
-            "| scenario | dtype | texts x samples | ours s | ours tok/s | ours texts/s | reference s | "
-            "reference tok/s | reference texts/s | speed-up |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "Limits measured in this run: " + "; ".join(
+                f"{d} {v['tokens_per_s']:.0f} tok/s ({v['gflops']:.0f} GFLOP/s at the model's shapes, "
+                f"{v['flops_per_token'] / 1e6:.0f} MFLOP per token)" for d, v in limits.items()) + ".",
+            "",
+            "| scenario | dtype | texts x samples | ours s | ours tok/s | share of limit | ours, HF step s | "
+            "ours, HF step tok/s | reference s | reference tok/s | speed-up (reference / ours) | "
+            "static step (HF step / ours) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for scenario, dtype, n_texts, samples, r, speedup in rows:
-            o, ref = r["ours"], r["reference"]
+            o, hf, ref = r["ours"], r["ours, HF step"], r["reference"]
             lines.append(
                 f"| {scenario} | {dtype} | {n_texts} x {samples} | {o['seconds']:.2f} | {o['tokens_per_s']:.0f} | "
-                f"{o['texts_per_s']:.2f} | {ref['seconds']:.2f} | {ref['tokens_per_s']:.0f} | "
-                f"{ref['texts_per_s']:.2f} | **{speedup:.2f}x** |")
+                f"{o['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | {hf['seconds']:.2f} | "
+                f"{hf['tokens_per_s']:.0f} | {ref['seconds']:.2f} | {ref['tokens_per_s']:.0f} | "
+                f"**{speedup:.2f}x** | {hf['seconds'] / o['seconds']:.2f}x |")
         agree = [f"{dtype} {r['identical_rationales']:.0%}" for scenario, dtype, _n, _s, r, _x in rows
                  if scenario == "encode"]
-        lines += ["", "`rollout`: sampled at T=1 (the two pipelines draw different tokens, so token "
+        lines += ["", "`rollout`: sampled at T=1 (the pipelines draw different tokens, so token "
                   "counts differ a little; tok/s compares them fairly). `encode`: greedy; in float32 "
-                  "both produce the same tokens (checked) and embeddings equal to cosine >= 0.999; "
-                  "rationales identical in both pipelines: " + ", ".join(agree) + " (bf16 rounding "
-                  "differs between the two computation layouts and can flip near-ties)."]
+                  "every pipeline produces the same tokens (checked) and embeddings equal to cosine "
+                  ">= 0.999; rationales identical to the reference's: " + ", ".join(agree) + " (bf16 "
+                  "rounding differs between computation layouts and can flip near-ties)."]
         print(f"wrote {write_section('rollout', chr(10).join(lines))}")
     print(f"ratio: {headline:.2f}")
 

@@ -31,6 +31,7 @@ COMMON = {  # both runs and every probe: the responses are shared (same settings
     "llm2vec_gen.train_instruction": QUERY_INSTRUCTION,  # as the encoder reads queries
     "llm2vec_gen.response_max_new_tokens": 64, "llm2vec_gen.max_response_tokens": 64,
     "llm2vec_gen.response_dtype": "bfloat16", "llm2vec_gen.response_batch_size": 64,
+    "model.mixed_precision": "no",  # as the runs reported were trained (the default became auto)
 }
 CHOSEN = {  # what the probes below chose (now also the package's defaults), spelled out
     "llm2vec_gen.align_weight": 1000.0, "llm2vec_gen.learning_rate": 5e-5,

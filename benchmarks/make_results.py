@@ -51,11 +51,15 @@ GRACE_COMMON = {
     "batch_size": 4, "rollout.num_rollouts": 4, "rollout.max_new_tokens": RATIONALE_TOKENS,
     "data.max_prompt_tokens": 128, "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
     "reward.penalize_truncation": False, "save_every": 8, "sample_every": 4,
+    "rollout.dtype": "policy",  # float32 rollouts and updates, as every row of the table was
+    "model.mixed_precision": "no",  # trained (before these defaults became bf16 on bf16 CPUs)
 }
 TRAINING = {
-    "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 10}),
+    "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 10,
+                                "model.mixed_precision": "no"}),
     "grace-sup": ("sup-nli", {**GRACE_COMMON, "max_steps": 8, "reward.variant": "reference"}),
-    "simcse": ("simcse-wiki", {"batch_size": 16, "max_steps": 10, "save_every": 10}),
+    "simcse": ("simcse-wiki", {"batch_size": 16, "max_steps": 10, "save_every": 10,
+                               "model.mixed_precision": "no"}),
     "grace-unsup": ("unsup-wiki", {**GRACE_COMMON, "max_steps": 8}),
 }
 # Table rows: label -> (model source, rationale mode); a source in TRAINING is trained per seed

@@ -1,7 +1,15 @@
-"""Shared fixtures: one tiny seeded model for the whole session."""
+"""Shared fixtures: one tiny seeded model for the whole session.
+
+The suite runs as on a CPU without bf16 matrix units whatever the machine (GRACE_CPU_BF16=0:
+``rollout.dtype auto`` keeps rollouts on the policy); tests of the bf16 defaults set it
+themselves."""
+
+import os
 
 import pytest
 import torch
+
+os.environ["GRACE_CPU_BF16"] = "0"  # before any test imports grace (subprocesses inherit it)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ Runs that must produce a gradient pass ``--reward.penalize_truncation false``.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -521,3 +522,20 @@ def test_each_role_gets_its_rollouts_and_temperature(tmp_path, triplets, variant
         assert emb["query"][0, :, 0].tolist() == [100, 101, 102]
         assert emb["positive"][0, :, 0].tolist() == [106, 107, 108]
     trainer.close()
+
+
+def test_defaults_on_a_cpu_with_bf16_units_train_in_bf16(tmp_path, texts):
+    """The default path of machines with AMX / AVX512-BF16 (model.mixed_precision auto -> bf16,
+    rollout.dtype auto -> a bf16 copy), as `grace train` runs it there: a subprocess with the
+    detection forced on; the steps finish with finite losses."""
+    env = dict(_env(), GRACE_CPU_BF16="1")
+    result = subprocess.run(
+        _command("--model.name", "tiny-random", "--mode", "unsupervised", "--data.path", str(texts),
+                 "--output_dir", str(tmp_path / "OUT"), "--batch_size", "2", "--max_steps", "2",
+                 "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "6", *LEARN),
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    _ok(result)
+    rows = _metrics(tmp_path / "OUT")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["policy/loss"]) for r in rows)
+    assert "policy/rollout_logprob_gap" in rows[0]  # recorded when a bf16 copy samples

@@ -39,9 +39,10 @@ class ModelConfig:
     lora_target_modules: str = "all-linear"  # peft target_modules
     trust_remote_code: bool = False  # only if the user asks for it
     gradient_checkpointing: bool = False  # trade compute for memory in the policy update
-    mixed_precision: str = "no"  # no | bf16: autocast the training forward/backward in bfloat16
-    # (weights and optimizer state stay in model.dtype); bf16 is several times faster on CPUs with
-    # bf16 matrix units
+    mixed_precision: str = "auto"  # auto | no | bf16: autocast the training forward/backward in
+    # bfloat16 (weights and optimizer state stay in model.dtype). auto: bf16 for float32 weights on
+    # a CPU with bf16 matrix units (AMX / AVX512-BF16: the policy update ran 2.8x faster there,
+    # benchmarks/results-speed.md), no elsewhere (GPUs included: ask for bf16 there)
 
 
 @dataclass
@@ -67,9 +68,10 @@ class RolloutConfig:
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
     engine: str = "fast"  # fast: grace.rollout.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
-    dtype: str = "auto"  # auto: rollouts run on the policy itself | bfloat16 | float32: on a copy
-    # of the policy in that dtype, refreshed every step (old log-probs are then recomputed by the
-    # policy, so the first PPO ratio is exactly 1)
+    dtype: str = "auto"  # auto: bfloat16 for a float32 policy on a CPU with bf16 matrix units
+    # (AMX / AVX512-BF16), the policy itself elsewhere | policy: always the policy itself |
+    # bfloat16 | float32: a copy of the policy in that dtype, refreshed every step (with a copy,
+    # old log-probs are recomputed by the policy, so the first PPO ratio is exactly 1)
 
 
 @dataclass
@@ -174,10 +176,10 @@ class TrainConfig:
             (self.rollout.engine in ("fast", "simple"),
              f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
-            (self.rollout.dtype in ("auto", "float32", "bfloat16", "float16"),
-             f"rollout.dtype '{self.rollout.dtype}' (choose auto, float32, bfloat16)"),
-            (self.model.mixed_precision in ("no", "bf16", "fp16"),
-             f"model.mixed_precision '{self.model.mixed_precision}' (choose no, bf16)"),
+            (self.rollout.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
+             f"rollout.dtype '{self.rollout.dtype}' (choose auto, policy, float32, bfloat16)"),
+            (self.model.mixed_precision in ("auto", "no", "bf16", "fp16"),
+             f"model.mixed_precision '{self.model.mixed_precision}' (choose auto, no, bf16)"),
             (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
             (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
             (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),

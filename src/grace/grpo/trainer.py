@@ -33,7 +33,7 @@ import torch
 from grace.grpo.advantages import group_advantages
 from grace.grpo.policy_loss import policy_loss
 from grace.grpo.rewards import compute_rewards
-from grace.models.backbones import cast_copy, end_token_ids, resolve_dtype
+from grace.models.backbones import cast_copy, cpu_has_bf16_units, end_token_ids, resolve_dtype
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
 from grace.rollout.engine import generate_and_score
@@ -51,6 +51,24 @@ from grace.rollout.roles import (
     reward_inputs,
 )
 from grace.training.loop import Trainer, gather_blocks, local_rows
+
+
+def rollout_dtype(name: str, policy_dtype: torch.dtype, on_cpu: bool,
+                  bf16_units: bool | None = None) -> torch.dtype | None:
+    """The dtype the rollouts run in, or None for the policy itself. ``auto``: bfloat16 for a
+    float32 policy on a CPU with bf16 matrix units (AMX / AVX512-BF16, where bf16 decoding is
+    faster), the policy itself elsewhere (bf16 is emulated and slower on other CPUs);
+    ``policy``: the policy itself; a dtype name: a copy in that dtype. With a copy the tokens
+    are sampled, and the rewards' embeddings computed, by the bf16 copy; the policy recomputes
+    the old log-probs (one more forward pass per step), which makes the first PPO ratio 1 but
+    does not make the samples the policy's own: they come from its bf16 rounding."""
+    if name == "policy":
+        return None
+    if name == "auto":
+        if bf16_units is None:
+            bf16_units = cpu_has_bf16_units()
+        return torch.bfloat16 if (policy_dtype == torch.float32 and on_cpu and bf16_units) else None
+    return resolve_dtype(name)
 
 
 def _split(scored: ScoredSequences, n_first: int) -> tuple[ScoredSequences, ScoredSequences]:
@@ -92,11 +110,12 @@ class GraceTrainer(Trainer):
         """The model that samples the rollouts: the policy itself, or (``rollout.dtype`` differs
         from the policy's) a copy in that dtype whose weights are refreshed from the policy."""
         policy = self.policy
-        name = self.config.rollout.dtype
-        if name == "auto" or resolve_dtype(name) == next(policy.parameters()).dtype:
+        first = next(policy.parameters())
+        dtype = rollout_dtype(self.config.rollout.dtype, first.dtype, first.device.type == "cpu")
+        if dtype is None or dtype == first.dtype:
             return policy
         if self._rollout_copy is None:
-            self._rollout_copy = cast_copy(policy, resolve_dtype(name))
+            self._rollout_copy = cast_copy(policy, dtype)
         else:
             with torch.no_grad():
                 for mine, theirs in zip(self._rollout_copy.parameters(), policy.parameters()):
@@ -230,7 +249,7 @@ class GraceTrainer(Trainer):
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
-        if self._rollout_copy is not None or self.config.model.mixed_precision != "no":
+        if self._rollout_copy is not None or str(self.acc.mixed_precision) != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
 
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:

@@ -41,6 +41,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRACE_CACHE", Path.home() / ".cache" / "grace")).expanduser()
 
 
+def cpu_has_bf16_units(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16), read from
+    the kernel's CPU flags (False where they cannot be read, e.g. macOS): there, bfloat16
+    matmuls run several times faster than float32 ones; elsewhere bfloat16 is emulated and
+    slower. ``GRACE_CPU_BF16=1`` or ``0`` overrides the detection (the test suite sets 0, so
+    that it runs the same on every machine)."""
+    forced = os.environ.get("GRACE_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def resolve_mixed_precision(name: str, weights_dtype: str = "float32") -> str:
+    """accelerate's mixed precision for ``model.mixed_precision``: ``auto`` is ``bf16`` for
+    float32 weights when training on a CPU with bf16 matrix units (no CUDA device), ``no``
+    otherwise; other values pass through."""
+    if name != "auto":
+        return name
+    on_cpu = not torch.cuda.is_available()
+    return "bf16" if (on_cpu and weights_dtype == "float32" and cpu_has_bf16_units()) else "no"
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise GraceInputError(f"unknown dtype '{name}': choose one of {', '.join(DTYPES)}")

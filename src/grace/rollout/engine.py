@@ -29,6 +29,7 @@ Embeddings match a separate forward pass to float32 rounding (tested).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +58,39 @@ def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torc
         scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
     # Inverse-CDF sampling: one uniform number per row. (torch.multinomial draws an exponential
     # variate per vocabulary entry: ~30 ms per step for 32 rows x 49k tokens on a CPU core.)
-    cdf = scaled.softmax(dim=-1).cumsum(dim=-1)  # (n, V)
+    return _draw(scaled.log_softmax(dim=-1), greedy, logits)
+
+
+def _draw(logp: torch.Tensor, greedy: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw from the rows of ``logp`` (n, V), one uniform number per row; greedy
+    rows take the argmax of ``logits``. Shared by sample_tokens and sample_and_score, so both
+    draw the same token from the same random state."""
+    cdf = logp.exp().cumsum(dim=-1)  # (n, V)
     u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]  # in (0, total]
     sampled = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
     return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
+
+
+def sample_and_score(logits: torch.Tensor, temperature, top_p: float = 1.0,
+                     with_logprobs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sample_tokens`` and ``chosen_logprobs`` of the sampled tokens in one pass over the
+    vocabulary: the tempered log-softmax that scores the tokens also gives the CDF they are
+    drawn from (top_p = 1; with a nucleus the draw goes through ``sample_tokens``). Same
+    distribution, same random draws. -> (tokens (n,), log-probs (n,) float32 or None)"""
+    temps = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
+    greedy = temps <= 0  # (n,)
+    all_greedy = bool(greedy.all())
+    if not with_logprobs:
+        return (logits.argmax(dim=-1) if all_greedy else sample_tokens(logits, temps, top_p)), None
+    scale = torch.where(greedy, torch.ones_like(temps), temps)  # greedy rows are scored at T = 1
+    logp = (logits.float() / scale[:, None]).log_softmax(dim=-1)  # (n, V)
+    if all_greedy:
+        tokens = logits.argmax(dim=-1)
+    elif top_p < 1.0 or bool(((temps > 0) & (temps < 1e-6)).any()):  # nucleus, or a clamped T
+        tokens = sample_tokens(logits, temps, top_p)
+    else:  # sample_tokens' draw from the same log-softmax (greedy rows' CDF rows go unused)
+        tokens = _draw(logp, greedy, logits)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
 def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature=1.0) -> torch.Tensor:
@@ -214,7 +244,7 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
 
 @torch.no_grad()
 def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
-                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs):
+                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs, decode="auto"):
     """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
     prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
     counts; T <= max_new_tokens (early exit)."""
@@ -223,6 +253,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
     pre = _prefill(model, prompts, pad_id, share_prefix, max_new_tokens)
     cache, attn, pool_sum, pool_count, next_pos = (
         pre.cache, pre.attn, pre.pool_sum, pre.pool_count, pre.next_pos)
+    step = _decode_step(model, cache, decode)
     logits = head(pre.last_hidden)  # (b, V)
     counts = torch.as_tensor(counts, device=device)  # (b,)
     row_temps = torch.as_tensor(temperatures, dtype=torch.float32, device=device).repeat_interleave(counts)
@@ -242,15 +273,18 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
     steps = 0
     for t in range(max_new_tokens):
         live = ~done
-        tok = sample_tokens(logits, row_temps[rows], top_p).masked_fill(done, pad_id)  # (n,)
+        tok, lp = sample_and_score(logits, row_temps[rows], top_p, with_logprobs)  # (n,), (n,)
+        tok = tok.masked_fill(done, pad_id)
         tokens[rows[live], t] = tok[live]
         if with_logprobs:
-            logprobs[rows[live], t] = chosen_logprobs(logits[live], tok[live], row_temps[rows][live])
+            logprobs[rows[live], t] = lp[live]
         steps = t + 1
         attn = torch.cat([attn, live.long()[:, None]], dim=1)
-        out = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                      past_key_values=cache, use_cache=True)
-        hidden = out.last_hidden_state[:, 0]  # (n, D): the fed token, pooled for live rows
+        if step is not None:
+            hidden = step(tok, next_pos, cache, attn.bool())  # (n, D): the fed token
+        else:
+            hidden = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True).last_hidden_state[:, 0]
         pool_sum[rows[live]] += hidden[live].float()
         pool_count[rows[live]] += 1
         next_pos = next_pos + 1
@@ -264,6 +298,31 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
         logits = head(hidden)  # (n, V)
     embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
     return tokens[:, :steps], logprobs[:, :steps], embeddings
+
+
+DECODE_MODES = ("auto", "static", "hf")
+_FALLBACKS_SAID: set[str] = set()
+
+
+def _decode_step(model, cache, decode: str):
+    """The decoding step to use: grace.rollout.decode_step's static step where the model and
+    cache allow it (``auto``, ``static``), else None (the HF decoder; ``hf``, or ``auto`` with
+    a model it cannot run, said once per reason in the log)."""
+    from grace.rollout.decode_step import StaticDecodeStep, unsupported
+
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    if decode == "hf":
+        return None
+    reason = unsupported(model, cache)
+    if reason is None:
+        return StaticDecodeStep(model)
+    if decode == "static":
+        raise ValueError(f"the static decode step cannot run this model: {reason}")
+    if reason not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(reason)
+        logging.getLogger(__name__).info("rollouts decode through the HF decoder: %s", reason)
+    return None
 
 
 def _per_prompt(value, n: int, name: str) -> list:
@@ -288,6 +347,7 @@ def generate_and_score(
     batch_size: int = 64,
     share_prefix: bool = True,
     with_logprobs: bool = True,
+    decode: str = "auto",
 ) -> ScoredSequences:
     """Sample rationales and return them with their embeddings and log-probs at each row's
     sampling temperature (log softmax(logits / T); greedy rows at T = 1), as
@@ -297,7 +357,9 @@ def generate_and_score(
     serve, e.g., a step's greedy-ish context rationales and its sampled groups together); a
     temperature of 0 is greedy. Rows are group-major (prompt 0's samples first). Prompts are
     decoded together up to ``batch_size`` rows (a group is never split); sort prompts by length
-    beforehand for the least padding.
+    beforehand for the least padding. ``decode``: ``auto`` (the static step of
+    grace.rollout.decode_step where the model allows it, else the HF decoder), ``static``
+    (that step or an error) or ``hf``.
     """
     n_prompts = prompts.input_ids.shape[0]
     counts = _per_prompt(num_samples, n_prompts, "num_samples")
@@ -322,6 +384,7 @@ def generate_and_score(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
             max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
+            decode=decode,
         )
         tokens.append(tok)
         logprobs.append(lp)

@@ -25,7 +25,7 @@ from grace.config.methods import MODES
 from grace.config.schema import TrainConfig
 from grace.data.readers import DataFields, load_records
 from grace.errors import GraceInputError
-from grace.models.backbones import apply_lora, load_backbone
+from grace.models.backbones import apply_lora, load_backbone, resolve_mixed_precision
 from grace.training.checkpoint import (
     TrainingProgress,
     latest_checkpoint,
@@ -134,7 +134,8 @@ class Trainer:
             AcceleratorState._reset_state()
         self.trackers = parse_report_to(config.report_to)
         self.acc = accelerator or Accelerator(cpu=launched > 1 and not torch.cuda.is_available(),
-                                              mixed_precision=config.model.mixed_precision,
+                                              mixed_precision=resolve_mixed_precision(
+                                                  config.model.mixed_precision, config.model.dtype),
                                               log_with=self.trackers or None,
                                               project_dir=str(config.output_dir))
         if launched > 1 and self.acc.num_processes == 1:  # each process would train alone

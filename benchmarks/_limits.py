@@ -1,0 +1,66 @@
+"""The machine's limit for a decoder: measured matmul throughput at the model's own shapes.
+
+``decode_limit(model, dtype)`` times, at a large batch of token rows (where a matmul runs at the
+machine's best), every linear layer of one decoder layer and the LM head with the model's
+shapes, and returns the tokens/s that the matmuls alone would allow: one token needs every
+layer's projections once and the head once. Attention over the cache, norms, sampling and
+Python are left out, so this is an upper bound that no decoder reaches; benchmarks report their
+tokens/s as a share of it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def linear_shapes(model) -> tuple[list[tuple[int, int]], tuple[int, int], int]:
+    """([(in, out)] of one decoder layer's projections, (in, out) of the LM head, layers)."""
+    c = model.config
+    heads, kv = c.num_attention_heads, c.num_key_value_heads
+    hd = getattr(c, "head_dim", None) or c.hidden_size // heads
+    D, inter = c.hidden_size, c.intermediate_size
+    layer = [(D, heads * hd), (D, kv * hd), (D, kv * hd), (heads * hd, D),
+             (D, inter), (D, inter), (inter, D)]
+    return layer, (D, c.vocab_size), c.num_hidden_layers
+
+
+def _seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (allocation, kernel choice)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def decode_limit(model, dtype: torch.dtype, rows: int = 1024, repeats: int = 5) -> dict:
+    """{"tokens_per_s": the matmul-only limit, "gflops": achieved GFLOP/s at ``rows`` rows,
+    "flops_per_token"} for ``model``'s shapes in ``dtype`` (random weights of those shapes)."""
+    layer, head, n_layers = linear_shapes(model)
+    weights = [torch.randn(o, i, dtype=dtype) * 0.02 for i, o in layer]
+    head_w = torch.randn(head[1], head[0], dtype=dtype) * 0.02
+    xs = {i: torch.randn(rows, i, dtype=dtype) for i in {i for i, _ in layer} | {head[0]}}
+
+    def one_layer():
+        for (i, _), w in zip(layer, weights):
+            F.linear(xs[i], w)
+
+    t_layer = _seconds(one_layer, repeats)
+    t_head = _seconds(lambda: F.linear(xs[head[0]], head_w), repeats)
+    per_token_s = (n_layers * t_layer + t_head) / rows
+    flops = 2 * (n_layers * sum(i * o for i, o in layer) + head[0] * head[1])
+    return {"tokens_per_s": 1.0 / per_token_s, "gflops": flops / per_token_s / 1e9,
+            "flops_per_token": flops, "rows": rows}
+
+
+def bf16_matrix_units() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions (AMX-BF16 or AVX512-BF16): where
+    bfloat16 matmuls run several times faster than float32 (see grace.models.backbones)."""
+    from grace.models.backbones import cpu_has_bf16_units
+
+    return cpu_has_bf16_units()

@@ -1,0 +1,45 @@
+"""Helpers of the speed benchmarks: the profile's op categories and the matmul limit."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_profile_categories():
+    prof = _load("profile_steps")
+    assert prof.category("aten::addmm") == "matmul" and prof.category("aten::mm") == "matmul"
+    assert prof.category("aten::_foreach_mul_") == "optimizer"
+    assert prof.category("aten::_fused_adamw_") == "optimizer"
+    assert prof.category("aten::mul") == "norms / activations / elementwise"
+    assert prof.category("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert prof.category("aten::searchsorted") == "sampling / log-softmax"
+    assert prof.category("aten::index_select") == "cache / index copies"
+    assert prof.category("aten::something_new") == "other ops"
+    assert prof.category("aten::t") == "cache / index copies"
+    assert prof.category("aten::tanh") == "other ops"  # not "aten::t"
+    assert prof.category("aten::new_zeros") == "cache / index copies"  # not "aten::ne"
+
+
+def test_decode_limit_counts_every_projection_and_the_head(tiny):
+    import torch
+
+    limits = _load("_limits")
+    model, _ = tiny
+    c = model.config
+    layer, head, n = limits.linear_shapes(model)
+    hd = c.hidden_size // c.num_attention_heads
+    assert n == c.num_hidden_layers and head == (c.hidden_size, c.vocab_size)
+    assert layer[1] == (c.hidden_size, c.num_key_value_heads * hd) and len(layer) == 7
+    out = limits.decode_limit(model, torch.float32, rows=64, repeats=1)
+    expected = 2 * (n * sum(i * o for i, o in layer) + head[0] * head[1])
+    assert out["flops_per_token"] == expected and out["tokens_per_s"] > 0

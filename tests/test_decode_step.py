@@ -1,0 +1,216 @@
+"""grace.rollout.decode_step: the static decoding step against the HF decoder it replaces."""
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from grace.models.prompt import build_prompts
+from grace.rollout import engine
+from grace.rollout.decode_step import StaticDecodeStep, unsupported
+from grace.rollout.engine import _prefill, generate_and_score
+
+TEXTS = ["hi", "a somewhat longer text, so that the first prompt is left-padded",
+         "The stock market fell sharply on Monday."]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    model, tokenizer = tiny
+    return model, tokenizer, build_prompts(tokenizer, TEXTS)
+
+
+def _randomised(model):
+    """A copy whose norm weights are not all 1 (HF initialises them to 1) and whose biases, if
+    any, are not 0: a step that dropped either would still pass otherwise."""
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.copy_(1.0 + 0.5 * torch.randn(p.shape, generator=gen) if "norm" in name
+                        else 0.1 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _tiny_qwen2(vocab: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         attn_implementation="sdpa")
+    return Qwen2ForCausalLM(config).eval()
+
+
+@torch.no_grad()
+def _same_as_hf(model, tok, texts):
+    """Three steps from the same prefill (per-row positions, row 1 masked out of its 2nd new
+    column when there are several rows): hidden states and every cached key/value are equal."""
+    prompts = build_prompts(tok, texts)
+    ours, theirs = (_prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
+    step = StaticDecodeStep(model)
+    attn, pos = ours.attn, ours.next_pos
+    n = len(texts)
+    tokens = torch.tensor([[5, 17, 99], [7, 7, 7], [300, 2, 41]])[:, :n]
+    for t in range(3):
+        live = torch.tensor([True, t != 1, True])[:n] if n > 1 else torch.ones(1, dtype=torch.bool)
+        attn = torch.cat([attn, live.long()[:, None]], dim=1)
+        mine = step(tokens[t], pos, ours.cache, attn.bool())
+        hf = model.model(input_ids=tokens[t][:, None], attention_mask=attn, position_ids=pos[:, None],
+                         past_key_values=theirs.cache, use_cache=True).last_hidden_state[:, 0]
+        assert torch.equal(mine, hf), (t, (mine - hf).abs().max())
+        pos = pos + 1
+    for a, b in zip(ours.cache.layers, theirs.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_each_step_is_the_hf_decoders_step_bit_for_bit(setup):
+    model, tok, prompts = setup
+    assert unsupported(model) is None  # tiny-random: a Llama with grouped-query heads (4 q, 2 kv)
+    assert model.config.num_attention_heads != model.config.num_key_value_heads
+    _same_as_hf(_randomised(model), tok, TEXTS)  # left-padded rows: a boolean mask
+    _same_as_hf(_randomised(model), tok, TEXTS[:1])  # nothing masked: no mask, as HF
+
+
+def test_qwen2_with_its_attention_biases_is_the_hf_step_too(setup):
+    _, tok, _ = setup
+    qwen = _randomised(_tiny_qwen2(len(tok)))
+    assert unsupported(qwen) is None and qwen.model.layers[0].self_attn.q_proj.bias is not None
+    _same_as_hf(qwen, tok, TEXTS)
+    _same_as_hf(qwen, tok, TEXTS[1:2])
+
+
+def test_models_the_step_would_compute_differently_are_refused(setup):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    model, tok, _ = setup
+    eager = copy.deepcopy(model)
+    eager.config._attn_implementation = "eager"
+    assert "attention implementation 'eager'" in unsupported(eager)
+    hooked = copy.deepcopy(model)
+    hooked.model.layers[1].mlp.register_forward_hook(lambda *a: None)
+    assert "hooks" in unsupported(hooked)
+    patched = copy.deepcopy(model)
+    patched.model.norm.forward = lambda x: x
+    assert "patched forward" in unsupported(patched)
+    swapped = copy.deepcopy(model)
+    swapped.model.layers[0].mlp.act_fn = torch.nn.GELU()
+    assert "activation GELU" in unsupported(swapped)
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=4,
+                                               num_key_value_heads=2, sliding_window=16,
+                                               attn_implementation="sdpa"))
+    assert unsupported(mistral) == "sliding-window attention"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_rollouts_are_the_same_through_either_step(setup, temperature):
+    model, tok, prompts = setup
+    runs = []
+    for decode in ("static", "hf"):
+        torch.manual_seed(0)
+        runs.append(generate_and_score(model, tok, prompts, num_samples=3, temperature=temperature,
+                                       max_new_tokens=8, decode=decode))
+    static, hf = runs
+    assert torch.equal(static.seqs.input_ids, hf.seqs.input_ids)
+    torch.testing.assert_close(static.embeddings, hf.embeddings, atol=1e-5, rtol=0)
+    torch.testing.assert_close(static.logprobs, hf.logprobs, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_weights_are_read_at_each_call(setup):
+    """A policy updated in place decodes with its new weights (nothing is copied at build time)."""
+    model, tok, prompts = setup
+    changed = copy.deepcopy(model)
+    step = StaticDecodeStep(changed)
+    before = _prefill(changed, prompts, tok.pad_token_id, True, room=1)
+    changed.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+    after = _prefill(changed, prompts, tok.pad_token_id, True, room=1)
+    attn = torch.cat([after.attn, torch.ones(3, 1, dtype=torch.long)], dim=1)
+    mine = step(torch.tensor([5, 6, 7]), after.next_pos, after.cache, attn.bool())
+    hf = changed.model(input_ids=torch.tensor([[5], [6], [7]]), attention_mask=attn,
+                       position_ids=after.next_pos[:, None], past_key_values=before.cache,
+                       use_cache=True).last_hidden_state[:, 0]
+    assert not torch.allclose(mine, hf, atol=1e-3)  # `before` holds the old weights' cache
+    torch.testing.assert_close(
+        mine, changed.model(input_ids=torch.tensor([[5], [6], [7]]), attention_mask=attn,
+                            position_ids=after.next_pos[:, None],
+                            past_key_values=_prefill(changed, prompts, tok.pad_token_id, True, 1).cache,
+                            use_cache=True).last_hidden_state[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_lora_model_falls_back_to_the_hf_decoder_and_says_so_once(setup, caplog):
+    from peft import LoraConfig, get_peft_model
+
+    model, tok, prompts = setup
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert unsupported(lora) == "a wrapped model (e.g. peft)"
+    with pytest.raises(ValueError, match="static decode step cannot run this model: a wrapped model"):
+        generate_and_score(lora, tok, prompts, temperature=0.0, max_new_tokens=2, decode="static")
+    engine._FALLBACKS_SAID.discard("a wrapped model (e.g. peft)")
+    with caplog.at_level(logging.INFO, logger="grace.rollout.engine"):
+        for _ in range(2):
+            out = generate_and_score(lora, tok, prompts, temperature=0.0, max_new_tokens=2)
+    said = [r for r in caplog.records if "through the HF decoder" in r.getMessage()]
+    assert len(said) == 1 and "peft" in said[0].getMessage()
+    plain = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=2)
+    assert torch.equal(out.seqs.input_ids, plain.seqs.input_ids)  # LoRA starts as the identity
+    with pytest.raises(ValueError, match="decode must be one of"):
+        generate_and_score(model, tok, prompts, max_new_tokens=2, decode="fast")
+
+
+def test_rollout_dtype_auto_is_bf16_only_for_a_float32_policy_on_a_cpu_with_bf16_units(monkeypatch, tmp_path):
+    from grace.grpo.trainer import rollout_dtype
+    from grace.models.backbones import cpu_has_bf16_units
+
+    f32, bf16 = torch.float32, torch.bfloat16
+    assert rollout_dtype("auto", f32, on_cpu=True, bf16_units=True) is bf16
+    assert rollout_dtype("auto", f32, on_cpu=True, bf16_units=False) is None  # emulated: slower
+    assert rollout_dtype("auto", f32, on_cpu=False, bf16_units=True) is None  # a GPU: the policy
+    assert rollout_dtype("auto", bf16, on_cpu=True, bf16_units=True) is None  # already bf16
+    assert rollout_dtype("policy", f32, on_cpu=True, bf16_units=True) is None
+    assert rollout_dtype("float32", bf16, on_cpu=True, bf16_units=False) is f32
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\n")
+    monkeypatch.delenv("GRACE_CPU_BF16")
+    assert cpu_has_bf16_units(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f fma\n")
+    assert cpu_has_bf16_units(info) is False
+    assert cpu_has_bf16_units(tmp_path / "missing") is False
+    monkeypatch.setenv("GRACE_CPU_BF16", "1")
+    assert cpu_has_bf16_units(info) is True  # the override wins
+
+
+def test_sample_and_score_draws_as_sample_tokens_and_scores_as_chosen_logprobs():
+    from grace.rollout.engine import chosen_logprobs, sample_and_score, sample_tokens
+
+    logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(0)) * 3
+    temps = torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 1e-8])  # a greedy row, a clamped temperature
+    for top_p, t in ((1.0, temps[:5]), (1.0, temps), (0.8, temps)):
+        for seed in range(20):  # 20 x 5 draws over 49k tokens: the same token every time
+            torch.manual_seed(seed)
+            expected = sample_tokens(logits[: len(t)], t, top_p)
+            torch.manual_seed(seed)
+            tokens, lp = sample_and_score(logits[: len(t)], t, top_p)
+            assert torch.equal(tokens, expected)
+            assert torch.equal(lp, chosen_logprobs(logits[: len(t)], tokens, t))
+    greedy, none = sample_and_score(logits, 0.0, with_logprobs=False)
+    assert torch.equal(greedy, logits.argmax(dim=-1)) and none is None
+
+
+def test_mixed_precision_auto_is_bf16_only_for_float32_weights_on_a_bf16_cpu(monkeypatch):
+    from grace.models.backbones import resolve_mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("GRACE_CPU_BF16", "1")
+    assert resolve_mixed_precision("auto", "float32") == "bf16"
+    assert resolve_mixed_precision("auto", "bfloat16") == "no"  # already bf16 weights
+    assert resolve_mixed_precision("no", "float32") == "no"  # asked: kept
+    monkeypatch.setenv("GRACE_CPU_BF16", "0")
+    assert resolve_mixed_precision("auto", "float32") == "no"
+    assert resolve_mixed_precision("bf16", "float32") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("GRACE_CPU_BF16", "1")
+    assert resolve_mixed_precision("auto", "float32") == "no"  # a GPU: the user chooses
