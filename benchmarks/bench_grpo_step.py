@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rollout-dtype", default=None,
                    help="our rollout.dtype (default: policy, or bfloat16 with --mixed-bf16); "
                         "auto: the package default (a bf16 copy on CPUs with bf16 units)")
+    p.add_argument("--mixed-precision", default=None,
+                   help="our model.mixed_precision (default: no, or bf16 with --mixed-bf16); "
+                        "auto: the package default (bf16 on CPUs with bf16 units)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate")
     p.add_argument("--max-prompt-tokens", type=int, default=128)
     p.add_argument("--penalize-truncation", action="store_true",
@@ -191,6 +194,8 @@ def build_ours(args, workdir):
     # float32 on both sides unless asked: rollout.dtype auto would sample from a bf16 copy on
     # CPUs with bf16 units, while TRL samples from the float32 policy
     engine["rollout.dtype"] = args.rollout_dtype or engine.get("rollout.dtype", "policy")
+    # likewise the update: model.mixed_precision auto is bf16 on those CPUs
+    engine["model.mixed_precision"] = args.mixed_precision or engine.get("model.mixed_precision", "no")
     cfg = load_config("unsup-wiki", {
         **engine, "model.name": args.model, "model.dtype": args.dtype, "model.lora": False,
         "data.path": args.data, "data.shuffle": False, "data.max_prompt_tokens": args.max_prompt_tokens,
@@ -311,6 +316,8 @@ def main(argv=None) -> None:
     precision = ", bf16 mixed precision on both sides" if args.mixed_bf16 else ""
     if args.rollout_dtype:
         precision += f", our rollout.dtype {args.rollout_dtype}"
+    if args.mixed_precision:
+        precision += f", our model.mixed_precision {args.mixed_precision}"
     settings = (f"model {args.model}, dtype {args.dtype}{precision}, B={args.batch} texts x G={args.rollouts} "
                 f"rationales, max_new_tokens={args.max_new_tokens}, {args.mini_batches} optimizer "
                 f"steps per rollout batch, lr {args.lr}, full fine-tuning, prompts <= "
@@ -333,7 +340,9 @@ def main(argv=None) -> None:
     print(f"wall time {time.perf_counter() - t_start:.0f} s")
     if args.write:
         cmd = "benchmarks/bench_grpo_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        section = ("grpo_step_bf16" if args.mixed_bf16 else "grpo_step") + (f"_rollout_{args.rollout_dtype}" if args.rollout_dtype else "")
+        section = (("grpo_step_bf16" if args.mixed_bf16 else "grpo_step")
+                   + (f"_rollout_{args.rollout_dtype}" if args.rollout_dtype else "")
+                   + (f"_mixed_{args.mixed_precision}" if args.mixed_precision else ""))
         write_section(section, "\n".join([
             "## (b) One GRACE training step vs TRL `GRPOTrainer`"
             + (" (bf16 mixed precision)" if args.mixed_bf16 else ""),
