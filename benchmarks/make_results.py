@@ -142,7 +142,7 @@ def _write_json(path: Path, value) -> None:
 def current(run: dict) -> bool:
     """Whether an eval output was made with today's settings: the lite suite's tasks and
     limits, the rationale length and the evaluation dtype (else it is redone, not mixed in)."""
-    from grace.evaluation.suite import LITE
+    from grace.evaluation.suite_tasks import LITE
 
     def kept(limits):
         return {k: v for k, v in (limits or {}).items() if v is not None}

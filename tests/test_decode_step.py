@@ -16,8 +16,13 @@ TEXTS = ["hi", "a somewhat longer text, so that the first prompt is left-padded"
 
 
 @pytest.fixture(scope="module")
-def setup(tiny):
-    model, tokenizer = tiny
+def setup():
+    """A fresh tiny model: the session's shared one may carry hooks other tests added (which the
+    static step refuses, rightly)."""
+    from grace.models.backbones import load_backbone
+
+    model, tokenizer = load_backbone("tiny-random")
+    model.eval()
     return model, tokenizer, build_prompts(tokenizer, TEXTS)
 
 

@@ -9,13 +9,13 @@ from transformers.cache_utils import DynamicLayer
 
 from grace.models.backbones import load_backbone
 from grace.rollout.engine import (
-    PreallocatedLayer,
     generate_and_score,
     pool_prompts,
     sample_tokens,
     split_shared_prefix,
 )
 from grace.models.prompt import build_prompts
+from grace.rollout.kv_cache import PreallocatedLayer
 from grace.rollout.reference import generate_sequences, prompt_only, score_sequences
 
 TEXTS = [

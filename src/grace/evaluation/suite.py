@@ -55,12 +55,12 @@ import math
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from grace.errors import GraceInputError
-from grace.evaluation.dev_data import SPLIT_SOURCES
+from grace.evaluation.suite_tasks import SUITE_TASKS
 
 SUITES = ("lite", "dev")
 
@@ -73,139 +73,6 @@ MAIN_METRICS = {
     "Clustering": ("v_measure", "v_measure_std", "ami"),
     "PairClassification": ("max_ap", "max_f1", "max_accuracy", "cosine_ap"),
 }
-
-
-@dataclass(frozen=True)
-class SuiteTask:
-    name: str  # task name in mteb and in the results
-    files: tuple[str, ...]  # needed under data_dir; () = built-in data
-    build: Callable[..., Any]  # build(name, data_dir, seed=..., **limits) -> mteb task
-    lite: dict = field(default_factory=dict)  # subsample limits of the lite suite
-
-
-def _lee(name, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_lee_task
-
-    return make_lee_task(name, seed=seed, **limits)
-
-
-def _sts(path, min_score, max_score):
-    def build(name, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_sts_task
-
-        return make_sts_task(name, data_dir / path, seed=seed, min_score=min_score,
-                             max_score=max_score, **limits)
-    return build
-
-
-def _scifact(name, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_retrieval_task
-
-    return make_retrieval_task(name, data_dir / "retrieval/scifact", split="test", seed=seed,
-                               description="SciFact (BEIR test split: SciFact dev claims) against "
-                               "the SciFact abstracts.", **limits)
-
-
-def _banking77(name, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_classification_task
-
-    return make_classification_task(name, data_dir / "classification/banking77-train.jsonl",
-                                    data_dir / "classification/banking77-test.jsonl", seed=seed,
-                                    description="BANKING77 intent classification.", **limits)
-
-
-def _derived(build, split):
-    """A builder that reads ``split``'s derived files (grace.evaluation.dev_data)."""
-    def wrapped(name, data_dir, seed, **limits):
-        from grace.evaluation.dev_data import derive_files
-
-        return build(name, derive_files(data_dir, split), data_dir, seed, **limits)
-    return wrapped
-
-
-def _dev_scifact(name, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_retrieval_task
-
-    return make_retrieval_task(name, data_dir / "retrieval/scifact", split="train", seed=seed,
-                               description="SciFact TRAIN claims against the SciFact abstracts.",
-                               **limits)
-
-
-def _dev_banking77(name, derived, data_dir, seed, **limits):
-    from grace.evaluation.tasks import make_classification_task
-
-    return make_classification_task(name, derived / "banking77-train.jsonl",
-                                    derived / "banking77-test.jsonl", seed=seed,
-                                    description="BANKING77 intents, its TRAIN file split in two.",
-                                    **limits)
-
-
-def _clustering(split_name):
-    def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_clustering_task
-
-        return make_clustering_task(name, derived / "banking77-clustering.jsonl", seed=seed,
-                                    description=f"BANKING77 {split_name} texts clustered by intent.",
-                                    **limits)
-    return build
-
-
-def _pairs(split_name):
-    def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_pair_classification_task
-
-        return make_pair_classification_task(name, derived / "stsb-pairs.jsonl", seed=seed,
-                                             description=f"STS-B {split_name} pairs: >= 4 similar, "
-                                             "<= 1 not.", **limits)
-    return build
-
-
-def _rerank(split_name):
-    def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_reranking_task
-
-        return make_reranking_task(name, derived / "scifact-rerank.jsonl", seed=seed,
-                                   description=f"Each SciFact {split_name} claim's relevant abstracts "
-                                   "among TF-IDF-hard negatives.", **limits)
-    return build
-
-
-TEST_SOURCES = tuple(SPLIT_SOURCES["test"].values())
-LITE = (  # test splits only, for the final table (one SciFact query is still worth <= 2.5 points)
-    SuiteTask("LeeDocSim", (), _lee),
-    SuiteTask("LocalSTSBenchmark", ("sts/stsb-test.jsonl",), _sts("sts/stsb-test.jsonl", 0.0, 5.0),
-              {"max_pairs": 400}),
-    SuiteTask("LocalSICK-R", ("sts/sickr-test.jsonl",), _sts("sts/sickr-test.jsonl", 1.0, 5.0),
-              {"max_pairs": 400}),
-    SuiteTask("LocalSTSBPairs", TEST_SOURCES, _derived(_pairs("TEST"), "test"), {"max_pairs": 300}),
-    SuiteTask("LocalSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
-                               "retrieval/scifact/qrels-test.tsv"), _scifact,
-              {"max_queries": 40, "max_corpus": 150}),
-    SuiteTask("LocalSciFactReranking", TEST_SOURCES, _derived(_rerank("TEST"), "test"),
-              {"max_queries": 30}),
-    SuiteTask("LocalBanking77", ("classification/banking77-train.jsonl",
-                                 "classification/banking77-test.jsonl"), _banking77,
-              {"max_labels": 10, "max_train_per_label": 8, "max_test": 400}),
-    SuiteTask("LocalBanking77Clustering", TEST_SOURCES, _derived(_clustering("TEST"), "test"),
-              {"max_docs": 300}),
-)
-
-DEV_SOURCES = tuple(SPLIT_SOURCES["dev"].values())
-DEV = (  # training/dev splits only: choose settings here, keep lite for the final table
-    SuiteTask("DevSTSB", ("sts/stsb-dev.jsonl",), _sts("sts/stsb-dev.jsonl", 0.0, 5.0),
-              {"max_pairs": 300}),
-    SuiteTask("DevSTSBPairs", DEV_SOURCES, _derived(_pairs("DEV"), "dev"), {"max_pairs": 300}),
-    SuiteTask("DevSciFact", ("retrieval/scifact/corpus.jsonl", "retrieval/scifact/queries.jsonl",
-                             "retrieval/scifact/qrels-train.tsv"), _dev_scifact,
-              {"max_queries": 60, "max_corpus": 200}),
-    SuiteTask("DevSciFactReranking", DEV_SOURCES, _derived(_rerank("TRAIN"), "dev"),
-              {"max_queries": 40}),
-    SuiteTask("DevBanking77", DEV_SOURCES, _derived(_dev_banking77, "dev"),
-              {"max_labels": 10, "max_train_per_label": 8, "max_test": 200}),
-    SuiteTask("DevBanking77Clustering", DEV_SOURCES, _derived(_clustering("TRAIN"), "dev"),
-              {"max_docs": 300}),
-)
-SUITE_TASKS = {"lite": LITE, "dev": DEV}
 
 
 def build_suite(suite: str = "lite", data_dir: str | Path | None = None, full: bool = False,

@@ -53,7 +53,7 @@ def unsupported(model, cache=None) -> str | None:
     that makes the HF decoder compute other than the stock Llama/Qwen2/Mistral layer does."""
     from transformers.activations import SiLUActivation
 
-    from grace.rollout.engine import PreallocatedLayer
+    from grace.rollout.kv_cache import PreallocatedLayer
 
     config = getattr(model, "config", None)
     if hasattr(model, "get_base_model") or not hasattr(model, "model"):

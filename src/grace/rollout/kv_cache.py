@@ -1,0 +1,72 @@
+"""The engine's KV cache: transformers' dynamic cache with layers that write keys and values in
+place into buffers sized for the whole rollout (no ``torch.cat`` of the whole cache per step)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` that writes keys/values in place into a buffer with room for
+    ``capacity`` positions (grown by doubling if exceeded) instead of concatenating."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, d = key_states.shape
+        self._k = key_states.new_empty(b, h, self.capacity, d)
+        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.length = 0
+
+    def _refresh(self) -> None:
+        self.keys = self._k[:, :, : self.length]
+        self.values = self._v[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[2]:
+            grow = max(end, 2 * self._k.shape[2]) - self._k.shape[2]
+            self._k = F.pad(self._k, (0, 0, 0, grow))
+            self._v = F.pad(self._v, (0, 0, 0, grow))
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._refresh()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.length:
+            self._k = self._k.repeat_interleave(repeats, dim=0)
+            self._v = self._v.repeat_interleave(repeats, dim=0)
+            self._refresh()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length:
+            self._k = self._k[indices]
+            self._v = self._v[indices]
+            self._refresh()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0 and self.length:
+            self.length = max(0, self.length + tokens_to_remove)
+            self._refresh()
+
+
+def make_cache(model, capacity: int) -> DynamicCache:
+    """A KV cache for ``model``: preallocated layers when every layer is a plain full-attention
+    one (the models we train), the library's dynamic cache otherwise (sliding windows etc.)."""
+    cache = DynamicCache(config=model.config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [PreallocatedLayer(capacity) for _ in cache.layers]
+    return cache
