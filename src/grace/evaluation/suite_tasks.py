@@ -74,34 +74,30 @@ def _dev_banking77(name, derived, data_dir, seed, **limits):
                                     **limits)
 
 
-def _clustering(split_name):
+def _from_file(factory: str, filename: str, description: str):
+    """A builder of a derived-file task: grace.evaluation.tasks' ``factory`` on ``filename`` of
+    the derived folder (used with ``_derived``)."""
     def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_clustering_task
+        from grace.evaluation import tasks
 
-        return make_clustering_task(name, derived / "banking77-clustering.jsonl", seed=seed,
-                                    description=f"BANKING77 {split_name} texts clustered by intent.",
-                                    **limits)
+        return getattr(tasks, factory)(name, derived / filename, seed=seed, description=description,
+                                       **limits)
     return build
+
+
+def _clustering(split_name):
+    return _from_file("make_clustering_task", "banking77-clustering.jsonl",
+                      f"BANKING77 {split_name} texts clustered by intent.")
 
 
 def _pairs(split_name):
-    def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_pair_classification_task
-
-        return make_pair_classification_task(name, derived / "stsb-pairs.jsonl", seed=seed,
-                                             description=f"STS-B {split_name} pairs: >= 4 similar, "
-                                             "<= 1 not.", **limits)
-    return build
+    return _from_file("make_pair_classification_task", "stsb-pairs.jsonl",
+                      f"STS-B {split_name} pairs: >= 4 similar, <= 1 not.")
 
 
 def _rerank(split_name):
-    def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation.tasks import make_reranking_task
-
-        return make_reranking_task(name, derived / "scifact-rerank.jsonl", seed=seed,
-                                   description=f"Each SciFact {split_name} claim's relevant abstracts "
-                                   "among TF-IDF-hard negatives.", **limits)
-    return build
+    return _from_file("make_reranking_task", "scifact-rerank.jsonl",
+                      f"Each SciFact {split_name} claim's relevant abstracts among TF-IDF-hard negatives.")
 
 
 TEST_SOURCES = tuple(SPLIT_SOURCES["test"].values())
