@@ -3,14 +3,18 @@
 
     .venv/bin/python benchmarks/make_results.py --only llm2vec-gen     # these stages alone
 
-Stages (each output under --work, skipped when it exists, so an interrupted run resumes):
+Stages (each small output goes to ``benchmarks/results-data/llm2vec-gen/``, which is committed,
+and a stage whose output is there is skipped, so an interrupted run resumes in a later session;
+checkpoints and the response cache stay under --work):
 1. diagnostics of the untrained model, bare (the heads as ``head_init`` leaves them) and with
    the start a run fits before step 1 (standardisation, ridge head), on held-out texts;
-2. probes: short runs that chose the defaults (alignment weight, alignment-head lr), scored on
-   the same held-out texts and on the STS-B dev split, never on the lite suite;
-3. the two runs (full, and the paper's alignment-only ablation ``recon_weight 0``) and their
+2. the two runs (full, and the paper's alignment-only ablation ``recon_weight 0``) and their
    diagnostics, with decodings of held-out texts scored against the backbone's own answers;
-4. (make_results) the lite-suite rows; 5. the report.
+3. (make_results) the lite-suite rows (results-data/eval/, beside the main table's);
+4. probes: short runs that chose the defaults (alignment weight, alignment-head lr), scored on
+   the same held-out texts and on the STS-B dev split, never on the lite suite; they run last
+   because the choice they support is made (re-running them reproduces its evidence);
+5. the report (written after stage 3 and again after stage 4).
 
 Held-out texts: the Wikipedia sentences after the first 4,800 of the runs' data order (no run
 trains past 150 steps of 32), so no run, probe or ridge start has seen them.
@@ -24,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPORT = HERE / "results-llm2vec-gen.md"
+DATA = HERE / "results-data" / "llm2vec-gen"  # committed stage outputs (small JSON files)
 QUERY_INSTRUCTION = "Generate text that is semantically similar to this text:"
 BATCH, STEPS = 32, 120
 COMMON = {  # both runs and every probe: the responses are shared (same settings, one cache file)
@@ -84,6 +89,13 @@ def _log(msg: str) -> None:
     print(f"[llm2vec-gen {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)  # a killed run never leaves half a file under the final name
+
+
 def _config(overrides: dict, out: Path, data_dir: Path):
     from grace.config.schema import load_config
 
@@ -97,8 +109,7 @@ def _diagnose(out: Path, config, checkpoint, data_dir: Path, **kwargs) -> dict:
 
         figures = diagnose_run(config, checkpoint, n=HELD_OUT["n"], skip=HELD_OUT["skip"],
                                sts_file=data_dir / "sts/stsb-dev.jsonl", **kwargs)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2) + "\n")
+        _write_json(out, figures)
     return json.loads(out.read_text())
 
 
@@ -119,14 +130,25 @@ def train_stage(name: str, config) -> Path:
     return done
 
 
-def _train(name: str, overrides: dict, work: Path, data_dir: Path) -> Path:
-    return train_stage(name, _config(overrides, work / "train" / name, data_dir))
+def _train(name: str, overrides: dict, work: Path, data_dir: Path, data: Path = DATA) -> Path:
+    """Train ``name`` under --work/train and record its metrics and seconds in ``data``."""
+    out = work / "train" / name
+    checkpoint = train_stage(name, _config(overrides, out, data_dir))
+    record = data / f"train-{name}.json"
+    if not record.is_file():
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        try:  # missing if a run was killed after its last checkpoint: no figure rather than a crash
+            seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
+        except (OSError, ValueError, KeyError):
+            seconds = None
+        _write_json(record, {"overrides": overrides, "seconds": seconds, "metrics": rows})
+    return checkpoint
 
 
 def gradient_shares(work: Path, data_dir: Path) -> dict:
     """Each loss's gradient norm on the soft tokens at step 1 (from the ridge start), for the
     paper's alignment weight and the chosen one: what ``align_weight`` was chosen from."""
-    out = work / "llm2vec-gen" / "gradient-shares.json"
+    out = DATA / "gradient-shares.json"
     if out.is_file():
         return json.loads(out.read_text())
     from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
@@ -143,33 +165,42 @@ def gradient_shares(work: Path, data_dir: Path) -> dict:
             trainer.close()
         shares[f"{weight:g}"] = {"align": metrics["grad/align_soft_tokens"],
                                  "recon": metrics["grad/recon_soft_tokens"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(shares, indent=2) + "\n")
+    _write_json(out, shares)
     return shares
 
 
-def run_stages(work: Path, data_dir: Path, runs: bool = True) -> dict:
-    """Stages 1-3 (without ``runs``: 1-2); returns the checkpoints of RUNS by name."""
-    diag = work / "llm2vec-gen"
+def run_stages(work: Path, data_dir: Path, evaluated=()) -> dict:
+    """Stages 1-2; returns the checkpoints of RUNS by name. A run whose diagnostics and record
+    are in DATA and whose lite row is in ``evaluated`` (names) is not trained again."""
     untrained = _config(RUNS["llm2vec-gen"], work / "train" / "llm2vec-gen", data_dir)
     for name, fit in (("untrained-bare", False), ("untrained-start", True)):
         _log(f"diagnostics: {name}")
-        _diagnose(diag / f"diag-{name}.json", untrained, None, data_dir, fit_start=fit,
+        _diagnose(DATA / f"diag-{name}.json", untrained, None, data_dir, fit_start=fit,
                   decode=HELD_OUT["decode"], decode_tokens=HELD_OUT["decode_tokens"])
     _log("gradient shares at step 1")
     gradient_shares(work, data_dir)
+    checkpoints = {}
+    for name, overrides in RUNS.items():
+        diag = DATA / f"diag-{name}.json"
+        if diag.is_file() and (DATA / f"train-{name}.json").is_file() and name in evaluated:
+            continue
+        checkpoints[name] = _train(name, overrides, work, data_dir)
+        _log(f"diagnostics: {name}")
+        _diagnose(diag, _run_config(checkpoints[name]), checkpoints[name],
+                  data_dir, decode=HELD_OUT["decode"], decode_tokens=HELD_OUT["decode_tokens"])
+    return {name: str(path) for name, path in checkpoints.items()}
+
+
+def run_probes(work: Path, data_dir: Path) -> None:
+    """Stage 4: each probe's short run (unless its diagnostics are in DATA) and diagnostics."""
     for name, (_, overrides) in PROBES.items():
+        diag = DATA / f"diag-{name}.json"
+        if diag.is_file():
+            continue
         checkpoint = _train(name, {**COMMON, "max_steps": PROBE_STEPS, "save_every": PROBE_STEPS,
                                    "sample_every": 0, **overrides}, work, data_dir)
         _log(f"diagnostics: {name}")
-        _diagnose(diag / f"diag-{name}.json", _run_config(checkpoint), checkpoint, data_dir)
-    checkpoints = {}
-    for name, overrides in RUNS.items() if runs else ():
-        checkpoints[name] = _train(name, overrides, work, data_dir)
-        _log(f"diagnostics: {name}")
-        _diagnose(diag / f"diag-{name}.json", _run_config(checkpoints[name]), checkpoints[name],
-                  data_dir, decode=HELD_OUT["decode"], decode_tokens=HELD_OUT["decode_tokens"])
-    return {name: str(path) for name, path in checkpoints.items()}
+        _diagnose(diag, _run_config(checkpoint), checkpoint, data_dir)
 
 
 def _run_config(checkpoint: Path):
@@ -190,9 +221,9 @@ DIAG_ROWS = {"untrained-bare": "untrained, bare heads (alignment head 0)",
 SUITE_ROWS = ("LLM2Vec-Gen", "LLM2Vec-Gen align-only", "MiniLM (teacher)", "base")  # run in this order
 
 
-def _metrics(work: Path, name: str) -> list[dict]:
-    path = work / "train" / name / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+def _record(data: Path, name: str) -> dict:
+    path = data / f"train-{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _cell(figures: dict, key: str) -> str:
@@ -200,14 +231,15 @@ def _cell(figures: dict, key: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def report_lines(work: Path, evals: dict) -> list[str]:
-    """The markdown of results-llm2vec-gen.md from what is under ``work``."""
+def report_lines(data: Path, evals: dict) -> list[str]:
+    """The markdown of results-llm2vec-gen.md from the stage outputs in ``data`` and the lite
+    rows ``evals`` (label -> suite output)."""
     import os
     import platform
 
     import torch
 
-    diag = work / "llm2vec-gen"
+    diag = data
     lines = ["# LLM2Vec-Gen at our scale: SmolLM2-135M-Instruct, MiniLM teacher, 2-core CPU", "",
              f"Regenerate with `.venv/bin/python benchmarks/make_results.py --only llm2vec-gen` "
              f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch "
@@ -218,12 +250,17 @@ def report_lines(work: Path, evals: dict) -> list[str]:
     if rows:
         tasks = list(evals[rows[0]]["tasks"])
         lines += ["## Lite suite (mteb evaluators, seeded subsamples, x 100)", "",
-                  "| model | " + " | ".join(tasks) + " | overall |", "|---" * (len(tasks) + 2) + "|"]
+                  "| model | " + " | ".join(tasks) + " | overall (types) | overall (tasks) |",
+                  "|---" * (len(tasks) + 3) + "|"]
         for label in rows:
             res = evals[label]
             cells = [f"{100 * res['tasks'][t]['main_score']:.2f}" for t in tasks]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * res['overall']:.2f} |")
-        lines += ["", "One training seed and small subsamples: a difference of a few points is "
+            by_type = res.get("overall_by_type")
+            lines.append(f"| {label} | " + " | ".join(cells)
+                         + f" | {'-' if by_type is None else f'{100 * by_type:.2f}'} | {100 * res['overall']:.2f} |")
+        lines += ["", "*overall (types)*: the mean over task types (as results.md's Table 1 leads "
+                  "with), *overall (tasks)*: over tasks. "
+                  "One training seed and small subsamples: a difference of a few points is "
                   "within noise. LLM2Vec-Gen rows encode queries and symmetric texts with the "
                   "query instruction and documents with the document instruction."
                   + ("" if "base" in evals else " The untrained backbone's mean pooling (\"base\") "
@@ -259,15 +296,15 @@ def report_lines(work: Path, evals: dict) -> list[str]:
     lines += [f"Chosen from the probes (held-out texts and STS-B dev only): {chosen}; both runs "
               "below use them (the alignment-only run with recon_weight 0).", ""]
     for name in RUNS:
-        rows_ = _metrics(work, name)
+        record = _record(data, name)
+        rows_ = record.get("metrics", [])
         if not rows_:
             continue
         first, last = rows_[0], rows_[-1]
         keys = [k for k in ("loss/recon", "loss/align", "align/cosine", "align/pairwise_model",
                             "recon/token_accuracy") if k in last]
-        seconds = work / "train" / name / "train_seconds.json"
-        spent = (f", {json.loads(seconds.read_text())['seconds'] / 60:.1f} min (responses included "
-                 "when generated by this run)") if seconds.is_file() else ""
+        spent = (f", {record['seconds'] / 60:.1f} min (responses included when generated by this "
+                 "run)") if record.get("seconds") is not None else ""
         lines.append(f"- **{name}** (`llm2vec-gen` with `{json.dumps(RUNS[name])}`{spent}): "
                      + "; ".join(f"{k} {first[k]:.4f} -> {last[k]:.4f}" for k in keys))
     samples = found.get("llm2vec-gen", {}).get("samples", [])[:5]
@@ -280,6 +317,8 @@ def report_lines(work: Path, evals: dict) -> list[str]:
     return lines
 
 
-def write_report(work: Path, evals: dict) -> Path:
-    REPORT.write_text("\n".join(report_lines(work, evals)) + "\n")
+def write_report(evals: dict, data: Path = DATA) -> Path:
+    tmp = REPORT.with_suffix(".tmp")
+    tmp.write_text("\n".join(report_lines(data, evals)) + "\n")
+    tmp.replace(REPORT)
     return REPORT

@@ -231,17 +231,27 @@ def load_table() -> tuple[dict, dict, dict]:
     return rows, caps, train
 
 
-def evaluate_rows(work: Path, data_dir: Path, checkpoints: dict, labels) -> dict:
-    """The lite-suite rows of ``labels`` (ROWS or L2V_ROWS) under --work/eval (llm2vec-gen's
-    report)."""
+def run_llm2vec_gen(work: Path, data_dir: Path, report_only: bool = False) -> None:
+    """``--only llm2vec-gen``: its stages (llm2vec_gen_results.py), its lite rows in
+    results-data/eval/ (base and MiniLM are the main table's own files, reused when current),
+    and its report, written once the rows exist and again after the probes."""
+    l2v = llm2vec_gen_results
     table = {**ROWS, **L2V_ROWS}
-    results = {}
-    for label in labels:
-        source, rationale = table[label]
-        out = work / "eval" / f"{_slug(label)}.json"
-        results[label] = evaluate_row(work, data_dir, label, checkpoints.get(source, source),
-                                      rationale, out)
-    return results
+    files = {label: DATA / "eval" / f"{_key(label, None)}.json" for label in l2v.SUITE_ROWS}
+
+    def found() -> dict:
+        runs = {label: json.loads(p.read_text()) for label, p in files.items() if p.is_file()}
+        return {label: run for label, run in runs.items() if current(run)}
+
+    if not report_only:
+        evaluated = {table[label][0] for label in found()}
+        checkpoints = l2v.run_stages(work, data_dir, evaluated=evaluated)
+        for label in l2v.SUITE_ROWS:
+            source, rationale = table[label]
+            evaluate_row(work, data_dir, label, checkpoints.get(source, source), rationale, files[label])
+        _log(f"wrote {l2v.write_report(found())}")
+        l2v.run_probes(work, data_dir)
+    _log(f"wrote {l2v.write_report(found())}")
 
 
 def make_plots(rows: dict, train: dict) -> list[str]:
@@ -412,14 +422,8 @@ def main() -> None:
     args = parser.parse_args()
     work, data_dir = Path(args.work), Path(args.data_dir)
     work.mkdir(parents=True, exist_ok=True)
-    l2v = llm2vec_gen_results
     if args.only == "llm2vec-gen":
-        if args.report_only:
-            _log(f"wrote {l2v.write_report(work, {})}")
-            return
-        checkpoints = l2v.run_stages(work, data_dir)
-        evals = evaluate_rows(work, data_dir, checkpoints, l2v.SUITE_ROWS)
-        _log(f"wrote {l2v.write_report(work, evals)}")
+        run_llm2vec_gen(work, data_dir, report_only=args.report_only)
         return
     if not args.report_only:
         run_table(work, data_dir, args.rows)

@@ -19,8 +19,7 @@ def _suite(overall: float) -> dict:
 
 
 def test_report_lists_rows_diagnostics_runs_and_decodings(tmp_path):
-    diag = tmp_path / "llm2vec-gen"
-    diag.mkdir()
+    diag = tmp_path
     figures = {"texts": 256, "cosine_to_teacher": 0.41, "constant_baseline": 0.22,
                "pairwise_model": 0.12, "pairwise_teacher": 0.05, "ridge_heldout": 0.38,
                "sts_spearman": 0.61, "sts_pairs": 500, "f1_paired": 0.2, "f1_shuffled": 0.1,
@@ -28,17 +27,17 @@ def test_report_lists_rows_diagnostics_runs_and_decodings(tmp_path):
                             "answer": "Cats make a purring sound."}]}
     (diag / "diag-llm2vec-gen.json").write_text(json.dumps(figures))
     (diag / "diag-untrained-bare.json").write_text(json.dumps({**figures, "pairwise_model": 0.99}))
-    run = tmp_path / "train" / "llm2vec-gen"
-    run.mkdir(parents=True)
-    (run / "metrics.jsonl").write_text("".join(json.dumps(
-        {"step": s, "loss/recon": r, "loss/align": 0.002, "align/cosine": c}) + "\n"
-        for s, r, c in ((1, 9.0, 0.3), (2, 4.5, 0.45))))
-    lines = results.report_lines(tmp_path, {"base": _suite(0.4642), "LLM2Vec-Gen": _suite(0.5)})
+    (diag / "train-llm2vec-gen.json").write_text(json.dumps({"seconds": 120.0, "metrics": [
+        {"step": s, "loss/recon": r, "loss/align": 0.002, "align/cosine": c}
+        for s, r, c in ((1, 9.0, 0.3), (2, 4.5, 0.45))]}))
+    lines = results.report_lines(tmp_path, {"base": {**_suite(0.4642), "overall_by_type": 0.4},
+                                            "LLM2Vec-Gen": _suite(0.5)})
     text = "\n".join(lines)
-    assert "| base | 46.42 | 23.21 | 46.42 |" in text and "| LLM2Vec-Gen | 50.00 | 25.00 | 50.00 |" in text
+    assert "| base | 46.42 | 23.21 | 40.00 | 46.42 |" in text and "| LLM2Vec-Gen | 50.00 | 25.00 | - | 50.00 |" in text
     assert "MiniLM" not in text.split("## Diagnostics")[0].split("| model |")[1]  # rows not run: absent
     assert ("| untrained, bare heads (alignment head 0) | 0.410 | 0.220 | 0.990 | 0.050 | 0.380 | "
             "0.610 | 0.200 | 0.100 |") in text
+    assert "2.0 min" in text
     assert "loss/recon 9.0000 -> 4.5000; loss/align 0.0020 -> 0.0020; align/cosine 0.3000 -> 0.4500" in text
     assert "text 'Cats purr.'" in text and "decoded: 'A cat purrs.'" in text
 
