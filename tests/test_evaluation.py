@@ -296,3 +296,14 @@ def test_eval_reports_rationale_quality_per_task_and_overall(tmp_path, data_dir,
     none = run_suite("tiny-random", rationale="none", data_dir=data_dir, cache=False, show=False)
     assert none["rationale_quality"] is None and "rationale_quality" not in none["tasks"]["LeeDocSim"]
     json.dumps(results)  # stays JSON
+
+
+def test_the_recorded_dtype_is_the_one_most_weights_have():
+    import torch
+
+    from grace.evaluation.suite import weights_dtype
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64).to(torch.bfloat16), torch.nn.Linear(2, 2))
+    assert next(model.parameters()).dtype == torch.bfloat16 and weights_dtype(model) == "bfloat16"
+    soft_first = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(64, 64).to(torch.bfloat16))
+    assert weights_dtype(soft_first) == "bfloat16"  # float32 first, but few weights

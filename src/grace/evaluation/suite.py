@@ -112,6 +112,15 @@ def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "fl
                                         max_new_tokens=max_new_tokens, dtype=dtype)
 
 
+def weights_dtype(model) -> str:
+    """The dtype most of ``model``'s parameters have (an LLM2Vec-Gen model keeps its small
+    trainable parts in float32 beside a bf16 backbone): "bfloat16", "float32", ..."""
+    counts: dict = {}
+    for param in model.parameters():
+        counts[param.dtype] = counts.get(param.dtype, 0) + param.numel()
+    return str(max(counts, key=counts.get)).replace("torch.", "")
+
+
 def _jsonable(value):
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
@@ -264,7 +273,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "revision": model.mteb_model_meta.revision,
         "rationale": rationale,
         "max_new_tokens": max_new_tokens,
-        "dtype": str(next(encoder.model.parameters()).dtype).replace("torch.", ""),
+        "dtype": weights_dtype(encoder.model),
         "suite": suite,
         "full": full,
         "seed": seed,
