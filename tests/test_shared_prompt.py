@@ -118,3 +118,30 @@ def test_mini_batches_take_whole_groups_in_a_seeded_order():
     assert [m.tolist() for m in parts(6, 3)] == [m.tolist() for m in mbs]  # seeded
     assert [m.tolist() for m in parts(6, 3, step=2)] != [m.tolist() for m in mbs]
     assert len(parts(1, 2)) == 2  # fewer groups than mini-batches: still k optimizer steps
+
+
+def test_rows_per_pack_follow_the_cost_model():
+    from types import SimpleNamespace
+
+    from grace.rollout.shared_prompt import pair_cost, slots_per_row
+
+    smol = SimpleNamespace(num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                           hidden_size=576, intermediate_size=1536)  # SmolLM2-135M
+    c = pair_cost(smol)
+    assert abs(c - 4 * 576 / (2 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536))) < 1e-12
+    # P=80, R=32, G=4: one row of 208 positions (222 units) beats 4 rows of 112 (464)
+    assert slots_per_row(80, 32, 4, c) == 4
+    # P=128, R=256, G=16: attention over 4,224 positions would cost more than it saves; pairs win
+    assert slots_per_row(128, 256, 16, c) == 2
+    assert slots_per_row(10, 5, 1, c) == 1
+
+
+def test_a_prompt_with_more_rows_than_slots_fills_several_packs():
+    seqs = _seqs([[5, 6]] * 3, [[1, 1]] * 3, [[11, 12], [13, 14], [15, 16]], [[1, 1]] * 3)
+    lay = shared_prompt_layout(seqs, max_slots=2)
+    assert lay.slots == 2 and lay.input_ids.shape == (2, 2 + 2 * 2)
+    g = lay.row_of.tolist()
+    assert g[0] == g[1] != g[2]
+    assert lay.input_ids[g[0]].tolist() == [5, 6, 11, 12, 13, 14]
+    assert lay.input_ids[g[2]].tolist()[:4] == [5, 6, 15, 16]
+    assert lay.predict.tolist() == [[0, 1], [0, 3], [0, 1]]

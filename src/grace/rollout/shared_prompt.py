@@ -9,6 +9,10 @@ never another rationale, and its positions continue from the prompt's as they wo
 log-probs are those of the plain layout, up to float rounding (tested), and the gradient of the
 prompt's states is the sum over its rationales, as when each row carried its own copy.
 
+A packed row's attention computes all of its (P + k R)^2 query-key pairs, masked or not, so
+many long rationales are not packed in one row: ``slots_per_row`` picks k from a cost model
+(a position's projections vs a pair's attention, from the model's shapes).
+
 Pure layout (``shared_prompt_layout``) plus one forward (``shared_prompt_logprobs``); the model
 is called once, so DDP/FSDP hooks run as for the plain layout. The block mask needs an
 attention implementation that takes a 4D mask: ``sdpa`` (boolean) and ``eager`` (additive);
@@ -41,27 +45,55 @@ class SharedPromptLayout:
     attention: torch.Tensor
     row_of: torch.Tensor
     predict: torch.Tensor
-    slots: int  # k: the most rows one prompt has here
+    slots: int  # k: rollouts per packed row (its slots)
 
 
-def _group_rows(seqs: Sequences) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(group (m,), slot (m,), U): rows with identical (masked) prompts share a group; slots
-    count the rows of a group in row order."""
+def slots_per_row(prompt_len: int, response_len: int, rollouts: int, pair_cost: float) -> int:
+    """How many rollouts of one prompt to pack per row: the k in 1..``rollouts`` with the least
+    estimated cost ceil(G/k) (L + pair_cost L^2), L = P + k R. A position costs 1 (its
+    projections), a (query, key) pair ``pair_cost`` (the attention computes every pair of a
+    row, masked or not), so long rationales of many rollouts are packed in smaller rows."""
+    best, best_cost = 1, float("inf")
+    for k in range(1, max(rollouts, 1) + 1):
+        L = prompt_len + k * response_len
+        cost = -(-rollouts // k) * (L + pair_cost * L * L)
+        if cost <= best_cost:
+            best, best_cost = k, cost
+    return best
+
+
+def pair_cost(config) -> float:
+    """FLOPs of one attention (query, key) pair per layer (QK^T and AV: 4 x heads x head_dim)
+    over the FLOPs of one position's projections (2 x a layer's linear weights)."""
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    hd = getattr(config, "head_dim", None) or config.hidden_size // heads
+    D, inter = config.hidden_size, config.intermediate_size
+    linear = D * heads * hd * 2 + 2 * D * kv * hd + 3 * D * inter
+    return 4 * heads * hd / (2 * linear)
+
+
+def _group_rows(seqs: Sequences, max_slots: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(packed row (m,), slot (m,), U): rows with identical (masked) prompts share a packed row,
+    at most ``max_slots`` of them (then the next row of that prompt starts another); slots count
+    a prompt's rows in row order."""
     P = seqs.prompt_len
     prompt = torch.where(seqs.attention_mask[:, :P].bool(), seqs.input_ids[:, :P], -1)  # (m, P)
     _, group = torch.unique(prompt, dim=0, return_inverse=True)  # (m,)
     same = group[:, None] == group[None, :]  # (m, m)
     earlier = torch.ones_like(same).tril(-1)  # (m, m) strictly earlier rows
-    slot = (same & earlier).sum(1)  # (m,)
-    return group, slot, int(group.max()) + 1
+    rank = (same & earlier).sum(1)  # (m,) rank of a row among its prompt's rows
+    k = int(rank.max()) + 1 if max_slots is None else max_slots
+    _, packed = torch.unique(group * len(seqs) + rank // k, return_inverse=True)  # dense ids
+    return packed, rank % k, int(packed.max()) + 1
 
 
-def shared_prompt_layout(seqs: Sequences) -> SharedPromptLayout:
-    """The packed rows of ``seqs`` (any rows; those with the same prompt are packed together)."""
+def shared_prompt_layout(seqs: Sequences, max_slots: int | None = None) -> SharedPromptLayout:
+    """The packed rows of ``seqs`` (any rows; those with the same prompt are packed together,
+    ``max_slots`` per row at most; None: all of them)."""
     P = seqs.prompt_len
     R = seqs.response_ids.shape[1]
     m = len(seqs)
-    group, slot, U = _group_rows(seqs)
+    group, slot, U = _group_rows(seqs, max_slots)
     k = int(slot.max()) + 1
     L = P + k * R
     device = seqs.input_ids.device
@@ -110,8 +142,11 @@ def _mask_for(model, attention: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
 
 def shared_prompt_logprobs(model, seqs: Sequences, temperature: float = 1.0) -> torch.Tensor:
     """``reference.response_logprobs`` with each distinct prompt run once. -> (N, R) float32."""
-    layout = shared_prompt_layout(seqs)
     R = seqs.response_ids.shape[1]
+    inner = getattr(model, "module", model)
+    config = inner.get_base_model().config if hasattr(inner, "get_base_model") else inner.config
+    most = int(torch.unique(seqs.input_ids[:, : seqs.prompt_len], dim=0, return_counts=True)[1].max())
+    layout = shared_prompt_layout(seqs, slots_per_row(seqs.prompt_len, R, most, pair_cost(config)))
     kept = layout.slots * R + 1  # positions P - 1 .. P + k R - 1
     param = next(model.parameters())
     out = model(
