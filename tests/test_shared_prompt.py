@@ -145,3 +145,14 @@ def test_a_prompt_with_more_rows_than_slots_fills_several_packs():
     assert lay.input_ids[g[0]].tolist() == [5, 6, 11, 12, 13, 14]
     assert lay.input_ids[g[2]].tolist()[:4] == [5, 6, 15, 16]
     assert lay.predict.tolist() == [[0, 1], [0, 3], [0, 1]]
+
+
+def test_a_lora_policy_gets_the_same_logprobs():
+    from grace.models.backbones import apply_lora
+
+    model, tokenizer = _fresh("sdpa")
+    model = apply_lora(model, 4, 8, 0.0, "all-linear").train()
+    assert supports_shared_prompt(model)
+    seqs = _sampled(tokenizer)
+    torch.testing.assert_close(shared_prompt_logprobs(model, seqs), response_logprobs(model, seqs),
+                               atol=1e-5, rtol=0)
