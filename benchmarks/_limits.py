@@ -55,7 +55,24 @@ def decode_limit(model, dtype: torch.dtype, rows: int = 1024, repeats: int = 5) 
     per_token_s = (n_layers * t_layer + t_head) / rows
     flops = 2 * (n_layers * sum(i * o for i, o in layer) + head[0] * head[1])
     return {"tokens_per_s": 1.0 / per_token_s, "gflops": flops / per_token_s / 1e9,
-            "flops_per_token": flops, "rows": rows}
+            "flops_per_token": flops, "rows": rows, "seconds_per_token": per_token_s,
+            "layer_seconds_per_token": n_layers * t_layer / rows}
+
+
+def shared_prefix_tokens(prompts) -> int:
+    """Prompt tokens a decoder must run at least once for ``prompts`` (a PromptBatch): the
+    longest prefix all real token sequences share, once, and every row's rest."""
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompts.input_ids, prompts.attention_mask)]
+    common = 0
+    while all(len(r) > common for r in rows) and len({r[common] for r in rows}) == 1:
+        common += 1
+    return common + sum(len(r) - common for r in rows)
+
+
+def work_seconds(limit: dict, prompt_tokens: int, generated_tokens: int) -> float:
+    """The least time the matmuls of a generation allow at ``limit``: every prompt token
+    through the layers (no LM head), every generated token through the layers and the head."""
+    return prompt_tokens * limit["layer_seconds_per_token"] + generated_tokens * limit["seconds_per_token"]
 
 
 def bf16_matrix_units() -> bool:

@@ -22,7 +22,11 @@ log-probs of the rationale.
 *limit*: the tokens/s that this machine's matmul throughput at the model's shapes allows
 (``_limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
 attention, norms and sampling left out), per dtype, measured in the same run; *share* = our
-rationale tokens/s (prefill time included) / limit.
+rationale tokens/s (prefill time included) / limit; *share of the work's limit* = the least
+time those matmuls need for the whole job (each prompt token once -- the prompts' common
+prefix once -- through the layers, each rationale token through the layers and the LM head;
+``_limits.work_seconds``) / our seconds: the first share counts the prefill as lost time, this
+one as work.
 
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
 ``encode`` = greedy encoding (B texts, one rationale each; both pipelines produce the same
@@ -102,7 +106,9 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
             assert agreement == 1.0, "greedy tokens differ in float32"
             cos = torch.nn.functional.cosine_similarity(outs["ours"].embeddings, outs["reference"].embeddings)
             assert cos.min() >= 0.999, f"embeddings differ (min cosine {cos.min():.5f})"
-    result = {"identical_rationales": agreement}
+    from _limits import shared_prefix_tokens
+
+    result = {"identical_rationales": agreement, "prompt_tokens": shared_prefix_tokens(prompts)}
     for pipeline in times:
         seconds = statistics.median(times[pipeline])
         n_tok = statistics.median(produced[pipeline])
@@ -128,7 +134,11 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
-    from _limits import bf16_matrix_units, decode_limit
+    from _limits import bf16_matrix_units, decode_limit, work_seconds
+
+    def work_share(r, dtype):
+        ours = r["ours"]
+        return work_seconds(limits[dtype], r["prompt_tokens"], ours["tokens"]) / ours["seconds"]
 
     from grace.models.backbones import load_backbone
 
@@ -149,7 +159,8 @@ def main() -> None:
             print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: "
                   + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in PIPELINES)
                   + f" | speed-up {speedup:.2f}x | share of limit "
-                  f"{r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%}", flush=True)
+                  f"{r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | share of the "
+                  f"work's limit {work_share(r, dtype):.0%}", flush=True)
         del model
 
     headline = next(s for (scenario, dtype, *_rest, s) in rows if scenario == "rollout" and dtype == "float32")
@@ -165,20 +176,24 @@ def main() -> None:
                 f"{d} {v['tokens_per_s']:.0f} tok/s ({v['gflops']:.0f} GFLOP/s at the model's shapes, "
                 f"{v['flops_per_token'] / 1e6:.0f} MFLOP per token)" for d, v in limits.items()) + ".",
             "",
-            "| scenario | dtype | texts x samples | ours s | ours tok/s | share of limit | ours, HF step s | "
-            "ours, HF step tok/s | reference s | reference tok/s | speed-up (reference / ours) | "
-            "static step (HF step / ours) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| scenario | dtype | texts x samples | ours s | ours tok/s | share of limit | share of the "
+            "work's limit | ours, HF step s | ours, HF step tok/s | reference s | reference tok/s | "
+            "speed-up (reference / ours) | static step (HF step / ours) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for scenario, dtype, n_texts, samples, r, speedup in rows:
             o, hf, ref = r["ours"], r["ours, HF step"], r["reference"]
             lines.append(
                 f"| {scenario} | {dtype} | {n_texts} x {samples} | {o['seconds']:.2f} | {o['tokens_per_s']:.0f} | "
-                f"{o['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | {hf['seconds']:.2f} | "
+                f"{o['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | {work_share(r, dtype):.0%} | "
+                f"{hf['seconds']:.2f} | "
                 f"{hf['tokens_per_s']:.0f} | {ref['seconds']:.2f} | {ref['tokens_per_s']:.0f} | "
                 f"**{speedup:.2f}x** | {hf['seconds'] / o['seconds']:.2f}x |")
         agree = [f"{dtype} {r['identical_rationales']:.0%}" for scenario, dtype, _n, _s, r, _x in rows
                  if scenario == "encode"]
+        counted = {scenario: r["prompt_tokens"] for scenario, _d, _n, _s, r, _x in rows}
+        lines += ["", "Prompt tokens counted in the work's limit (common prefix once): "
+                  + ", ".join(f"{k} {v}" for k, v in counted.items()) + "."]
         lines += ["", "`rollout`: sampled at T=1 (the pipelines draw different tokens, so token "
                   "counts differ a little; tok/s compares them fairly). `encode`: greedy; in float32 "
                   "every pipeline produces the same tokens (checked) and embeddings equal to cosine "

@@ -134,15 +134,21 @@ def _train(name: str, overrides: dict, work: Path, data_dir: Path, data: Path = 
     """Train ``name`` under --work/train and record its metrics and seconds in ``data``."""
     out = work / "train" / name
     checkpoint = train_stage(name, _config(overrides, out, data_dir))
-    record = data / f"train-{name}.json"
-    if not record.is_file():
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        try:  # missing if a run was killed after its last checkpoint: no figure rather than a crash
-            seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
-        except (OSError, ValueError, KeyError):
-            seconds = None
-        _write_json(record, {"overrides": overrides, "seconds": seconds, "metrics": rows})
+    record_run(out, data / f"train-{name}.json", {"overrides": overrides})
     return checkpoint
+
+
+def record_run(out: Path, record: Path, about: dict) -> None:
+    """Write ``about`` + the run's metrics rows and seconds (from its output folder ``out``) to
+    ``record``, unless it exists (make_results' runs use it too)."""
+    if record.is_file():
+        return
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    try:  # missing if a run was killed after its last checkpoint: no figure rather than a crash
+        seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
+    except (OSError, ValueError, KeyError):
+        seconds = None
+    _write_json(record, {**about, "seconds": seconds, "metrics": rows})
 
 
 def gradient_shares(work: Path, data_dir: Path) -> dict:

@@ -120,15 +120,8 @@ def train_model(work: Path, data_dir: Path, name: str, seed: int) -> Path:
     cfg = load_config(config_name, {**overrides, "seed": seed, "output_dir": str(out),
                                     "data.path": str(data[config_name])})
     checkpoint = llm2vec_gen_results.train_stage(f"{name} (seed {seed})", cfg)
-    record = DATA / "train" / f"{name}-s{seed}.json"
-    if not record.is_file():
-        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        try:  # missing if a run was killed after its last checkpoint: no figure rather than a crash
-            seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
-        except (OSError, ValueError, KeyError):
-            seconds = None
-        _write_json(record, {"config": config_name, "overrides": overrides, "seed": seed,
-                             "seconds": seconds, "metrics": metrics})
+    llm2vec_gen_results.record_run(out, DATA / "train" / f"{name}-s{seed}.json",
+                                   {"config": config_name, "overrides": overrides, "seed": seed})
     return checkpoint
 
 

@@ -8,9 +8,11 @@ otherwise):
 - one decode step at B=32 rows (prompts of Wikipedia sentences, 16 tokens already decoded),
   through the HF decoder and through grace.rollout.decode_step's static step;
 - one prefill of those 32 prompts (shared system prefix once, then the suffixes);
-- one policy update on a mini-batch of 16 rollouts of 32 tokens: forward + backward of the
-  token log-probs, then one AdamW step (torch's default on CPU, the trainer's until
-  issue 15; foreach; fused).
+- one policy update on a mini-batch of 16 rollouts of 32 tokens (4 texts x G=4, as GRACE
+  samples them): forward + backward of the token log-probs, then one AdamW step (torch's
+  default on CPU, the trainer's; foreach; fused), every rollout row with its own copy of the
+  prompt (the plain layout) and, for the default and fused AdamW, each prompt run once for its
+  rollouts (grace.rollout.shared_prompt, the trainer's ``optim.share_prompts``).
 
 Each is run ``--repeats`` times after a warm-up; the profile of the last run is split by op
 into matmuls, attention, norms/activations/elementwise, sampling/log-softmax, cache and index
@@ -175,27 +177,33 @@ def profile_update(model, tokenizer, texts, tokens: int, repeats: int, autocast:
     from grace.models.prompt import build_prompts
     from grace.rollout.engine import generate_and_score
     from grace.rollout.reference import response_logprobs
+    from grace.rollout.shared_prompt import shared_prompt_logprobs
 
     torch.manual_seed(0)
-    scored = generate_and_score(model, tokenizer, build_prompts(tokenizer, texts), temperature=1.0,
-                                max_new_tokens=tokens)
+    G = 4
+    scored = generate_and_score(model, tokenizer, build_prompts(tokenizer, texts[: max(1, len(texts) // G)]),
+                                num_samples=G, temperature=1.0, max_new_tokens=tokens)
     seqs, old = scored.seqs, scored.logprobs
     advantages = torch.randn(len(seqs))
     results = {}
-    for name, kwargs in (("default (for-loop on CPU)", {}), ("foreach", {"foreach": True}),
-                         ("fused", {"fused": True})):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, **kwargs)
-        model.train()
+    for name, kwargs, layouts in (("default (for-loop on CPU)", {}, ("plain", "shared")),
+                                  ("foreach", {"foreach": True}, ("plain",)),
+                                  ("fused", {"fused": True}, ("plain", "shared"))):
+        for layout in layouts:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9, **kwargs)
+            logprobs = shared_prompt_logprobs if layout == "shared" else response_logprobs
+            model.train()
 
-        def update():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                lp = response_logprobs(model, seqs, 1.0)
-                loss, _ = policy_loss(lp, old, advantages, seqs.response_mask)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            def update():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    lp = logprobs(model, seqs, 1.0)
+                    loss, _ = policy_loss(lp, old, advantages, seqs.response_mask)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
 
-        results[f"policy update, AdamW {name}"] = _profiled(update, repeats)
+            label = ", each prompt once" if layout == "shared" else ""
+            results[f"policy update, AdamW {name}{label}"] = _profiled(update, repeats)
     model.eval()
     return results
 

@@ -10,6 +10,7 @@ run benchmarks/bench_rollout.py
 run benchmarks/bench_encode_lite.py --dtypes bfloat16 --repeats 2
 run benchmarks/check_bf16_encode.py
 run benchmarks/bench_grpo_step.py --batch 2
+run benchmarks/bench_grpo_step.py --batch 2 --no-share-prompts
 run benchmarks/bench_grpo_step.py --batch 2 --rollout-dtype auto --mixed-precision auto
 run benchmarks/bench_grpo_step.py --batch 2 --mixed-bf16
 if "$PY" -c "import ctranslate2" 2>/dev/null; then run benchmarks/bench_anchors.py; else echo "== anchors skipped: no ctranslate2"; fi

@@ -412,7 +412,6 @@ def test_mixed_precision_old_logprobs_come_from_the_updates_forward(tmp_path, te
     recomputed by the update's own forward, so the first PPO ratio is exactly 1."""
     from grace.config.schema import load_config
     from grace.grpo.trainer import GraceTrainer
-    from grace.rollout.reference import response_logprobs
 
     trainer = GraceTrainer(load_config(None, {
         "model.name": "tiny-random", "model.mixed_precision": "bf16", "mode": "unsupervised",
@@ -423,7 +422,7 @@ def test_mixed_precision_old_logprobs_come_from_the_updates_forward(tmp_path, te
     trainer.reward_stage(batch)
     trainer.model.train()
     with torch.no_grad():
-        update_forward = response_logprobs(trainer.model, batch.trained.seqs, 1.0)
+        update_forward = trainer._logprobs(batch.trained.seqs, 1.0)  # the update's forward
     torch.testing.assert_close(batch.old_logprobs, update_forward.float(), atol=1e-6, rtol=0)
     assert (batch.trained.logprobs - update_forward).abs().max() > 1e-4  # what the engine gave
     trainer.close()
@@ -466,9 +465,16 @@ def test_token_mean_over_micro_batches_gives_the_one_batch_gradient(tmp_path, te
     trainer.config.rollout.micro_batch_size = 1
     trainer.optimizer_step = capture("micro")
     trainer._update(*args)
-    assert len(grads["one"]) == len(grads["micro"]) > 0
-    for a, b in zip(grads["one"], grads["micro"]):
+    # the one micro-batch ran each prompt once for its 3 rollouts (optim.share_prompts); the
+    # plain layout (every row with its prompt) gives the same gradient
+    trainer.config.rollout.micro_batch_size = 64
+    trainer.config.optim.share_prompts = False
+    trainer.optimizer_step = capture("plain")
+    trainer._update(*args)
+    assert len(grads["one"]) == len(grads["micro"]) == len(grads["plain"]) > 0
+    for a, b, c in zip(grads["one"], grads["micro"], grads["plain"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-7)
     trainer.close()
 
 

@@ -96,6 +96,10 @@ class OptimConfig:
     dual_clip: float | None = 3.0  # dual-clip constant c for negative advantages; null disables
     kl_coef: float = 0.0  # low-variance KL to the frozen initial policy (ref: 0)
     normalize_advantage_std: bool = False  # divide group-centred rewards by the group std
+    # the update runs each text's prompt once for its rollouts in a micro-batch (one packed row,
+    # block attention mask; grace.rollout.shared_prompt): same log-probs, fewer positions. Needs
+    # sdpa or eager attention, else (or false) every rollout row carries its prompt
+    share_prompts: bool = True
     max_grad_norm: float = 1.0
 
 

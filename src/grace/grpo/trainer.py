@@ -20,12 +20,18 @@ distribution the rollouts came from with the policy's at that temperature (at T 
 reference run's setting, this is the plain log-prob). ``rollout.top_p`` < 1 still samples from
 a truncated distribution whose log-probs are not the ones trained (as in verl).
 
-Deviations from the reference (verl): micro-batched forward passes; no sequence packing.
+Mini-batches take whole groups (the groups are shuffled, then cut into ``num_mini_batches``
+parts, as SPEC's "64 groups split in 4 mini-batches"); in each micro-batch the rollouts of one
+text share one run of its prompt (``optim.share_prompts``, grace.rollout.shared_prompt).
+
+Deviations from the reference (verl): micro-batched forward passes; no sequence packing across
+texts.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 
 import torch
@@ -50,6 +56,7 @@ from grace.rollout.roles import (
     plan_rollouts,
     reward_inputs,
 )
+from grace.rollout.shared_prompt import shared_prompt_logprobs, supports_shared_prompt
 from grace.training.loop import Trainer, gather_blocks, local_rows
 
 
@@ -92,6 +99,7 @@ class GraceTrainer(Trainer):
         cfg = self.config
         self.ref_model = None
         self._rollout_copy = None  # the policy in rollout.dtype, when that differs
+        self._said_no_sharing = False
         if cfg.optim.kl_coef > 0 and not cfg.model.lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.acc.device)
         return super().prepare_model(model)
@@ -130,9 +138,33 @@ class GraceTrainer(Trainer):
         first PPO ratio differ from 1 by the bf16 rounding of the update's forward)."""
         self.model.train()
         T = self.config.rollout.temperature
-        parts = [response_logprobs(self.model, seqs.select(rows), T).float()
+        parts = [self._logprobs(seqs.select(rows), T).float()
                  for rows in torch.arange(len(seqs)).split(self.config.rollout.micro_batch_size)]
         return torch.cat(parts)
+
+    def _logprobs(self, part: Sequences, temperature: float) -> torch.Tensor:
+        """Rationale log-probs of ``part`` under the policy (with gradient unless no_grad):
+        each prompt run once for its rollouts when ``optim.share_prompts`` and the attention
+        implementation allow it (said once in the log when it does not)."""
+        if self.config.optim.share_prompts:
+            if supports_shared_prompt(self.model):
+                return shared_prompt_logprobs(self.model, part, temperature)
+            if not self._said_no_sharing:
+                self._said_no_sharing = True
+                logging.getLogger(__name__).info(
+                    "optim.share_prompts: this model's attention implementation takes no 4D mask "
+                    "(sdpa or eager do); every rollout row carries its prompt")
+        return response_logprobs(self.model, part, temperature)
+
+    def _mini_batches(self, n: int, step: int) -> list[torch.Tensor]:
+        """Row indices of the ``num_mini_batches`` optimizer steps: the groups (G contiguous
+        rows each) in a seeded random order, cut into that many parts (exactly that many steps;
+        a part holds whole groups when the count of groups is a multiple of it)."""
+        G = self.config.rollout.num_rollouts
+        gen = torch.Generator().manual_seed(self.config.seed * 100003 + step)
+        groups = torch.randperm(n // G, generator=gen)  # (n/G,)
+        order = (groups[:, None] * G + torch.arange(G)).reshape(-1)  # (n,) group-major
+        return list(order.tensor_split(min(self.config.optim.num_mini_batches, n)))
 
     def _rollouts(self, records: list):
         cfg = self.config
@@ -201,16 +233,13 @@ class GraceTrainer(Trainer):
     def _update(self, seqs: Sequences, old_lp, ref_lp, advantages: torch.Tensor, step: int) -> dict:
         """1 PPO epoch over the trained sequences in ``num_mini_batches`` optimizer steps."""
         cfg, o = self.config, self.config.optim
-        n = len(seqs)
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + step)
-        order = torch.randperm(n, generator=gen)
         stats = {"loss": [], "clip_frac": [], "dual_clip_frac": [], "kl": [], "grad_norm": []}
         self.model.train()
-        for mb in order.tensor_split(min(o.num_mini_batches, n)):  # exactly k optimizer steps
+        for mb in self._mini_batches(len(seqs), step):  # exactly k optimizer steps
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
             for micro in mb.split(cfg.rollout.micro_batch_size):
                 part = seqs.select(micro)
-                lp = response_logprobs(self.model, part, cfg.rollout.temperature)  # (m, R)
+                lp = self._logprobs(part, cfg.rollout.temperature)  # (m, R)
                 loss, st = policy_loss(
                     lp, old_lp[micro], advantages[micro], part.response_mask,
                     ref_logprobs=None if ref_lp is None else ref_lp[micro], kl_coef=o.kl_coef,
