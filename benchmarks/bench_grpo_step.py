@@ -352,7 +352,8 @@ def main(argv=None) -> None:
                    + ("_plain_prompts" if args.no_share_prompts else ""))
         write_section(section, "\n".join([
             "## (b) One GRACE training step vs TRL `GRPOTrainer`"
-            + (" (bf16 mixed precision)" if args.mixed_bf16 else ""),
+            + (" (bf16 mixed precision)" if args.mixed_bf16 else "")
+            + (" (our update: every rollout row with its own prompt)" if args.no_share_prompts else ""),
             "",
             f"`{cmd.strip()}` -- {time.strftime('%Y-%m-%d')}",
             "",

@@ -103,7 +103,7 @@ def _key(label: str, seed: int | None) -> str:
 
 
 def _seeds(label: str):
-    return SEEDS if ROWS[label][0] in TRAINING else (None,)
+    return SEEDS if {**ROWS, **L2V_ROWS}[label][0] in TRAINING else (None,)
 
 
 def train_model(work: Path, data_dir: Path, name: str, seed: int) -> Path:
@@ -206,7 +206,7 @@ def load_table() -> tuple[dict, dict, dict]:
     """(rows aggregated over seeds, capability runs per row, training records) found in
     results-data."""
     rows, caps = {}, {}
-    for label in ROWS:
+    for label in [*ROWS, *L2V_ROWS]:  # LLM2Vec-Gen's rows: one seed, from --only llm2vec-gen
         runs = [DATA / "eval" / f"{_key(label, s)}.json" for s in _seeds(label)]
         runs = [json.loads(p.read_text()) for p in runs if p.is_file()]
         stale = [r for r in runs if not current(r)]
@@ -294,9 +294,8 @@ def _llm2vec_gen_section() -> list[str]:
             "Its diagnostics, the probes that chose its defaults, both runs (full and "
             "alignment-only), their lite-suite rows and decodings of held-out texts: "
             "[results-llm2vec-gen.md](results-llm2vec-gen.md) (`make_results.py --only llm2vec-gen`; "
-            "its table there was computed on the five-task lite suite of 2026-12-02, before the "
-            "suite was widened, so it is not comparable with the table above). The MiniLM row above "
-            "is its teacher (all-MiniLM-L6-v2, not the paper's LLM2Vec teacher)."]
+            "the same lite suite as the table above, its rows in results-data/eval/). The MiniLM "
+            "row above is its teacher (all-MiniLM-L6-v2, not the paper's LLM2Vec teacher)."]
 
 
 def _suite_description(any_row: dict) -> list[str]:
