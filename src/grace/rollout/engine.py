@@ -38,6 +38,7 @@ from transformers.cache_utils import DynamicCache
 
 from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
+from grace.rollout.decode_step import head_logits
 from grace.rollout.kv_cache import make_cache
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
@@ -191,7 +192,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
     cache, attn, pool_sum, pool_count, next_pos = (
         pre.cache, pre.attn, pre.pool_sum, pre.pool_count, pre.next_pos)
     step = _decode_step(model, cache, decode)
-    logits = head(pre.last_hidden)  # (b, V)
+    logits = head_logits(head, pre.last_hidden)  # (b, V)
     counts = torch.as_tensor(counts, device=device)  # (b,)
     row_temps = torch.as_tensor(temperatures, dtype=torch.float32, device=device).repeat_interleave(counts)
     if bool((counts != 1).any()):  # one prefill per prompt, its cache copied to its rows
@@ -232,7 +233,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
             index = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(index)
             rows, attn, next_pos, hidden, done = rows[index], attn[index], next_pos[index], hidden[index], done[index]
-        logits = head(hidden)  # (n, V)
+        logits = head_logits(head, hidden)  # (n, V)
     embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
     return tokens[:, :steps], logprobs[:, :steps], embeddings
 
