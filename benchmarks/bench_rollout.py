@@ -17,7 +17,10 @@ log-probs of the rationale.
 * ours: ``grace.rollout.engine.generate_and_score`` (shared system-prefix KV, one prefill per group, pooling and
   log-probs from the generation pass, early exit, preallocated KV cache) with its static decode
   step (grace.rollout.decode_step, the default); *ours, HF step*: the same engine decoding
-  through the HF decoder (``decode="hf"``, what it did before issue 15).
+  through the HF decoder (``decode="hf"``, what it did before issue 15); with ``--compiled``,
+  *ours, compiled*: the static step under ``torch.compile`` (``decode="compiled"``; its
+  warm-up builds the graph, whose seconds are reported apart: a training run pays them once
+  per process, and inductor's on-disk cache makes later processes cheaper).
 
 *limit*: the tokens/s that this machine's matmul throughput at the model's shapes allows
 (``_limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
@@ -61,6 +64,8 @@ def _texts(n: int) -> list[str]:
 
 
 PIPELINES = ("ours", "ours, HF step", "reference")
+COMPILED = "ours, compiled"
+_DECODE = {"ours": "auto", "ours, HF step": "hf", COMPILED: "compiled"}
 
 
 def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: float, tokens: int):
@@ -71,7 +76,7 @@ def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: fl
     if pipeline.startswith("ours"):
         out = generate_and_score(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
                                  max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples,
-                                 decode="hf" if pipeline == "ours, HF step" else "auto")
+                                 decode=_DECODE[pipeline])
     else:
         seqs = generate_sequences(model, tokenizer, prompts, num_samples=samples, temperature=temperature,
                                   max_new_tokens=tokens, batch_size=prompts.input_ids.shape[0] * samples)
@@ -79,18 +84,18 @@ def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: fl
     return time.perf_counter() - start, out
 
 
-def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
-    """Median seconds and produced tokens of both pipelines, alternating; checks greedy equality."""
+def measure(model, tokenizer, texts, samples, temperature, tokens, repeats, pipelines=PIPELINES):
+    """Median seconds and produced tokens of the pipelines, alternating; checks greedy equality.
+    ``result["warm-up"]``: each pipeline's warm-up seconds (the compiled one builds its graph)."""
     from grace.models.prompt import build_prompts
 
     prompts = build_prompts(tokenizer, texts)
-    for pipeline in PIPELINES:  # warm-up
-        _run(pipeline, model, tokenizer, prompts, samples, temperature, tokens)
-    times = {p: [] for p in PIPELINES}
-    produced = {p: [] for p in PIPELINES}
+    warm = {p: _run(p, model, tokenizer, prompts, samples, temperature, tokens)[0] for p in pipelines}
+    times = {p: [] for p in pipelines}
+    produced = {p: [] for p in pipelines}
     outs = {}
     for _ in range(repeats):
-        for pipeline in PIPELINES:
+        for pipeline in pipelines:
             torch.manual_seed(0)
             seconds, out = _run(pipeline, model, tokenizer, prompts, samples, temperature, tokens)
             times[pipeline].append(seconds)
@@ -99,6 +104,8 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
     agreement = None
     if temperature == 0:  # float32: the same tokens; bf16 rounding may flip near-ties
         assert torch.equal(outs["ours"].seqs.response_ids, outs["ours, HF step"].seqs.response_ids)
+        if COMPILED in outs and next(model.parameters()).dtype == torch.float32:
+            assert torch.equal(outs["ours"].seqs.response_ids, outs[COMPILED].seqs.response_ids)
         a, b = outs["ours"].seqs.response_ids, outs["reference"].seqs.response_ids
         width = min(a.shape[1], b.shape[1])
         agreement = float((a[:, :width] == b[:, :width]).all(dim=1).float().mean())
@@ -108,7 +115,7 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats):
             assert cos.min() >= 0.999, f"embeddings differ (min cosine {cos.min():.5f})"
     from _limits import shared_prefix_tokens
 
-    result = {"identical_rationales": agreement, "prompt_tokens": shared_prefix_tokens(prompts)}
+    result = {"identical_rationales": agreement, "prompt_tokens": shared_prefix_tokens(prompts), "warm-up": warm}
     for pipeline in times:
         seconds = statistics.median(times[pipeline])
         n_tok = statistics.median(produced[pipeline])
@@ -126,6 +133,8 @@ def main() -> None:
     parser.add_argument("--encode-texts", type=int, default=32, help="texts in the greedy scenario")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time the static step under torch.compile (builds a graph: minutes)")
     parser.add_argument("--dtypes", default=None, help="comma-separated (default float32,bfloat16; "
                         "--quick: float32)")
     args = parser.parse_args()
@@ -142,6 +151,7 @@ def main() -> None:
 
     from grace.models.backbones import load_backbone
 
+    pipelines = PIPELINES + ((COMPILED,) if args.compiled else ())
     rows, limits = [], {}
     for dtype in args.dtypes.split(","):
         model, tokenizer = load_backbone(args.model, dtype)
@@ -153,11 +163,12 @@ def main() -> None:
             ("rollout", args.prompts, args.samples, 1.0),
             ("encode", args.encode_texts, 1, 0.0),
         ):
-            r = measure(model, tokenizer, _texts(n_texts), samples, temperature, args.max_new_tokens, args.repeats)
+            r = measure(model, tokenizer, _texts(n_texts), samples, temperature, args.max_new_tokens,
+                        args.repeats, pipelines)
             speedup = r["reference"]["seconds"] / r["ours"]["seconds"]
             rows.append((scenario, dtype, n_texts, samples, r, speedup))
             print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: "
-                  + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in PIPELINES)
+                  + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in pipelines)
                   + f" | speed-up {speedup:.2f}x | share of limit "
                   f"{r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | share of the "
                   f"work's limit {work_share(r, dtype):.0%}", flush=True)
@@ -189,6 +200,19 @@ def main() -> None:
                 f"{hf['seconds']:.2f} | "
                 f"{hf['tokens_per_s']:.0f} | {ref['seconds']:.2f} | {ref['tokens_per_s']:.0f} | "
                 f"**{speedup:.2f}x** | {hf['seconds'] / o['seconds']:.2f}x |")
+        if args.compiled:
+            lines += ["", "Under `torch.compile` (`decode=\"compiled\"`; the first warm-up builds the graph "
+                      "for the whole process, later ones reuse it):", "",
+                      "| scenario | dtype | compiled s | compiled tok/s | share of limit | speed-up "
+                      "(reference / compiled) | compiled / default step | warm-up s (graph build in the first) |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for scenario, dtype, n_texts, samples, r, speedup in rows:
+                c = r[COMPILED]
+                lines.append(
+                    f"| {scenario} | {dtype} | {c['seconds']:.2f} | {c['tokens_per_s']:.0f} | "
+                    f"{c['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | "
+                    f"**{r['reference']['seconds'] / c['seconds']:.2f}x** | "
+                    f"{r['ours']['seconds'] / c['seconds']:.2f}x | {r['warm-up'][COMPILED]:.1f} |")
         agree = [f"{dtype} {r['identical_rationales']:.0%}" for scenario, dtype, _n, _s, r, _x in rows
                  if scenario == "encode"]
         counted = {scenario: r["prompt_tokens"] for scenario, _d, _n, _s, r, _x in rows}
@@ -200,6 +224,10 @@ def main() -> None:
                   ">= 0.999; rationales identical to the reference's: " + ", ".join(agree) + " (bf16 "
                   "rounding differs between computation layouts and can flip near-ties)."]
         print(f"wrote {write_section('rollout', chr(10).join(lines))}")
+    if args.compiled:
+        compiled = next(r["reference"]["seconds"] / r[COMPILED]["seconds"]
+                        for (scenario, dtype, _n, _s, r, _x) in rows if scenario == "rollout" and dtype == "float32")
+        print(f"compiled ratio: {compiled:.2f}")
     print(f"ratio: {headline:.2f}")
 
 

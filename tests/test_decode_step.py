@@ -234,3 +234,53 @@ def test_head_logits_are_the_heads_and_row_major(setup):
         assert logits.is_contiguous() and logits.shape == (5, model.config.vocab_size)
         other = torch.nn.Sequential(model.lm_head)  # not a plain Linear: called as it is
         assert torch.equal(head_logits(other, hidden), other(hidden))
+
+
+def test_a_failed_compilation_says_so_once_and_decodes_uncompiled(setup, monkeypatch, caplog):
+    """Where torch.compile cannot build the step (here: it raises, as without a C++ compiler),
+    the compiled mode logs it once and gives the uncompiled step's rollouts."""
+    from grace.rollout import decode_step
+
+    model, tok, prompts = setup
+    calls = []
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return run
+
+    monkeypatch.setattr(decode_step, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    runs = []
+    with caplog.at_level(logging.WARNING, logger="grace.rollout.decode_step"):
+        for decode in ("compiled", "static", "compiled"):
+            runs.append(generate_and_score(model, tok, prompts, num_samples=2, temperature=0.0,
+                                           max_new_tokens=4, decode=decode))
+    said = [r.getMessage() for r in caplog.records if "torch.compile cannot build" in r.getMessage()]
+    assert said == ["torch.compile cannot build the decode step here (RuntimeError: no C++ compiler "
+                    "found); decoding uncompiled"]
+    assert len(calls) == 1  # tried once per process, not at every step
+    for run in (runs[0], runs[2]):
+        assert torch.equal(run.seqs.input_ids, runs[1].seqs.input_ids)
+        assert torch.equal(run.embeddings, runs[1].embeddings)
+
+
+@pytest.mark.slow
+def test_the_compiled_step_gives_the_static_steps_rollouts(setup, monkeypatch):
+    """The real torch.compile (inductor): the same greedy tokens, embeddings and log-probs to
+    float32 rounding. Builds the graph once (about two minutes on 2 cores)."""
+    from grace.rollout import decode_step
+
+    model, tok, prompts = setup
+    monkeypatch.setattr(decode_step, "_COMPILED", {})
+    runs = {}
+    for decode in ("static", "compiled"):
+        torch.manual_seed(0)
+        runs[decode] = generate_and_score(model, tok, prompts, num_samples=3, temperature=0.0,
+                                          max_new_tokens=8, decode=decode)
+    assert "failed" not in decode_step._COMPILED, decode_step._COMPILED.get("failed")
+    static, compiled = runs["static"], runs["compiled"]
+    assert torch.equal(static.seqs.input_ids, compiled.seqs.input_ids)
+    torch.testing.assert_close(compiled.embeddings, static.embeddings, atol=1e-5, rtol=0)
+    torch.testing.assert_close(compiled.logprobs, static.logprobs, atol=1e-5, rtol=0)

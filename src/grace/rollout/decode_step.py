@@ -32,6 +32,8 @@ offloading), attention other than sdpa, sliding windows.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -134,13 +136,77 @@ def _rotary_t(xt: torch.Tensor, cos_t: torch.Tensor, sin_t: torch.Tensor) -> tor
     return xt * cos_t + torch.cat((-xt[:, half:], xt[:, :half]), dim=1) * sin_t
 
 
+def _states(decoder, attention, tokens, positions, keys, values, column, mask, unmasked: bool):
+    """The step as a pure function of tensors (what ``torch.compile`` captures): hidden states
+    (n, D) of ``tokens`` (n,) at ``positions`` (n,). Each layer's new key/value is written at
+    ``column`` ((1,) long tensor) of its buffers ``keys[i]``/``values[i]`` (n, KV, capacity, hd),
+    and attention runs over the first L columns, ``mask`` (n, L) bool saying where a row attends
+    (no mask when ``unmasked``, as transformers' sdpa mask builder when nothing is masked).
+    Uncompiled, L = column + 1; compiled, L = capacity (columns past the filled ones masked and
+    zero), so that every step of a chunk has the same shapes (no size is read from an int)."""
+    n = tokens.shape[0]
+    width = mask.shape[1]
+    attend = None if unmasked else mask[:, None, None, :]  # (n, 1, 1, L): one query, all causal
+    x = decoder.embed_tokens(tokens)  # (n, D)
+    cos, sin = decoder.rotary_emb(x[:, None], positions[:, None])  # (n, 1, hd)
+    cos_t, sin_t = cos[:, 0].t()[None], sin[:, 0].t()[None]  # (1, hd, n): every head
+    for layer, k_buf, v_buf in zip(decoder.layers, keys, values):
+        attn, mlp = layer.self_attn, layer.mlp
+        hd = attn.head_dim
+        h = _rmsnorm(x, layer.input_layernorm)  # (n, D)
+        q_t = _rotary_t(linear_t(h, attn.q_proj).view(-1, hd, n), cos_t, sin_t)  # (H, hd, n)
+        k_t = _rotary_t(linear_t(h, attn.k_proj).view(-1, hd, n), cos_t, sin_t)  # (KV, hd, n)
+        v_t = linear_t(h, attn.v_proj).view(-1, hd, n)
+        k_buf.index_copy_(2, column, k_t.permute(2, 0, 1)[:, :, None])  # (n, KV, 1, hd), in place
+        v_buf.index_copy_(2, column, v_t.permute(2, 0, 1)[:, :, None])
+        q = q_t.permute(2, 0, 1).contiguous()[:, :, None]  # (n, H, 1, hd), as HF's layer holds it
+        o, _ = attention(attn, q, k_buf[:, :, :width], v_buf[:, :, :width], attend,
+                         dropout=0.0, scaling=attn.scaling)
+        x = x + linear_t(o.reshape(n, -1), attn.o_proj).t()  # o: (n, 1, H, hd)
+        h = _rmsnorm(x, layer.post_attention_layernorm)
+        act = F.silu(linear_t(h, mlp.gate_proj)) * linear_t(h, mlp.up_proj)  # (I, n)
+        down = mlp.down_proj
+        x = x + (torch.mm(down.weight, act) if down.bias is None
+                 else torch.addmm(down.bias[:, None], down.weight, act)).t()
+    return _rmsnorm(x, decoder.norm)
+
+
+_COMPILED: dict[str, object] = {}  # "states": the compiled _states, "failed": why it could not be
+
+
+def _compiled_states():
+    """``_states`` under ``torch.compile`` (inductor, dynamic shapes: one graph for every batch
+    size and cache length), built once per process; None if compilation is not available here
+    (said once in the log)."""
+    if "failed" in _COMPILED:
+        return None
+    if "states" not in _COMPILED:
+        logging.getLogger(__name__).info(
+            "compiling the decode step (torch.compile, once per process; about 2 min on 2 CPU cores)")
+        _COMPILED["states"] = torch.compile(_states, dynamic=True)
+    return _COMPILED["states"]
+
+
+def _compile_failed(error: Exception) -> None:
+    _COMPILED.pop("states", None)
+    _COMPILED["failed"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    logging.getLogger(__name__).warning(
+        "torch.compile cannot build the decode step here (%s); decoding uncompiled", _COMPILED["failed"])
+
+
 class StaticDecodeStep:
     """``step(tokens, positions, cache, mask) -> (n, D)`` last hidden states (after the final
     norm) of one new token per row, its keys/values appended to ``cache`` (PreallocatedLayer
     layers, every row at the same column). ``mask``: (n, length + 1) bool, True where a row
-    attends (the new column included)."""
+    attends (the new column included).
 
-    def __init__(self, model):
+    ``compiled=True`` runs the step through ``torch.compile`` (built at the first call, about
+    two minutes on 2 CPU cores, then shared by every step of the process). It always passes
+    the mask (one graph), so its states equal the uncompiled step's to float32 rounding, not
+    bit for bit. Where compilation fails (no C++ compiler, an unsupported platform) it says so
+    once in the log and runs uncompiled."""
+
+    def __init__(self, model, compiled: bool = False):
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         reason = unsupported(model)
@@ -149,32 +215,29 @@ class StaticDecodeStep:
         self.decoder = model.model
         # the attention call HF's layers make (the sdpa entry of transformers' registry)
         self.attention = ALL_ATTENTION_FUNCTIONS[model.config._attn_implementation]
+        self.compiled = compiled
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache, mask: torch.Tensor) -> torch.Tensor:
-        dec = self.decoder
-        n = tokens.shape[0]
-        x = dec.embed_tokens(tokens)  # (n, D)
-        cos, sin = dec.rotary_emb(x[:, None], positions[:, None])  # (n, 1, hd)
-        cos_t, sin_t = cos[:, 0].t()[None], sin[:, 0].t()[None]  # (1, hd, n): every head
-        # as transformers' mask builder for sdpa: no mask when nothing is masked, else the
-        # (n, 1, 1, L) boolean mask (one query token: causality is all True)
-        attend = None if bool(mask.all()) else mask[:, None, None, :]
-        for layer, kv in zip(dec.layers, cache.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            hd = attn.head_dim
-            h = _rmsnorm(x, layer.input_layernorm)  # (n, D)
-            q_t = _rotary_t(linear_t(h, attn.q_proj).view(-1, hd, n), cos_t, sin_t)  # (H, hd, n)
-            k_t = _rotary_t(linear_t(h, attn.k_proj).view(-1, hd, n), cos_t, sin_t)  # (KV, hd, n)
-            v_t = linear_t(h, attn.v_proj).view(-1, hd, n)
-            # (n, heads, 1, hd) as HF's layer holds them; the cache copies k and v in place
-            keys, values = kv.update(k_t.permute(2, 0, 1)[:, :, None], v_t.permute(2, 0, 1)[:, :, None])
-            q = q_t.permute(2, 0, 1).contiguous()[:, :, None]  # (n, H, 1, hd)
-            o, _ = self.attention(attn, q, keys, values, attend, dropout=0.0, scaling=attn.scaling)
-            x = x + linear_t(o.reshape(n, -1), attn.o_proj).t()  # o: (n, 1, H, hd)
-            h = _rmsnorm(x, layer.post_attention_layernorm)
-            act = F.silu(linear_t(h, mlp.gate_proj)) * linear_t(h, mlp.up_proj)  # (I, n)
-            down = mlp.down_proj
-            x = x + (torch.mm(down.weight, act) if down.bias is None
-                     else torch.addmm(down.bias[:, None], down.weight, act)).t()
-        return _rmsnorm(x, dec.norm)
+        layers = cache.layers
+        for kv in layers:
+            kv.reserve(1)
+        if mask.shape[1] != layers[0].length + 1:
+            raise ValueError(f"mask covers {mask.shape[1]} columns, the cache holds {layers[0].length} + 1")
+        keys, values = [kv._k for kv in layers], [kv._v for kv in layers]
+        column = torch.tensor([layers[0].length], device=tokens.device)
+        states = _compiled_states() if self.compiled else None
+        hidden = None
+        if states is not None:
+            try:
+                capacity = keys[0].shape[2]
+                padded = F.pad(mask, (0, capacity - mask.shape[1]), value=False)  # (n, capacity)
+                hidden = states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False)
+            except Exception as error:  # inductor/dynamo failures have many types  # noqa: BLE001
+                _compile_failed(error)
+        if hidden is None:
+            hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, mask,
+                             bool(mask.all()))
+        for kv in layers:
+            kv.advance(1)
+        return hidden

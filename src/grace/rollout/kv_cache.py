@@ -20,26 +20,37 @@ class PreallocatedLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         b, h, _, d = key_states.shape
-        self._k = key_states.new_empty(b, h, self.capacity, d)
-        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        # zeros, not empty: the compiled decode step attends over the whole buffer (the unfilled
+        # columns masked), and garbage there could be NaN, which a zero weight does not cancel
+        self._k = key_states.new_zeros(b, h, self.capacity, d)
+        self._v = value_states.new_zeros(b, h, self.capacity, value_states.shape[-1])
         self.length = 0
 
     def _refresh(self) -> None:
         self.keys = self._k[:, :, : self.length]
         self.values = self._v[:, :, : self.length]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
+    def reserve(self, count: int) -> None:
+        """Room for ``count`` more positions in the buffers (grown by doubling if needed)."""
+        end = self.length + count
         if end > self._k.shape[2]:
             grow = max(end, 2 * self._k.shape[2]) - self._k.shape[2]
             self._k = F.pad(self._k, (0, 0, 0, grow))
             self._v = F.pad(self._v, (0, 0, 0, grow))
-        self._k[:, :, self.length : end] = key_states
-        self._v[:, :, self.length : end] = value_states
-        self.length = end
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` positions written straight into the buffers (the compiled step)."""
+        self.length += count
         self._refresh()
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        count = key_states.shape[-2]
+        self.reserve(count)
+        self._k[:, :, self.length : self.length + count] = key_states
+        self._v[:, :, self.length : self.length + count] = value_states
+        self.advance(count)
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
