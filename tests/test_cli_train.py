@@ -545,3 +545,27 @@ def test_defaults_on_a_cpu_with_bf16_units_train_in_bf16(tmp_path, texts):
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["policy/loss"]) for r in rows)
     assert "policy/rollout_logprob_gap" in rows[0]  # recorded when a bf16 copy samples
+
+
+def test_rollout_decode_reaches_the_engine(tmp_path, texts, monkeypatch, one_thread):
+    """``rollout.decode`` is the engine's decoding step (here ``hf``: the HF decoder)."""
+    import grace.grpo.trainer as grpo_trainer
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
+
+    seen = []
+    real = grpo_trainer.generate_and_score
+
+    def recording(model, tokenizer, prompts, **kwargs):
+        seen.append(kwargs.get("decode"))
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(grpo_trainer, "generate_and_score", recording)
+    trainer = GraceTrainer(load_config(None, {
+        "model.name": "tiny-random", "mode": "unsupervised", "data.path": str(texts),
+        "output_dir": str(tmp_path / "OUT"), "batch_size": 2, "max_steps": 1,
+        "rollout.num_rollouts": 2, "rollout.max_new_tokens": 3, "rollout.decode": "hf",
+    }))
+    trainer.rollout_stage(1)
+    assert seen == ["hf"]
+    trainer.close()

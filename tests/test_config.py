@@ -116,6 +116,7 @@ def test_null_in_yaml_for_an_optional_field(tmp_path):
         ("reward.variant", "x", "invalid config: reward.variant 'x' (choose paper, reference, decoupled)"),
         ("method", "dpo", "invalid config: method 'dpo' (choose grace, infonce, simcse, llm2vec-gen)"),
         ("rollout.num_rollouts", "1", "invalid config: rollout.num_rollouts must be >= 2 (a group)"),
+        ("rollout.decode", "jit", "invalid config: rollout.decode 'jit' (choose auto, static, compiled, hf)"),
     ],
 )
 def test_invalid_choices(key, value, expected):

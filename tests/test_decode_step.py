@@ -102,6 +102,11 @@ def test_models_the_step_would_compute_differently_are_refused(setup):
     patched = copy.deepcopy(model)
     patched.model.norm.forward = lambda x: x
     assert "patched forward" in unsupported(patched)
+    kernelized = copy.deepcopy(model)  # what `kernels` does to a function-module an attention holds
+    kernelized.model.layers[0].self_attn.__dict__["rotary_fn"] = rotary = torch.nn.Identity()
+    rotary.forward = lambda *a: a
+    rotary.__dict__["_kernel_repo"] = "kernels-community/rotary"
+    assert "hub kernels" in unsupported(kernelized)
     swapped = copy.deepcopy(model)
     swapped.model.layers[0].mlp.act_fn = torch.nn.GELU()
     assert "activation GELU" in unsupported(swapped)
@@ -232,6 +237,14 @@ def test_head_logits_are_the_heads_and_row_major(setup):
         logits = head_logits(model.lm_head, hidden)
         torch.testing.assert_close(logits, model.lm_head(hidden), atol=2e-6, rtol=2e-6)
         assert logits.is_contiguous() and logits.shape == (5, model.config.vocab_size)
+        for rows, chunk in ((5, 7), (9, 7), (9, 1000), (16, 3)):  # one GEMM; ragged, whole, many chunks
+            h = torch.randn(rows, model.config.hidden_size, generator=torch.Generator().manual_seed(rows))
+            chunked = head_logits(model.lm_head, h, chunk=chunk)
+            torch.testing.assert_close(chunked, model.lm_head(h), atol=2e-6, rtol=2e-6)
+            assert chunked.is_contiguous()
+        biased = torch.nn.Linear(model.config.hidden_size, 10, bias=True)
+        torch.testing.assert_close(head_logits(biased, hidden.repeat(2, 1), chunk=4), biased(hidden.repeat(2, 1)),
+                                   atol=2e-6, rtol=2e-6)
         other = torch.nn.Sequential(model.lm_head)  # not a plain Linear: called as it is
         assert torch.equal(head_logits(other, hidden), other(hidden))
 

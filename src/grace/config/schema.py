@@ -68,6 +68,9 @@ class RolloutConfig:
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
     engine: str = "fast"  # fast: grace.rollout.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
+    decode: str = "auto"  # the fast engine's decoding step: auto (static step where the model
+    # allows, else HF's decoder) | static | compiled (the static step under torch.compile: about
+    # 2 min to build once per process, then faster; pays off on long runs) | hf
     dtype: str = "auto"  # auto: bfloat16 for a float32 policy on a CPU with bf16 matrix units
     # (AMX / AVX512-BF16), the policy itself elsewhere | policy: always the policy itself |
     # bfloat16 | float32: a copy of the policy in that dtype, refreshed every step (with a copy,
@@ -180,6 +183,8 @@ class TrainConfig:
             (self.rollout.engine in ("fast", "simple"),
              f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
+            (self.rollout.decode in ("auto", "static", "compiled", "hf"),
+             f"rollout.decode '{self.rollout.decode}' (choose auto, static, compiled, hf)"),
             (self.rollout.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
              f"rollout.dtype '{self.rollout.dtype}' (choose auto, policy, float32, bfloat16)"),
             (self.model.mixed_precision in ("auto", "no", "bf16", "fp16"),

@@ -184,6 +184,7 @@ class GraceTrainer(Trainer):
                 num_samples=[1] * n_ctx + [r.num_rollouts] * len(plan.trained_texts),
                 temperature=[r.context_temperature] * n_ctx + [r.temperature] * len(plan.trained_texts),
                 top_p=r.top_p, max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size,
+                decode=r.decode,
             )
             context, trained = _split(scored, n_ctx)
             return plan, context, trained, prompts.num_truncated
