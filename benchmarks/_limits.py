@@ -59,6 +59,15 @@ def decode_limit(model, dtype: torch.dtype, rows: int = 1024, repeats: int = 5) 
             "layer_seconds_per_token": n_layers * t_layer / rows}
 
 
+def best_limit(measured: list[dict]) -> dict:
+    """The highest of several ``decode_limit`` readings of one run (with ``"readings"``: all
+    their tokens/s): on a shared machine a reading falls when a neighbour is busy, and the
+    limit is the best the machine showed, so shares of it are not flattered by a bad moment."""
+    best = dict(max(measured, key=lambda m: m["tokens_per_s"]))
+    best["readings"] = [m["tokens_per_s"] for m in measured]
+    return best
+
+
 def shared_prefix_tokens(prompts) -> int:
     """Prompt tokens a decoder must run at least once for ``prompts`` (a PromptBatch): the
     longest prefix all real token sequences share, once, and every row's rest."""

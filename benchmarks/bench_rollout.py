@@ -24,7 +24,9 @@ log-probs of the rationale.
 
 *limit*: the tokens/s that this machine's matmul throughput at the model's shapes allows
 (``_limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
-attention, norms and sampling left out), per dtype, measured in the same run; *share* = our
+attention, norms and sampling left out), per dtype, measured in the same run before the
+scenarios and after each, the highest reading kept (a busy neighbour lowers a reading; the
+limit is the best the machine showed); *share* = our
 rationale tokens/s (prefill time included) / limit; *share of the work's limit* = the least
 time those matmuls need for the whole job (each prompt token once -- the prompts' common
 prefix once -- through the layers, each rationale token through the layers and the LM head;
@@ -143,7 +145,7 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
-    from _limits import bf16_matrix_units, decode_limit, work_seconds
+    from _limits import best_limit, bf16_matrix_units, decode_limit, work_seconds
 
     def work_share(r, dtype):
         ours = r["ours"]
@@ -156,9 +158,11 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         model, tokenizer = load_backbone(args.model, dtype)
         model.eval()
-        limits[dtype] = decode_limit(model, next(model.parameters()).dtype)
+        readings = [decode_limit(model, next(model.parameters()).dtype)]  # again after each scenario
+        limits[dtype] = best_limit(readings)
         print(f"limit {dtype}: {limits[dtype]['tokens_per_s']:.0f} tok/s "
               f"({limits[dtype]['gflops']:.0f} GFLOP/s at the model's shapes)", flush=True)
+        scenario_rows = []
         for scenario, n_texts, samples, temperature in (
             ("rollout", args.prompts, args.samples, 1.0),
             ("encode", args.encode_texts, 1, 0.0),
@@ -166,12 +170,17 @@ def main() -> None:
             r = measure(model, tokenizer, _texts(n_texts), samples, temperature, args.max_new_tokens,
                         args.repeats, pipelines)
             speedup = r["reference"]["seconds"] / r["ours"]["seconds"]
-            rows.append((scenario, dtype, n_texts, samples, r, speedup))
+            scenario_rows.append((scenario, dtype, n_texts, samples, r, speedup))
+            readings.append(decode_limit(model, next(model.parameters()).dtype))
+            limits[dtype] = best_limit(readings)
             print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: "
                   + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in pipelines)
-                  + f" | speed-up {speedup:.2f}x | share of limit "
-                  f"{r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | share of the "
-                  f"work's limit {work_share(r, dtype):.0%}", flush=True)
+                  + f" | speed-up {speedup:.2f}x | limit readings so far "
+                  + "/".join(f"{x:.0f}" for x in limits[dtype]["readings"]) + " tok/s", flush=True)
+        for scenario, _d, _n, _s, r, _x in scenario_rows:
+            print(f"{scenario:8s} {dtype:9s} share of limit {r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%}"
+                  f" | share of the work's limit {work_share(r, dtype):.0%}", flush=True)
+        rows += scenario_rows
         del model
 
     headline = next(s for (scenario, dtype, *_rest, s) in rows if scenario == "rollout" and dtype == "float32")
@@ -183,9 +192,11 @@ def main() -> None:
             f"max {args.max_new_tokens} new tokens, median of {args.repeats} alternating repeats.",
             f"Machine: {machine()}; bf16 matrix units: {'yes' if bf16_matrix_units() else 'no'}.",
             "",
-            "Limits measured in this run: " + "; ".join(
+            "Limits measured in this run (the highest of a reading before the scenarios and one after "
+            "each; all readings in brackets): " + "; ".join(
                 f"{d} {v['tokens_per_s']:.0f} tok/s ({v['gflops']:.0f} GFLOP/s at the model's shapes, "
-                f"{v['flops_per_token'] / 1e6:.0f} MFLOP per token)" for d, v in limits.items()) + ".",
+                f"{v['flops_per_token'] / 1e6:.0f} MFLOP per token; readings "
+                + ", ".join(f"{x:.0f}" for x in v["readings"]) + ")" for d, v in limits.items()) + ".",
             "",
             "| scenario | dtype | texts x samples | ours s | ours tok/s | share of limit | share of the "
             "work's limit | ours, HF step s | ours, HF step tok/s | reference s | reference tok/s | "

@@ -122,6 +122,7 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
     """A prefilled batch of len(texts) rows with ``decoded`` tokens already fed (HF decoder)."""
     from grace.models.prompt import build_prompts
     from grace.rollout.engine import _prefill
+    from grace.rollout.kv_cache import cache_kwargs
 
     prompts = build_prompts(tokenizer, texts)
     pre = _prefill(model, prompts, tokenizer.pad_token_id, True, room=decoded + 64)
@@ -130,7 +131,7 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
     for _ in range(decoded):
         attn = torch.cat([attn, torch.ones(len(texts), 1, dtype=torch.long)], dim=1)
         model.model(input_ids=tok[:, None], attention_mask=attn, position_ids=pos[:, None],
-                    past_key_values=pre.cache, use_cache=True)
+                    **cache_kwargs(model.model, pre.cache), use_cache=True)
         pos = pos + 1
     return prompts, pre.cache, attn, pos
 
@@ -140,6 +141,7 @@ def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
     """Seconds and split of one decode step (HF decoder, static step), and of one prefill."""
     from grace.rollout.decode_step import StaticDecodeStep
     from grace.rollout.engine import _prefill, sample_and_score
+    from grace.rollout.kv_cache import cache_kwargs
 
     prompts, cache, attn, pos = _decode_setup(model, tokenizer, texts, 16)
     head = model.lm_head
@@ -156,7 +158,7 @@ def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
     def hf_step():
         rewind()
         h = model.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos[:, None],
-                        past_key_values=cache, use_cache=True).last_hidden_state[:, 0]
+                        **cache_kwargs(model.model, cache), use_cache=True).last_hidden_state[:, 0]
         sample_and_score(head(h), 1.0)  # as training rollouts: sampled, with log-probs
 
     def static_step():

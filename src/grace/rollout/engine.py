@@ -39,7 +39,7 @@ from transformers.cache_utils import DynamicCache
 from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
 from grace.rollout.decode_step import head_logits
-from grace.rollout.kv_cache import make_cache
+from grace.rollout.kv_cache import cache_kwargs, make_cache
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
 
@@ -162,12 +162,12 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
     cache = make_cache(model, S + L + room + 1)
     if S:
         decoder(input_ids=lay.prefix.to(device), position_ids=torch.arange(S, device=device)[None],
-                past_key_values=cache, use_cache=True)
+                **cache_kwargs(decoder, cache), use_cache=True)
         cache.batch_repeat_interleave(b)
     attn = torch.cat([torch.ones(b, S, dtype=torch.long), lay.suffix_mask], dim=1).to(device)  # (b, S+L)
     out = decoder(input_ids=lay.suffix.to(device), attention_mask=attn,
                   position_ids=(S + torch.arange(L, device=device))[None].expand(b, L),
-                  past_key_values=cache, use_cache=True)
+                  **cache_kwargs(decoder, cache), use_cache=True)
     hidden = out.last_hidden_state  # (b, L, D)
     weights = lay.pool_mask.to(device, torch.float32).unsqueeze(-1)  # (b, L, 1)
     return _Prefilled(
@@ -222,7 +222,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
             hidden = step(tok, next_pos, cache, attn.bool())  # (n, D): the fed token
         else:
             hidden = decoder(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True).last_hidden_state[:, 0]
+                             **cache_kwargs(decoder, cache), use_cache=True).last_hidden_state[:, 0]
         pool_sum[rows[live]] += hidden[live].float()
         pool_count[rows[live]] += 1
         next_pos = next_pos + 1

@@ -3,6 +3,9 @@ place into buffers sized for the whole rollout (no ``torch.cat`` of the whole ca
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -81,3 +84,16 @@ def make_cache(model, capacity: int) -> DynamicCache:
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
         cache.layers = [PreallocatedLayer(capacity) for _ in cache.layers]
     return cache
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(decoder_type: type) -> str:
+    parameters = inspect.signature(decoder_type.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_kwargs(decoder, cache) -> dict:
+    """``{name: cache}`` for a call of ``decoder``, under the name its transformers release
+    takes: ``cache`` from 5.25 on (``past_key_values`` is deprecated there), before that
+    ``past_key_values``."""
+    return {_cache_argument(type(decoder)): cache}
