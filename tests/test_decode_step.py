@@ -244,6 +244,30 @@ def test_head_logits_are_the_heads_and_row_major(setup):
         assert torch.equal(head_logits(other, hidden), other(hidden))
 
 
+def test_grouped_attention_is_sdpa_with_each_kv_head_repeated():
+    """Query head h reads key/value head h // (H / KV), as repeat_kv pairs them; masked columns
+    get no weight; a row that attends to one column returns that column's value."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from grace.rollout.decode_step import grouped_attention
+
+    g = torch.Generator().manual_seed(3)
+    n, heads, kv, length, hd = 3, 6, 2, 5, 4
+    q, k, v = (torch.randn(n, h, L, hd, generator=g) for h, L in ((heads, 1), (kv, length), (kv, length)))
+    mask = torch.ones(n, 1, 1, length, dtype=torch.bool)
+    mask[1, ..., :2] = False
+    mask[2, ..., :4] = False  # row 2 attends to the last column only
+    module = type("Attention", (), {"num_key_value_groups": heads // kv, "is_causal": True, "training": False})()
+    for m in (mask, None):
+        ours, _ = grouped_attention(module, q, k, v, m, scaling=0.5)
+        theirs, _ = sdpa_attention_forward(module, q, k, v, m, dropout=0.0, scaling=0.5)
+        assert ours.shape == theirs.shape == (n, 1, heads, hd)
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
+    ours, _ = grouped_attention(module, q, k, v, mask, scaling=0.5)
+    for h in range(heads):
+        torch.testing.assert_close(ours[2, 0, h], v[2, h // (heads // kv), -1])
+
+
 def test_a_failed_compilation_says_so_once_and_decodes_uncompiled(setup, monkeypatch, caplog):
     """Where torch.compile cannot build the step (here: it raises, as without a C++ compiler),
     the compiled mode logs it once and gives the uncompiled step's rollouts."""

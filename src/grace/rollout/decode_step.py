@@ -10,8 +10,9 @@ order, up to the orientation of the matmuls below; float32 greedy tokens stay th
     x = embed(token)
     per layer (each projection as W @ h^T, see below):  h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv; rotary(q, k) at each row's position
                 k, v written in place at the cache's next column; attention of q over the
-                filled columns through transformers' own sdpa attention function (no mask
-                when nothing is masked, as HF's mask builder); x += o Wo;
+                filled columns (``grouped_attention``: sdpa's math with the query heads of a
+                key/value head as rows of one matmul; no mask when nothing is masked, as
+                HF's mask builder); x += o Wo;
                 x += down(silu(gate(rmsnorm(x))) * up(...))
     final rmsnorm
 
@@ -147,6 +148,24 @@ def _rotary_t(xt: torch.Tensor, cos_t: torch.Tensor, sin_t: torch.Tensor) -> tor
     return xt * cos_t + torch.cat((-xt[:, half:], xt[:, :half]), dim=1) * sin_t
 
 
+def grouped_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **_):
+    """Attention of one new token per row over its cache, with transformers' attention-function
+    signature and result: query (n, H, 1, hd), key/value (n, KV, L, hd), ``attention_mask``
+    (n, 1, 1, L) bool (True: attend) or None -> ((n, 1, H, hd), None). The H / KV query heads
+    that share a key/value head run as that many query rows of one matmul, so the cache is read
+    as it is, where sdpa's path with a mask first copies it once per query head (repeat_kv);
+    scores and softmax in float32, as sdpa's CPU kernels accumulate. Equal to sdpa to float32
+    rounding (a few 1e-7)."""
+    n, heads, _, hd = query.shape
+    kv = key.shape[1]
+    grouped = query.reshape(n, kv, heads // kv, hd)  # head h = kv head h // (H / KV), as repeat_kv
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * (hd ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    probs = scores.softmax(-1).to(value.dtype)  # (n, KV, H / KV, L)
+    return torch.matmul(probs, value).reshape(n, 1, heads, hd), None
+
+
 def _states(decoder, attention, tokens, positions, keys, values, column, mask, unmasked: bool):
     """The step as a pure function of tensors (what ``torch.compile`` captures): hidden states
     (n, D) of ``tokens`` (n,) at ``positions`` (n,). Each layer's new key/value is written at
@@ -218,14 +237,11 @@ class StaticDecodeStep:
     once in the log and runs uncompiled."""
 
     def __init__(self, model, compiled: bool = False):
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
         reason = unsupported(model)
         if reason is not None:
             raise ValueError(f"the static decode step cannot run this model: {reason}")
         self.decoder = model.model
-        # the attention call HF's layers make (the sdpa entry of transformers' registry)
-        self.attention = ALL_ATTENTION_FUNCTIONS[model.config._attn_implementation]
+        self.attention = grouped_attention  # sdpa's math, the cache read once per key/value head
         self.compiled = compiled
 
     @torch.no_grad()
