@@ -301,7 +301,7 @@ def test_a_failed_compilation_says_so_once_and_decodes_uncompiled(setup, monkeyp
 @pytest.mark.slow
 def test_the_compiled_step_gives_the_static_steps_rollouts(setup, monkeypatch):
     """The real torch.compile (inductor): the same greedy tokens, embeddings and log-probs to
-    float32 rounding. Builds the graph once (about two minutes on 2 cores)."""
+    float32 rounding. Builds the graph once (about 20 s for the tiny model on 2 cores)."""
     from grace.rollout import decode_step
 
     model, tok, prompts = setup

@@ -212,7 +212,7 @@ def _compiled_states():
         return None
     if "states" not in _COMPILED:
         logging.getLogger(__name__).info(
-            "compiling the decode step (torch.compile, once per process; about 2 min on 2 CPU cores)")
+            "compiling the decode step (torch.compile, once per process; 3-4 min on 2 CPU cores)")
         _COMPILED["states"] = torch.compile(_states, dynamic=True)
     return _COMPILED["states"]
 
@@ -230,8 +230,8 @@ class StaticDecodeStep:
     layers, every row at the same column). ``mask``: (n, length + 1) bool, True where a row
     attends (the new column included).
 
-    ``compiled=True`` runs the step through ``torch.compile`` (built at the first call, about
-    two minutes on 2 CPU cores, then shared by every step of the process). It always passes
+    ``compiled=True`` runs the step through ``torch.compile`` (built at the first call, 3-4
+    minutes for SmolLM2-135M on 2 CPU cores, then shared by every step of the process). It always passes
     the mask (one graph), so its states equal the uncompiled step's to float32 rounding, not
     bit for bit. Where compilation fails (no C++ compiler, an unsupported platform) it says so
     once in the log and runs uncompiled."""

@@ -298,8 +298,9 @@ def generate_and_score(
     decoded together up to ``batch_size`` rows (a group is never split); sort prompts by length
     beforehand for the least padding. ``decode``: ``auto`` (the static step of
     grace.rollout.decode_step where the model allows it, else the HF decoder), ``static``
-    (that step or an error), ``compiled`` (that step under ``torch.compile``: about two minutes
-    to build once per process, then faster; it falls back uncompiled where compilation fails)
+    (that step or an error), ``compiled`` (that step under ``torch.compile``: 3-4 minutes to
+    build once per process on 2 cores, and slower than uncompiled on our 2-core machine, 0.75x
+    in benchmarks/bench_rollout.py; it falls back uncompiled where compilation fails)
     or ``hf``.
     """
     n_prompts = prompts.input_ids.shape[0]
