@@ -90,3 +90,34 @@ def bf16_matrix_units() -> bool:
     from grace.models.backbones import cpu_has_bf16_units
 
     return cpu_has_bf16_units()
+
+
+@torch.no_grad()
+def rows_floor(model, rows: int, repeats: int = 5) -> dict:
+    """The matmuls of one decode step at ``rows`` rows, timed with the model's own weights (every
+    layer's, in order, so they stream from memory as in a real step) in the orientation the
+    static step uses (``W @ h^T``): {"step_seconds", "tokens_per_s" = rows / step_seconds}.
+    Attention, norms, sampling and Python are left out: no decode step at this many rows runs
+    faster with these GEMMs, so ``tokens_per_s`` / ``decode_limit`` is the highest share of the
+    limit a decoder of ``rows`` rows can reach here."""
+    weights = [getattr(part, name).weight for layer in model.model.layers
+               for part, names in ((layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                   (layer.mlp, ("gate_proj", "up_proj", "down_proj")))
+               for name in names]
+    weights.append(model.get_output_embeddings().weight)
+    dtype = weights[0].dtype
+    hs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=dtype) for w in weights}  # (rows, in)
+
+    def step():
+        for w in weights:
+            torch.mm(w, hs[w.shape[1]].t())  # as decode_step.linear_t
+
+    seconds = _seconds(step, repeats)
+    return {"step_seconds": seconds, "tokens_per_s": rows / seconds, "rows": rows}
+
+
+def best_rollout_seconds(limit: dict, floor: dict, prompt_tokens: int, steps: float) -> float:
+    """The least time a rollout of ``steps`` decode steps at ``floor``'s rows can take: its
+    prompt tokens through the layers at the limit (prefill at large batch runs near it) and each
+    step's matmuls at ``floor`` (``rows_floor``), nothing else."""
+    return prompt_tokens * limit["layer_seconds_per_token"] + steps * floor["step_seconds"]

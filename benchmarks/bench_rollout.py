@@ -33,6 +33,14 @@ prefix once -- through the layers, each rationale token through the layers and t
 ``_limits.work_seconds``) / our seconds: the first share counts the prefill as lost time, this
 one as work.
 
+*matmul floor*: the same matmuls at the scenario's own row count (B x G), with the model's own
+weights streaming from memory as in a real step and in the static step's orientation
+(``_limits.rows_floor``), as a share of the limit: what a decode step at this many rows could
+reach if everything but its matmuls were free. *best share this shape allows*: the scenario's
+tokens over its prompt tokens at the limit plus a step at that floor per token of a mean row
+but its first
+(``_limits.best_rollout_seconds``): no implementation built on these GEMMs gets a higher share.
+
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
 ``encode`` = greedy encoding (B texts, one rationale each; both pipelines produce the same
 tokens, checked). Same model, batch, lengths, dtype and thread count; the two pipelines
@@ -145,21 +153,37 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
-    from _limits import best_limit, bf16_matrix_units, decode_limit, work_seconds
+    from _limits import best_limit, best_rollout_seconds, bf16_matrix_units, decode_limit, rows_floor, work_seconds
 
     def work_share(r, dtype):
         ours = r["ours"]
         return work_seconds(limits[dtype], r["prompt_tokens"], ours["tokens"]) / ours["seconds"]
 
+    def best_share(r, dtype, n_rows):
+        """The highest share of the limit a rollout of this shape can reach with these GEMMs:
+        its tokens over the prefill at the limit plus a step at the matmul floor for each token
+        of a mean row but its first (which the prefill's last state gives: rows that end early
+        cost no steps, so this is an upper bound)."""
+        best = best_rollout_seconds(limits[dtype], floors[dtype][n_rows], r["prompt_tokens"],
+                                    r["ours"]["tokens"] / n_rows - 1)
+        return r["ours"]["tokens"] / best / limits[dtype]["tokens_per_s"]
+
+    def read_floors(model, dtype):  # the fastest reading of each row count so far
+        for n_rows in {args.prompts * args.samples, args.encode_texts}:
+            f = rows_floor(model, n_rows)
+            old = floors.setdefault(dtype, {}).get(n_rows)
+            floors[dtype][n_rows] = f if old is None or f["step_seconds"] < old["step_seconds"] else old
+
     from grace.models.backbones import load_backbone
 
     pipelines = PIPELINES + ((COMPILED,) if args.compiled else ())
-    rows, limits = [], {}
+    rows, limits, floors = [], {}, {}
     for dtype in args.dtypes.split(","):
         model, tokenizer = load_backbone(args.model, dtype)
         model.eval()
         readings = [decode_limit(model, next(model.parameters()).dtype)]  # again after each scenario
         limits[dtype] = best_limit(readings)
+        read_floors(model, dtype)
         print(f"limit {dtype}: {limits[dtype]['tokens_per_s']:.0f} tok/s "
               f"({limits[dtype]['gflops']:.0f} GFLOP/s at the model's shapes)", flush=True)
         scenario_rows = []
@@ -173,13 +197,18 @@ def main() -> None:
             scenario_rows.append((scenario, dtype, n_texts, samples, r, speedup))
             readings.append(decode_limit(model, next(model.parameters()).dtype))
             limits[dtype] = best_limit(readings)
+            read_floors(model, dtype)
             print(f"{scenario:8s} {dtype:9s} B={n_texts} G={samples}: "
                   + " | ".join(f"{p} {r[p]['seconds']:.2f} s ({r[p]['tokens_per_s']:.0f} tok/s)" for p in pipelines)
                   + f" | speed-up {speedup:.2f}x | limit readings so far "
                   + "/".join(f"{x:.0f}" for x in limits[dtype]["readings"]) + " tok/s", flush=True)
-        for scenario, _d, _n, _s, r, _x in scenario_rows:
+        for scenario, _d, n, g, r, _x in scenario_rows:
+            floor = floors[dtype][n * g]
             print(f"{scenario:8s} {dtype:9s} share of limit {r['ours']['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%}"
-                  f" | share of the work's limit {work_share(r, dtype):.0%}", flush=True)
+                  f" | share of the work's limit {work_share(r, dtype):.0%}"
+                  f" | matmul floor at {n * g} rows {floor['tokens_per_s']:.0f} tok/s"
+                  f" ({floor['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} of the limit)"
+                  f" | best share this shape allows {best_share(r, dtype, n * g):.0%}", flush=True)
         rows += scenario_rows
         del model
 
@@ -199,15 +228,18 @@ def main() -> None:
                 + ", ".join(f"{x:.0f}" for x in v["readings"]) + ")" for d, v in limits.items()) + ".",
             "",
             "| scenario | dtype | texts x samples | ours s | ours tok/s | share of limit | share of the "
-            "work's limit | ours, HF step s | ours, HF step tok/s | reference s | reference tok/s | "
+            "work's limit | matmul floor at these rows, share of limit | best share this shape allows | "
+            "ours, HF step s | ours, HF step tok/s | reference s | reference tok/s | "
             "speed-up (reference / ours) | static step (HF step / ours) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for scenario, dtype, n_texts, samples, r, speedup in rows:
             o, hf, ref = r["ours"], r["ours, HF step"], r["reference"]
             lines.append(
                 f"| {scenario} | {dtype} | {n_texts} x {samples} | {o['seconds']:.2f} | {o['tokens_per_s']:.0f} | "
                 f"{o['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | {work_share(r, dtype):.0%} | "
+                f"{floors[dtype][n_texts * samples]['tokens_per_s'] / limits[dtype]['tokens_per_s']:.0%} | "
+                f"{best_share(r, dtype, n_texts * samples):.0%} | "
                 f"{hf['seconds']:.2f} | "
                 f"{hf['tokens_per_s']:.0f} | {ref['seconds']:.2f} | {ref['tokens_per_s']:.0f} | "
                 f"**{speedup:.2f}x** | {hf['seconds'] / o['seconds']:.2f}x |")

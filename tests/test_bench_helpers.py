@@ -43,3 +43,13 @@ def test_decode_limit_counts_every_projection_and_the_head(tiny):
     out = limits.decode_limit(model, torch.float32, rows=64, repeats=1)
     expected = 2 * (n * sum(i * o for i, o in layer) + head[0] * head[1])
     assert out["flops_per_token"] == expected and out["tokens_per_s"] > 0
+
+
+def test_rows_floor_times_the_models_weights_and_bounds_a_rollout(tiny):
+    limits = _load("_limits")
+    model, _ = tiny
+    floor = limits.rows_floor(model, rows=4, repeats=1)
+    assert floor["rows"] == 4 and floor["tokens_per_s"] == 4 / floor["step_seconds"] > 0
+    limit = {"layer_seconds_per_token": 0.5}
+    # 10 prompt tokens at 0.5 s each, then 3 steps at the floor's step time
+    assert limits.best_rollout_seconds(limit, {"step_seconds": 2.0}, 10, 3) == 5.0 + 6.0
