@@ -231,6 +231,12 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--label", default="", help="written after the section title (e.g. 'before')")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--section", default="profile",
+                   help="results-speed.md section to write (another name keeps the existing one)")
+    p.add_argument("--autocast", choices=("auto", "on", "off"), default="auto",
+                   help="also profile the float32 updates under bf16 autocast: auto (only where the "
+                        "CPU has bf16 matrix units, as the trainer's mixed_precision auto; elsewhere "
+                        "bf16 matmuls run several times slower than float32), on, off")
     args = p.parse_args()
     model_name = args.model or ("tiny-random" if args.quick else "smollm2-135m")
     rows = args.rows or (8 if args.quick else 32)
@@ -246,11 +252,17 @@ def main() -> None:
              "any op, profiler overhead included).",
              f"Machine: {machine(threads=args.threads)}.", ""]
     texts = [t.strip() for t in DATA.read_text().splitlines() if t.strip()]
+    from grace.models.backbones import cpu_has_bf16_units
+
+    autocast_too = args.autocast == "on" or (args.autocast == "auto" and cpu_has_bf16_units())
+    if not autocast_too:
+        lines += ["Updates under bf16 autocast: not profiled in this run (`--autocast "
+                  f"{args.autocast}`; bf16 matrix units: {'yes' if cpu_has_bf16_units() else 'no'}).", ""]
     for dtype in args.dtypes:
         model, tokenizer = load_backbone(model_name, dtype)
         model.eval()
         results = profile_decode(model, tokenizer, texts[:rows], args.repeats)
-        for autocast in ((False,) if dtype != "float32" else (False, True)):
+        for autocast in ((False, True) if dtype == "float32" and autocast_too else (False,)):
             part = profile_update(model, tokenizer, texts[:args.update_rows], args.tokens,
                                   max(2, args.repeats // 2), autocast)
             results.update({f"{k}{' (bf16 autocast)' if autocast else ''}": v for k, v in part.items()})
@@ -261,7 +273,7 @@ def main() -> None:
         print("\n".join(lines[-(len(results) + 6):]), flush=True)
         del model
     if write:
-        write_section("profile", "\n".join(lines))
+        write_section(args.section, "\n".join(lines))
 
 
 if __name__ == "__main__":
