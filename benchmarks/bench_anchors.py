@@ -104,9 +104,10 @@ def _ct2_worker(conn, model_name: str, quantizations: tuple, threads: int) -> No
 
 class CT2Process:
     """CTranslate2 in its own process, so that its thread pools and torch's never live in one
-    process (in one of two checks on 2 cores, our rollouts right after a CTranslate2 run in the
-    same process took 8.5-8.9 s against 5.4-6.4 s before it). Timing is taken in the child,
-    around the call alone."""
+    process. (On our noisy 2-core machine this could not be shown to matter: our rollouts right
+    after a CTranslate2 run took 8.5-8.9 s in one check and 5.6-6.8 s in another, in one
+    process; 8.6 and 6.7 s with this child process; 5.4-6.9 s with CTranslate2 idle.) Timing is
+    taken in the child, around the call alone."""
 
     def __init__(self, model_name: str, quantizations: tuple, threads: int):
         import multiprocessing as mp
