@@ -12,6 +12,10 @@ in one pass:
   ``[shared prefix | right-padded suffix]``, with explicit position ids; the padding holes are
   masked);
 - **shared group prefill**: a prompt is prefilled once and its cache repeated for its G samples;
+- **length-bucketed prefill**: suffixes of very different lengths run in buckets of similar
+  length (``grace.rollout.buckets``: cut where the padding saved outweighs a decoder call), each
+  padded only to its own longest, then placed in one cache laid out as a single call lays it
+  (32 mixed Wikipedia prompts: 5.75 -> 3.06 s; the 8 prompts of a GRACE step: 0.97 -> 0.92 s);
 - **pooling from the generation pass**: the prefill hidden states of the pooled prompt positions
   and the hidden state of every generated token (computed when that token is fed back) are
   summed into the masked mean on the fly; the log-prob of each sampled token at its row's
@@ -39,7 +43,8 @@ from transformers.cache_utils import DynamicCache
 from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
 from grace.rollout.decode_step import head_logits
-from grace.rollout.kv_cache import cache_kwargs, make_cache
+from grace.rollout.buckets import length_buckets
+from grace.rollout.kv_cache import PreallocatedLayer, cache_kwargs, fill_to, make_cache, place_rows, repeated_cache
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 
 
@@ -163,12 +168,16 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
     if S:
         decoder(input_ids=lay.prefix.to(device), position_ids=torch.arange(S, device=device)[None],
                 **cache_kwargs(decoder, cache), use_cache=True)
-        cache.batch_repeat_interleave(b)
     attn = torch.cat([torch.ones(b, S, dtype=torch.long), lay.suffix_mask], dim=1).to(device)  # (b, S+L)
-    out = decoder(input_ids=lay.suffix.to(device), attention_mask=attn,
-                  position_ids=(S + torch.arange(L, device=device))[None].expand(b, L),
-                  **cache_kwargs(decoder, cache), use_cache=True)
-    hidden = out.last_hidden_state  # (b, L, D)
+    buckets = length_buckets(lay.lengths.tolist())
+    if len(buckets) > 1 and S and all(isinstance(c, PreallocatedLayer) for c in cache.layers):
+        cache, hidden = _bucketed_suffixes(decoder, cache, lay, buckets, attn, room)
+    else:
+        if S:
+            cache.batch_repeat_interleave(b)
+        hidden = decoder(input_ids=lay.suffix.to(device), attention_mask=attn,
+                         position_ids=(S + torch.arange(L, device=device))[None].expand(b, L),
+                         **cache_kwargs(decoder, cache), use_cache=True).last_hidden_state  # (b, L, D)
     weights = lay.pool_mask.to(device, torch.float32).unsqueeze(-1)  # (b, L, 1)
     return _Prefilled(
         cache=cache,
@@ -178,6 +187,31 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
         last_hidden=hidden[torch.arange(b, device=device), lay.lengths.to(device) - 1],
         next_pos=(S + lay.lengths).to(device),
     )
+
+
+def _bucketed_suffixes(decoder, prefix_cache, lay: _Layout, buckets, attn, room: int):
+    """The suffixes run bucket by bucket (rows of similar length, each padded only to its own
+    longest: ``grace.rollout.buckets``) on copies of the one-row ``prefix_cache``; their keys and
+    values are placed in one cache of all b rows, laid out as the single batched call lays them
+    (columns past a row's suffix: zeros, masked by ``attn``). -> (cache, hidden (b, L, D))."""
+    device = attn.device
+    b, L = lay.suffix.shape
+    S = lay.prefix.shape[1]
+    cache = repeated_cache(prefix_cache, b, S + L + room + 1)
+    hidden = None
+    for bucket in buckets:
+        rows = torch.tensor(bucket, device=device)
+        width = int(lay.lengths[bucket].max())
+        part = repeated_cache(prefix_cache, len(bucket), S + width)
+        out = decoder(input_ids=lay.suffix[bucket, :width].to(device), attention_mask=attn[rows, : S + width],
+                      position_ids=(S + torch.arange(width, device=device))[None].expand(len(bucket), width),
+                      **cache_kwargs(decoder, part), use_cache=True).last_hidden_state  # (rows, width, D)
+        if hidden is None:
+            hidden = out.new_zeros(b, L, out.shape[-1])
+        hidden[rows, :width] = out
+        place_rows(cache, part, rows, S)
+    fill_to(cache, S + L)
+    return cache, hidden
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ place into buffers sized for the whole rollout (no ``torch.cat`` of the whole ca
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 
@@ -71,6 +72,19 @@ class PreallocatedLayer(DynamicLayer):
             self._v = self._v[indices]
             self._refresh()
 
+    def repeated(self, rows: int, capacity: int) -> "PreallocatedLayer":
+        """A new layer holding this one's filled columns (of its one row) for ``rows`` rows, in
+        buffers of ``capacity`` columns (the rest zeros)."""
+        if self._k.shape[0] != 1:
+            raise ValueError(f"repeated() copies a one-row layer, this one has {self._k.shape[0]} rows")
+        new = PreallocatedLayer(max(capacity, self.length))
+        k, v = self.keys.expand(rows, -1, -1, -1), self.values.expand(rows, -1, -1, -1)
+        new.lazy_initialization(k, v)
+        new._k[:, :, : self.length] = k
+        new._v[:, :, : self.length] = v
+        new.advance(self.length)
+        return new
+
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove < 0 and self.length:
             self.length = max(0, self.length + tokens_to_remove)
@@ -84,6 +98,33 @@ def make_cache(model, capacity: int) -> DynamicCache:
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
         cache.layers = [PreallocatedLayer(capacity) for _ in cache.layers]
     return cache
+
+
+def repeated_cache(cache: DynamicCache, rows: int, capacity: int) -> DynamicCache:
+    """A cache of ``rows`` copies of the one row of ``cache`` (preallocated, filled layers),
+    with room for ``capacity`` columns."""
+    out = copy.copy(cache)  # the cache's own settings, new layers
+    out.layers = [layer.repeated(rows, capacity) for layer in cache.layers]
+    return out
+
+
+def place_rows(target: DynamicCache, source: DynamicCache, rows: torch.Tensor, start: int) -> None:
+    """Copy the columns ``start`` .. ``source``'s length of every layer of ``source`` into rows
+    ``rows`` (len(rows) = source's rows) of ``target``, at the same columns; ``target``'s length
+    is not changed (columns past a row's own end stay as they were: zeros, masked)."""
+    for t, s in zip(target.layers, source.layers):
+        end = s.length
+        if end > t._k.shape[2]:
+            raise ValueError(f"source fills {end} columns, the target has {t._k.shape[2]}")
+        t._k[rows, :, start:end] = s._k[:, :, start:end]
+        t._v[rows, :, start:end] = s._v[:, :, start:end]
+
+
+def fill_to(cache: DynamicCache, length: int) -> None:
+    """Count the first ``length`` columns of every layer as filled (written by place_rows)."""
+    for layer in cache.layers:
+        layer.reserve(length - layer.length)
+        layer.advance(length - layer.length)
 
 
 @functools.lru_cache(maxsize=None)
