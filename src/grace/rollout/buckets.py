@@ -5,7 +5,10 @@ tokens (for the 8 prompts of a GRACE step, 472 token rows for 297 real ones). Ru
 similar length together saves that, at the cost of one more decoder call per bucket.
 ``length_buckets`` sorts the rows by length and cuts the sorted list where that pays, exactly
 (dynamic programming over the cut points): the cost of a bucket is its rows x its longest length
-plus ``overhead`` token rows per call.
+plus ``overhead`` token rows per call. The default of 64 is a round, untuned figure for a
+decoder call's fixed cost (per-op dispatch of 30 layers: tens of ms on 2 CPU cores, about what
+64 token rows of matmuls take); measured with it: 32 mixed Wikipedia prompts prefill in 3.06 s
+instead of 5.75 (4 buckets), the 8 prompts of a GRACE step in 0.92 s instead of 0.97 (2).
 """
 
 from __future__ import annotations
