@@ -140,7 +140,8 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
 def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
     """Seconds and split of one decode step (HF decoder, static step), and of one prefill."""
     from grace.rollout.decode_step import StaticDecodeStep
-    from grace.rollout.engine import _prefill, sample_and_score
+    from grace.rollout.engine import _prefill
+    from grace.rollout.sampling import sample_and_score
     from grace.rollout.kv_cache import cache_kwargs
 
     prompts, cache, attn, pos = _decode_setup(model, tokenizer, texts, 16)

@@ -197,7 +197,7 @@ def test_rollout_dtype_auto_is_bf16_only_for_a_float32_policy_on_a_cpu_with_bf16
 
 
 def test_sample_and_score_draws_as_sample_tokens_and_scores_as_chosen_logprobs():
-    from grace.rollout.engine import chosen_logprobs, sample_and_score, sample_tokens
+    from grace.rollout.sampling import chosen_logprobs, sample_and_score, sample_tokens
 
     logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(0)) * 3
     temps = torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 1e-8])  # a greedy row, a clamped temperature
@@ -316,3 +316,35 @@ def test_the_compiled_step_gives_the_static_steps_rollouts(setup, monkeypatch):
     assert torch.equal(static.seqs.input_ids, compiled.seqs.input_ids)
     torch.testing.assert_close(compiled.embeddings, static.embeddings, atol=1e-5, rtol=0)
     torch.testing.assert_close(compiled.logprobs, static.logprobs, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_bf16_attention_over_the_whole_buffer_is_attention_over_the_filled_columns(setup, monkeypatch):
+    """In bf16 on the CPU the step attends over the whole preallocated buffers (unfilled
+    columns masked): the same states as over the filled columns only, and the HF step's to
+    bf16 rounding."""
+    from grace.rollout import decode_step
+
+    model, tok, prompts = setup
+    model = _randomised(model).to(torch.bfloat16)
+    assert decode_step.whole_buffer_attention(torch.zeros(1, dtype=torch.bfloat16))
+    assert not decode_step.whole_buffer_attention(torch.zeros(1))
+    runs = {}
+    for whole in (True, False, "hf"):
+        monkeypatch.setattr(decode_step, "whole_buffer_attention", lambda keys, w=whole: w is True)
+        pre = _prefill(model, prompts, tok.pad_token_id, True, room=6)
+        assert pre.cache.layers[0]._k.shape[2] > pre.cache.layers[0].length + 3  # room left unfilled
+        step = StaticDecodeStep(model)
+        attn, pos, states = pre.attn, pre.next_pos, []
+        for t, tokens in enumerate(torch.tensor([[5, 7, 300], [17, 7, 2], [99, 7, 41]])):
+            attn = torch.cat([attn, torch.tensor([1, int(t != 1), 1])[:, None]], dim=1)
+            if whole == "hf":
+                states.append(model.model(input_ids=tokens[:, None], attention_mask=attn, position_ids=pos[:, None],
+                                          **cache_kwargs(model.model, pre.cache), use_cache=True).last_hidden_state[:, 0])
+            else:
+                states.append(step(tokens, pos, pre.cache, attn.bool()))
+            pos = pos + 1
+        runs[whole] = torch.stack(states).float()
+    torch.testing.assert_close(runs[True], runs[False], atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(runs[True], runs["hf"], atol=5e-2, rtol=5e-2)
+    assert runs[True].abs().max() > 0.1  # states of a real size, so the tolerances mean something

@@ -11,9 +11,9 @@ from grace.models.backbones import load_backbone
 from grace.rollout.engine import (
     generate_and_score,
     pool_prompts,
-    sample_tokens,
     split_shared_prefix,
 )
+from grace.rollout.sampling import sample_tokens
 from grace.models.prompt import build_prompts
 from grace.rollout.kv_cache import PreallocatedLayer
 from grace.rollout.reference import generate_sequences, prompt_only, score_sequences

@@ -46,67 +46,7 @@ from grace.rollout.decode_step import head_logits
 from grace.rollout.buckets import length_buckets
 from grace.rollout.kv_cache import PreallocatedLayer, cache_kwargs, fill_to, make_cache, place_rows, repeated_cache
 from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
-
-
-def sample_tokens(logits: torch.Tensor, temperature, top_p: float = 1.0) -> torch.Tensor:
-    """Next tokens from ``logits`` (n, V). ``temperature``: a number or a (n,) tensor, one per
-    row; a row at temperature <= 0 takes the argmax, the others are sampled at their temperature
-    from the smallest set of tokens whose probability reaches ``top_p``. -> (n,)"""
-    temps = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
-    greedy = temps <= 0  # (n,)
-    if bool(greedy.all()):
-        return logits.argmax(dim=-1)
-    scaled = logits.float() / temps.clamp(min=1e-6)[:, None]  # (n, V)
-    if top_p < 1.0:
-        sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (n, V)
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # (n, V) mass of the tokens ranked above
-        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))  # keeps the top 1
-        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    # Inverse-CDF sampling: one uniform number per row. (torch.multinomial draws an exponential
-    # variate per vocabulary entry: ~30 ms per step for 32 rows x 49k tokens on a CPU core.)
-    return _draw(scaled.log_softmax(dim=-1), greedy, logits)
-
-
-def _draw(logp: torch.Tensor, greedy: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw from the rows of ``logp`` (n, V), one uniform number per row; greedy
-    rows take the argmax of ``logits``. Shared by sample_tokens and sample_and_score, so both
-    draw the same token from the same random state."""
-    cdf = logp.exp().cumsum(dim=-1)  # (n, V)
-    u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device)) * cdf[:, -1:]  # in (0, total]
-    sampled = torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
-    return torch.where(greedy, logits.argmax(dim=-1), sampled) if bool(greedy.any()) else sampled
-
-
-def sample_and_score(logits: torch.Tensor, temperature, top_p: float = 1.0,
-                     with_logprobs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``sample_tokens`` and ``chosen_logprobs`` of the sampled tokens in one pass over the
-    vocabulary: the tempered log-softmax that scores the tokens also gives the CDF they are
-    drawn from (top_p = 1; with a nucleus the draw goes through ``sample_tokens``). Same
-    distribution, same random draws. -> (tokens (n,), log-probs (n,) float32 or None)"""
-    temps = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
-    greedy = temps <= 0  # (n,)
-    all_greedy = bool(greedy.all())
-    if not with_logprobs:
-        return (logits.argmax(dim=-1) if all_greedy else sample_tokens(logits, temps, top_p)), None
-    scale = torch.where(greedy, torch.ones_like(temps), temps)  # greedy rows are scored at T = 1
-    logp = (logits.float() / scale[:, None]).log_softmax(dim=-1)  # (n, V)
-    if all_greedy:
-        tokens = logits.argmax(dim=-1)
-    elif top_p < 1.0 or bool(((temps > 0) & (temps < 1e-6)).any()):  # nucleus, or a clamped T
-        tokens = sample_tokens(logits, temps, top_p)
-    else:  # sample_tokens' draw from the same log-softmax (greedy rows' CDF rows go unused)
-        tokens = _draw(logp, greedy, logits)
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
-
-
-def chosen_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature=1.0) -> torch.Tensor:
-    """log softmax(logits / T)[token]: (n, V), (n,) -> (n,) float32. ``temperature`` T: a
-    number or a (n,) tensor, each row's sampling temperature; a row at T <= 0 (greedy) is
-    scored at T = 1."""
-    t = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(logits.shape[0])
-    t = torch.where(t > 0, t, torch.ones_like(t))  # (n,)
-    return (logits.float() / t[:, None]).log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+from grace.rollout.sampling import sample_and_score
 
 
 @dataclass
