@@ -51,13 +51,18 @@ def _tiny_qwen2(vocab: int):
 
 
 @torch.no_grad()
-def _same_as_hf(model, tok, texts):
+def _same_as_hf(model, tok, texts, weights_first=None):
     """Three steps from the same prefill (per-row positions, row 1 masked out of its 2nd new
     column when there are several rows): hidden states and every cached key/value are equal to
-    float32 rounding (the step's matmuls run as W @ h^T, which may sum in another order)."""
+    float32 rounding (the step's matmuls run transposed, which may sum in another order). With
+    ``weights_first`` None, each of the two GEMM orientations in turn."""
+    if weights_first is None:
+        for first in (True, False):
+            _same_as_hf(model, tok, texts, first)
+        return
     prompts = build_prompts(tok, texts)
     ours, theirs = (_prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
-    step = StaticDecodeStep(model)
+    step = StaticDecodeStep(model, weights_first=weights_first)
     attn, pos = ours.attn, ours.next_pos
     n = len(texts)
     tokens = torch.tensor([[5, 17, 99], [7, 7, 7], [300, 2, 41]])[:, :n]
@@ -348,3 +353,28 @@ def test_bf16_attention_over_the_whole_buffer_is_attention_over_the_filled_colum
     torch.testing.assert_close(runs[True], runs[False], atol=1e-2, rtol=1e-2)
     torch.testing.assert_close(runs[True], runs["hf"], atol=5e-2, rtol=5e-2)
     assert runs[True].abs().max() > 0.1  # states of a real size, so the tolerances mean something
+
+
+def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per_bucket():
+    from grace.rollout import orientation
+
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(5, 16, generator=gen)
+    for bias in (False, True):
+        linear = torch.nn.Linear(16, 12, bias=bias)
+        for first in (True, False):
+            out = orientation.project(h, linear, first)
+            assert out.shape == (12, 5)
+            torch.testing.assert_close(out, linear(h).t().detach(), atol=1e-6, rtol=1e-6)
+    assert [orientation.row_bucket(r) for r in (1, 2, 3, 8, 9, 32, 33)] == [1, 2, 4, 8, 16, 32, 64]
+    from grace.models.backbones import load_backbone
+
+    model, _ = load_backbone("tiny-random")
+    orientation._CHOSEN.clear()
+    rng = torch.random.get_rng_state()
+    choice = orientation.weights_first(model.model.layers, 30)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # timing draws nothing from sampling's generator
+    assert isinstance(choice, bool) and list(orientation._CHOSEN) == [("cpu", torch.float32, 32)]
+    orientation._CHOSEN[("cpu", torch.float32, 32)] = not choice  # remembered: not timed again
+    assert orientation.weights_first(model.model.layers, 17) is (not choice)
+    orientation._CHOSEN.clear()

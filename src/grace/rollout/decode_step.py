@@ -8,7 +8,7 @@ order, up to the orientation of the matmuls below; float32 greedy tokens stay th
 ``generate``, tested):
 
     x = embed(token)
-    per layer (each projection as W @ h^T, see below):  h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv; rotary(q, k) at each row's position
+    per layer (each projection transposed, see below):  h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv; rotary(q, k) at each row's position
                 k, v written in place at the cache's next column; attention of q over the
                 filled columns (``grouped_attention``: sdpa's math with the query heads of a
                 key/value head as rows of one matmul; no mask when nothing is masked, as
@@ -16,12 +16,14 @@ order, up to the orientation of the matmuls below; float32 greedy tokens stay th
                 x += down(silu(gate(rmsnorm(x))) * up(...))
     final rmsnorm
 
-Every projection runs as ``W @ h^T`` (``linear_t``): the weight is the GEMM's row operand and
-the few token rows its column operand. At 32 rows this is 1.2-1.4x faster than ``h @ W^T`` on
-this project's CPUs (MKL), the LM head most of all. The GEMM may then sum in another order, so
-the states equal the HF decoder's to float32 rounding (a few 1e-7 on the tiny test model;
-0 on SmolLM2 at 32 rows here), not always bit for bit; the states stay in that transposed
-layout between a projection and the next row-wise op.
+Every projection runs transposed (``linear_t``): as ``W @ h^T`` (the weight as the GEMM's row
+operand, the few token rows its column operand; 1.2-1.4x faster than ``h @ W^T`` at 32 rows on
+AMD EPYC cores, the LM head most of all) or as ``(h @ W^T)^T`` where that is faster (an Intel
+Xeon with AMX: 1.07x in whole rollouts), chosen by timing both once per process
+(grace.rollout.orientation; the LM head always as ``W @ h^T``). The GEMM may then sum in another
+order, so the states equal the HF decoder's to float32 rounding (a few 1e-7 on the tiny test
+model; 0 on SmolLM2 at 32 rows here), not always bit for bit; the states stay in that
+transposed layout between a projection and the next row-wise op.
 
 Weights are read from the modules at every call (never copied), so a policy that was just
 updated decodes with its new weights. ``unsupported(model, cache)`` says why a model cannot
@@ -38,6 +40,8 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from grace.rollout.orientation import project, weights_first as faster_orientation
 
 SUPPORTED_TYPES = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}  # same layer up to biases
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -122,12 +126,11 @@ def _rmsnorm(x: torch.Tensor, norm) -> torch.Tensor:
     return norm.weight * h.to(x.dtype)
 
 
-def linear_t(h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``linear(h)`` transposed: (n, in) -> (out, n) = W @ h^T (+ bias), the weight as the GEMM's
-    row operand (faster than h @ W^T at a few rows; equal to float32 rounding)."""
-    if linear.bias is None:
-        return torch.mm(linear.weight, h.t())
-    return torch.addmm(linear.bias[:, None], linear.weight, h.t())
+def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
+    """``linear(h)`` transposed: (n, in) -> (out, n), as W @ h^T (+ bias), the weight as the
+    GEMM's row operand, or as (h @ W^T)^T (``weights_first=False``; see grace.rollout.orientation
+    for which is faster where); equal to float32 rounding."""
+    return project(h, linear, weights_first)
 
 
 def head_logits(head, hidden: torch.Tensor) -> torch.Tensor:
@@ -166,14 +169,16 @@ def grouped_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     return torch.matmul(probs, value).reshape(n, 1, heads, hd), None
 
 
-def _states(decoder, attention, tokens, positions, keys, values, column, mask, unmasked: bool):
+def _states(decoder, attention, tokens, positions, keys, values, column, mask, unmasked: bool,
+            weights_first: bool = True):
     """The step as a pure function of tensors (what ``torch.compile`` captures): hidden states
     (n, D) of ``tokens`` (n,) at ``positions`` (n,). Each layer's new key/value is written at
     ``column`` ((1,) long tensor) of its buffers ``keys[i]``/``values[i]`` (n, KV, capacity, hd),
     and attention runs over the first L columns, ``mask`` (n, L) bool saying where a row attends
     (no mask when ``unmasked``, as transformers' sdpa mask builder when nothing is masked).
     Uncompiled, L = column + 1; compiled, L = capacity (columns past the filled ones masked and
-    zero), so that every step of a chunk has the same shapes (no size is read from an int)."""
+    zero), so that every step of a chunk has the same shapes (no size is read from an int).
+    ``weights_first``: the projections' GEMM orientation (grace.rollout.orientation)."""
     n = tokens.shape[0]
     width = mask.shape[1]
     attend = None if unmasked else mask[:, None, None, :]  # (n, 1, 1, L): one query, all causal
@@ -184,20 +189,18 @@ def _states(decoder, attention, tokens, positions, keys, values, column, mask, u
         attn, mlp = layer.self_attn, layer.mlp
         hd = attn.head_dim
         h = _rmsnorm(x, layer.input_layernorm)  # (n, D)
-        q_t = _rotary_t(linear_t(h, attn.q_proj).view(-1, hd, n), cos_t, sin_t)  # (H, hd, n)
-        k_t = _rotary_t(linear_t(h, attn.k_proj).view(-1, hd, n), cos_t, sin_t)  # (KV, hd, n)
-        v_t = linear_t(h, attn.v_proj).view(-1, hd, n)
+        q_t = _rotary_t(linear_t(h, attn.q_proj, weights_first).view(-1, hd, n), cos_t, sin_t)  # (H, hd, n)
+        k_t = _rotary_t(linear_t(h, attn.k_proj, weights_first).view(-1, hd, n), cos_t, sin_t)  # (KV, hd, n)
+        v_t = linear_t(h, attn.v_proj, weights_first).view(-1, hd, n)
         k_buf.index_copy_(2, column, k_t.permute(2, 0, 1)[:, :, None])  # (n, KV, 1, hd), in place
         v_buf.index_copy_(2, column, v_t.permute(2, 0, 1)[:, :, None])
         q = q_t.permute(2, 0, 1).contiguous()[:, :, None]  # (n, H, 1, hd), as HF's layer holds it
         o, _ = attention(attn, q, k_buf[:, :, :width], v_buf[:, :, :width], attend,
                          dropout=0.0, scaling=attn.scaling)
-        x = x + linear_t(o.reshape(n, -1), attn.o_proj).t()  # o: (n, 1, H, hd)
+        x = x + linear_t(o.reshape(n, -1), attn.o_proj, weights_first).t()  # o: (n, 1, H, hd)
         h = _rmsnorm(x, layer.post_attention_layernorm)
-        act = F.silu(linear_t(h, mlp.gate_proj)) * linear_t(h, mlp.up_proj)  # (I, n)
-        down = mlp.down_proj
-        x = x + (torch.mm(down.weight, act) if down.bias is None
-                 else torch.addmm(down.bias[:, None], down.weight, act)).t()
+        act = F.silu(linear_t(h, mlp.gate_proj, weights_first)) * linear_t(h, mlp.up_proj, weights_first)  # (I, n)
+        x = x + project(act.t(), mlp.down_proj, weights_first).t()
     return _rmsnorm(x, decoder.norm)
 
 
@@ -248,13 +251,14 @@ class StaticDecodeStep:
     bit for bit. Where compilation fails (no C++ compiler, an unsupported platform) it says so
     once in the log and runs uncompiled."""
 
-    def __init__(self, model, compiled: bool = False):
+    def __init__(self, model, compiled: bool = False, weights_first: bool | None = None):
         reason = unsupported(model)
         if reason is not None:
             raise ValueError(f"the static decode step cannot run this model: {reason}")
         self.decoder = model.model
         self.attention = grouped_attention  # sdpa's math, the cache read once per key/value head
         self.compiled = compiled
+        self.weights_first = weights_first  # None: the faster here (grace.rollout.orientation)
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache, mask: torch.Tensor) -> torch.Tensor:
@@ -265,21 +269,25 @@ class StaticDecodeStep:
             raise ValueError(f"mask covers {mask.shape[1]} columns, the cache holds {layers[0].length} + 1")
         keys, values = [kv._k for kv in layers], [kv._v for kv in layers]
         column = torch.tensor([layers[0].length], device=tokens.device)
+        first = (self.weights_first if self.weights_first is not None
+                 else faster_orientation(self.decoder.layers, tokens.shape[0]))
         states = _compiled_states() if self.compiled else None
         hidden = None
         if states is not None:
             try:
                 capacity = keys[0].shape[2]
                 padded = F.pad(mask, (0, capacity - mask.shape[1]), value=False)  # (n, capacity)
-                hidden = states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False)
+                hidden = states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False,
+                                first)
             except Exception as error:  # inductor/dynamo failures have many types  # noqa: BLE001
                 _compile_failed(error)
         if hidden is None and whole_buffer_attention(keys[0]):
             padded = F.pad(mask, (0, keys[0].shape[2] - mask.shape[1]), value=False)
-            hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False)
+            hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False,
+                             first)
         elif hidden is None:
             hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, mask,
-                             bool(mask.all()))
+                             bool(mask.all()), first)
         for kv in layers:
             kv.advance(1)
         return hidden
