@@ -5,7 +5,8 @@
 
 Profiles, in one process and one dtype at a time (float32, then bfloat16 unless --dtypes says
 otherwise):
-- one decode step at B=32 rows (prompts of Wikipedia sentences, 16 tokens already decoded),
+- one decode step at B=32 rows (prompts of Wikipedia sentences, 16 tokens already decoded, the
+  cache with room for 32 as a 32-token rollout has),
   through the HF decoder and through grace.rollout.decode_step's static step;
 - one prefill of those 32 prompts (shared system prefix once, then the suffixes);
 - one policy update on a mini-batch of 16 rollouts of 32 tokens (4 texts x G=4, as GRACE
@@ -125,7 +126,7 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
     from grace.rollout.kv_cache import cache_kwargs
 
     prompts = build_prompts(tokenizer, texts)
-    pre = _prefill(model, prompts, tokenizer.pad_token_id, True, room=decoded + 64)
+    pre = _prefill(model, prompts, tokenizer.pad_token_id, True, room=2 * decoded)  # a 2x-decoded-token rollout at its middle step
     attn, pos = pre.attn, pre.next_pos
     tok = torch.full((len(texts),), 198)
     for _ in range(decoded):

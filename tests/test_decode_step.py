@@ -332,11 +332,13 @@ def test_bf16_attention_over_the_whole_buffer_is_attention_over_the_filled_colum
 
     model, tok, prompts = setup
     model = _randomised(model).to(torch.bfloat16)
-    assert decode_step.whole_buffer_attention(torch.zeros(1, dtype=torch.bfloat16))
-    assert not decode_step.whole_buffer_attention(torch.zeros(1))
+    bf16_buffers = torch.zeros(2, 1, 30, 4, dtype=torch.bfloat16)  # 30 columns
+    assert decode_step.whole_buffer_attention(bf16_buffers, 20)
+    assert not decode_step.whole_buffer_attention(bf16_buffers, 19)  # more than 1.5x the filled ones
+    assert not decode_step.whole_buffer_attention(bf16_buffers.float(), 29)
     runs = {}
     for whole in (True, False, "hf"):
-        monkeypatch.setattr(decode_step, "whole_buffer_attention", lambda keys, w=whole: w is True)
+        monkeypatch.setattr(decode_step, "whole_buffer_attention", lambda keys, width, w=whole: w is True)
         pre = _prefill(model, prompts, tok.pad_token_id, True, room=6)
         assert pre.cache.layers[0]._k.shape[2] > pre.cache.layers[0].length + 3  # room left unfilled
         step = StaticDecodeStep(model)
