@@ -365,7 +365,7 @@ def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per
     for bias in (False, True):
         linear = torch.nn.Linear(16, 12, bias=bias)
         for first in (True, False):
-            out = orientation.project(h, linear, first)
+            out = orientation.linear_t(h, linear, first)
             assert out.shape == (12, 5)
             torch.testing.assert_close(out, linear(h).t().detach(), atol=1e-6, rtol=1e-6)
     assert [orientation.row_bucket(r) for r in (1, 2, 3, 8, 9, 32, 33)] == [1, 2, 4, 8, 16, 32, 64]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grace.rollout.orientation import project, weights_first as faster_orientation
+from grace.rollout.orientation import linear_t, weights_first as faster_orientation
 
 SUPPORTED_TYPES = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}  # same layer up to biases
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -126,13 +126,6 @@ def _rmsnorm(x: torch.Tensor, norm) -> torch.Tensor:
     return norm.weight * h.to(x.dtype)
 
 
-def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
-    """``linear(h)`` transposed: (n, in) -> (out, n), as W @ h^T (+ bias), the weight as the
-    GEMM's row operand, or as (h @ W^T)^T (``weights_first=False``; see grace.rollout.orientation
-    for which is faster where); equal to float32 rounding."""
-    return project(h, linear, weights_first)
-
-
 def head_logits(head, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on (n, D) hidden states -> (n, V) logits, contiguous; a plain ``nn.Linear``
     head runs as ``linear_t`` (the head is a fifth of a decode step's FLOPs and the matmul
@@ -200,7 +193,7 @@ def _states(decoder, attention, tokens, positions, keys, values, column, mask, u
         x = x + linear_t(o.reshape(n, -1), attn.o_proj, weights_first).t()  # o: (n, 1, H, hd)
         h = _rmsnorm(x, layer.post_attention_layernorm)
         act = F.silu(linear_t(h, mlp.gate_proj, weights_first)) * linear_t(h, mlp.up_proj, weights_first)  # (I, n)
-        x = x + project(act.t(), mlp.down_proj, weights_first).t()
+        x = x + linear_t(act.t(), mlp.down_proj, weights_first).t()
     return _rmsnorm(x, decoder.norm)
 
 
@@ -220,6 +213,12 @@ def whole_buffer_attention(keys: torch.Tensor, width: int) -> bool:
     AMX, 2 cores). float32 matmuls read the slice as it is."""
     return (keys.device.type == "cpu" and keys.dtype in (torch.bfloat16, torch.float16)
             and 2 * keys.shape[2] <= 3 * width)
+
+
+def _to_capacity(mask: torch.Tensor, buffers: torch.Tensor) -> torch.Tensor:
+    """A step's (n, L) mask padded to the (n, capacity) of ``buffers`` (n, KV, capacity, hd):
+    attention over the whole buffers, the unfilled columns masked."""
+    return F.pad(mask, (0, buffers.shape[2] - mask.shape[1]), value=False)
 
 
 _COMPILED: dict[str, object] = {}  # "states": the compiled _states, "failed": why it could not be
@@ -281,16 +280,13 @@ class StaticDecodeStep:
         hidden = None
         if states is not None:
             try:
-                capacity = keys[0].shape[2]
-                padded = F.pad(mask, (0, capacity - mask.shape[1]), value=False)  # (n, capacity)
-                hidden = states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False,
-                                first)
+                hidden = states(self.decoder, self.attention, tokens, positions, keys, values, column,
+                                _to_capacity(mask, keys[0]), False, first)
             except Exception as error:  # inductor/dynamo failures have many types  # noqa: BLE001
                 _compile_failed(error)
         if hidden is None and whole_buffer_attention(keys[0], mask.shape[1]):
-            padded = F.pad(mask, (0, keys[0].shape[2] - mask.shape[1]), value=False)
-            hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, padded, False,
-                             first)
+            hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column,
+                             _to_capacity(mask, keys[0]), False, first)
         elif hidden is None:
             hidden = _states(self.decoder, self.attention, tokens, positions, keys, values, column, mask,
                              bool(mask.all()), first)

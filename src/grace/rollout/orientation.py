@@ -21,9 +21,10 @@ from torch import nn
 _CHOSEN: dict[tuple, bool] = {}  # (device type, dtype, row bucket) -> weights first
 
 
-def project(h: torch.Tensor, linear: nn.Linear, weights_first: bool) -> torch.Tensor:
-    """``linear(h)`` transposed: (n, in) -> (out, n), as ``W @ h^T`` (contiguous) or as
-    ``(h @ W^T)^T`` (a transposed view), + bias."""
+def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
+    """``linear(h)`` transposed: (n, in) -> (out, n), as ``W @ h^T`` (contiguous; the weight as
+    the GEMM's row operand) or as ``(h @ W^T)^T`` (a transposed view), + bias; equal to float32
+    rounding."""
     if weights_first:
         if linear.bias is None:
             return torch.mm(linear.weight, h.t())
@@ -47,11 +48,10 @@ def weights_first(layers, rows: int, repeats: int = 3) -> bool:
     at 32 rows on 2 cores). All the layers, as a step runs them: one layer's weights stay in
     the caches and time otherwise (one layer alone: W @ h^T 0.66 vs 0.98 ms on the Xeon where
     30 layers and whole rollouts favour h @ W^T). Off the CPU it is not timed: ``W @ h^T``."""
-    layers = list(layers)
     weight = layers[0].self_attn.q_proj.weight
     bucket = row_bucket(rows)
     key = (weight.device.type, weight.dtype, bucket)
-    if key not in _CHOSEN:
+    if key not in _CHOSEN:  # (called at every decode step: the lookup is all it costs then)
         if weight.device.type != "cpu":
             _CHOSEN[key] = True
         else:
@@ -66,7 +66,7 @@ def weights_first(layers, rows: int, repeats: int = 3) -> bool:
                 for first in (True, False):
                     start = time.perf_counter()
                     for lin in linears:
-                        project(rows_of[lin.in_features], lin, first)
+                        linear_t(rows_of[lin.in_features], lin, first)
                     best[first] = min(best[first], time.perf_counter() - start)
             _CHOSEN[key] = best[True] <= best[False]
             logging.getLogger(__name__).debug(
