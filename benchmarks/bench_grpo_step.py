@@ -24,9 +24,10 @@ copies), same dtype, full fine-tuning, no gradient checkpointing, same thread co
 * TRL: ``trl.GRPOTrainer`` (``use_vllm`` off, so transformers ``generate``) with
   ``generation_batch_size = B*G``, ``steps_per_generation = --mini-batches`` (one generation
   feeds that many optimizer steps, like our mini-batches), ``loss_type="dapo"`` (token mean),
-  ``scale_rewards="none"``, ``beta=0``. TRL's reward-function interface gives a callable the
-  prompts and completion token ids, not hidden states, so the reward below does what a TRL user
-  must do to get GRACE's reward: it generates the anchor rationales itself (HF ``generate``,
+  ``scale_rewards="none"``, ``beta=0``, the same AdamW kernel as ours (``adamw_torch_fused``
+  where our ``optim.fused_adamw`` is on, the default; else ``adamw_torch``). TRL's
+  reward-function interface gives a callable the prompts and completion token ids, not hidden
+  states, so the reward below does what a TRL user must do to get GRACE's reward: it generates the anchor rationales itself (HF ``generate``,
   T=0.5, the policy's current weights) and runs a second no-grad forward pass of the policy over
   prompt + completion to pool the embeddings, then calls the same ``grace.grpo.rewards.unsupervised``.
   The rewards are therefore the same function of the same kind of embeddings; what differs is
@@ -236,7 +237,8 @@ def build_trl(args, cfg, workdir, callback):
         num_generations=G, max_completion_length=args.max_new_tokens, num_iterations=1,
         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=0,
         learning_rate=args.lr, weight_decay=cfg.optim.weight_decay, lr_scheduler_type="constant",
-        warmup_steps=0, max_grad_norm=cfg.optim.max_grad_norm, optim="adamw_torch",
+        warmup_steps=0, max_grad_norm=cfg.optim.max_grad_norm,
+        optim="adamw_torch_fused" if getattr(cfg.optim, "fused_adamw", False) else "adamw_torch",  # as ours
         beta=0.0, epsilon=cfg.optim.clip_low, loss_type="dapo", scale_rewards="none",
         mask_truncated_completions=False, shuffle_dataset=False,
         gradient_checkpointing=False, bf16=args.mixed_bf16, fp16=False, dataloader_num_workers=0,
@@ -333,7 +335,9 @@ def main(argv=None) -> None:
         cfg, ours = build_ours(args, workdir)
         settings += (f"; our rollout engine: {getattr(cfg.rollout, 'engine', 'n/a')}; our update: "
                      + ("each prompt once per micro-batch (optim.share_prompts)"
-                        if getattr(cfg.optim, "share_prompts", False) else "every row with its prompt"))
+                        if getattr(cfg.optim, "share_prompts", False) else "every row with its prompt")
+                     + ("; AdamW fused on both sides" if getattr(cfg.optim, "fused_adamw", False)
+                        else "; AdamW torch's default on both sides"))
         print(settings, flush=True)
         cb = make_callback(args)
         cb.ours = ours

@@ -569,3 +569,21 @@ def test_rollout_decode_reaches_the_engine(tmp_path, texts, monkeypatch, one_thr
     trainer.rollout_stage(1)
     assert seen == ["hf"]
     trainer.close()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_optimizer_is_torchs_fused_adamw_unless_turned_off(tmp_path, texts, fused):
+    from grace.config.schema import load_config
+    from grace.grpo.trainer import GraceTrainer
+
+    overrides = {"model.name": "tiny-random", "mode": "unsupervised", "data.path": str(texts),
+                 "output_dir": str(tmp_path / "OUT"), "batch_size": 2, "max_steps": 1}
+    if not fused:
+        overrides["optim.fused_adamw"] = False
+    else:
+        assert load_config(None, overrides).optim.fused_adamw  # the default
+    trainer = GraceTrainer(load_config(None, overrides))
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper
+    assert isinstance(inner, torch.optim.AdamW)
+    assert inner.defaults["fused"] is (True if fused else None)
+    trainer.close()

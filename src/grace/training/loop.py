@@ -205,7 +205,8 @@ class Trainer:
         if self.resume_from is not None:
             self.load_weights(model, self.resume_from)
         optimizer = torch.optim.AdamW(
-            self.param_groups(model), lr=self.learning_rate, weight_decay=config.optim.weight_decay
+            self.param_groups(model), lr=self.learning_rate, weight_decay=config.optim.weight_decay,
+            fused=True if config.optim.fused_adamw else None,
         )
         from transformers import get_scheduler
 
