@@ -587,3 +587,27 @@ def test_the_optimizer_is_torchs_fused_adamw_unless_turned_off(tmp_path, texts, 
     assert isinstance(inner, torch.optim.AdamW)
     assert inner.defaults["fused"] is (True if fused else None)
     trainer.close()
+
+
+def test_a_time_budget_stops_and_checkpoints_and_a_rerun_does_nothing_more(tmp_path, texts):
+    """--max-minutes: the run stops after the first step past the budget, checkpoints it (off
+    the save_every grid) with its training time, and the same command again trains no step."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "50", "--save_every",
+            "25", "--max-minutes", "0.0001", "--output-dir", "OUT", *SMALL]
+    first = _ok(grace_train(tmp_path, *args))
+    out = tmp_path / "OUT"
+    assert "time budget of 0.0001 min reached after step 1" in first.stdout + first.stderr
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
+    state = _state(out / "checkpoint-1")
+    rows = _metrics(out)
+    assert len(rows) == 1 and state["train_seconds"] > 0
+    assert rows[0]["time/train_min"] == pytest.approx(state["train_seconds"] / 60, rel=1e-3)
+    again = _ok(grace_train(tmp_path, *args))
+    assert "nothing to do" in again.stdout + again.stderr
+    assert len(_metrics(out)) == 1
+
+
+def test_a_time_budget_must_be_positive(tmp_path, texts):
+    result = grace_train(tmp_path, "--mode", "unsupervised", "--data", texts.name,
+                         "--max-minutes", "-1", "--output-dir", "OUT", *SMALL)
+    assert result.returncode == 2 and "max_minutes must be > 0" in result.stderr

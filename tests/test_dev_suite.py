@@ -7,13 +7,13 @@ import math
 import pytest
 from test_evaluation import LABELLED, make_data_dir
 
-from grace.evaluation.dev_data import derive_dev_files, rerank_rows, split_banking77, sts_pairs
+from grace.evaluation.dev_data import derive_dev_files, rerank_rows, split_by_label, sts_pairs
 from grace.evaluation.suite import run_suite
 
 
-def test_split_banking77_sends_every_fifth_row_of_each_label_to_test():
+def test_split_by_label_sends_every_fifth_row_of_each_label_to_test():
     rows = [{"text": f"a{i}", "label": "a"} for i in range(6)] + [{"text": "b0", "label": "b"}]
-    train, test = split_banking77(rows)
+    train, test = split_by_label(rows)
     assert [r["text"] for r in test] == ["a4"]
     assert [r["text"] for r in train] == ["a0", "a1", "a2", "a3", "a5", "b0"]
 
@@ -43,7 +43,9 @@ def dev_data(tmp_path, monkeypatch):
             for label, texts in LABELLED.items() for t in texts]
     (root / "classification/banking77-train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for test_split in ("sts/stsb-test.jsonl", "sts/sickr-test.jsonl", "retrieval/scifact/qrels-test.tsv",
-                       "classification/banking77-test.jsonl"):
+                       "classification/banking77-test.jsonl", "retrieval/hotpotqa-500/qrels-test.tsv",
+                       "classification/trec-test.jsonl", "classification/emotion-test.jsonl",
+                       "pairclassification/quora-test.jsonl", "clustering/stackoverflow-test.jsonl"):
         (root / test_split).unlink()  # the dev suite must not need any test split
     return root
 
@@ -61,6 +63,7 @@ def test_dev_suite_runs_on_training_and_dev_splits_only(dev_data, tmp_path):
     averages = results["averages"]
     assert results["overall_by_type"] == pytest.approx(sum(averages.values()) / len(averages))
     assert json.loads(out.read_text())["overall_by_type"] == pytest.approx(results["overall_by_type"])
+    assert results["tasks"]["DevTREC"]["subsample"]["sizes"]["test"] == 6  # every 5th of 10 per type
     again = derive_dev_files(dev_data)  # written once, found again
     assert sorted(p.name for p in again.iterdir()) == sorted(
         ["banking77-train.jsonl", "banking77-test.jsonl", "banking77-clustering.jsonl",

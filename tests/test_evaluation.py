@@ -73,7 +73,39 @@ def make_data_dir(root):
     _jsonl(root / "reranking/rerank.jsonl", [
         {"query": "Which animal purrs?", "positive": [CORPUS[0][2]], "negative": [CORPUS[1][2], CORPUS[2][2]]},
         {"query": "What is bread made of?", "positive": [CORPUS[5][2]], "negative": [CORPUS[3][2]]}])
+    add_question_data(root)
     return root
+
+
+QUESTIONS = {"location": ["Where is Paris?", "Where do pandas live?", "Where is the Nile?",
+                          "Which country has Lima?", "Where was Mozart born?"],
+             "human": ["Who wrote Hamlet?", "Who painted the Mona Lisa?", "Who is the pope?",
+                       "Who invented the telephone?", "Who discovered penicillin?"],
+             "numeric": ["How tall is Everest?", "How many legs has a spider?", "When did WW2 end?",
+                         "How old is the sun?", "How far is the moon?"]}
+
+
+def add_question_data(root):
+    """shared/data's second batch in small: HotpotQA-like retrieval (dev and test qrels), TREC,
+    emotion, Quora pairs and StackOverflow clustering, each with its choosing and test splits."""
+    folder = root / "retrieval/hotpotqa-500"
+    _jsonl(folder / "corpus.jsonl", [{"_id": i, "title": t, "text": x} for i, t, x in CORPUS])
+    _jsonl(folder / "queries.jsonl", [{"_id": i, "text": x} for i, x in QUERIES])
+    for split, rows in (("dev", QRELS[:2]), ("test", QRELS[1:])):
+        (folder / f"qrels-{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows))
+    questions = [{"text": f"{t} ({k})", "label": label} for k in range(2)
+                 for label, texts in QUESTIONS.items() for t in texts]
+    _jsonl(root / "classification/trec-train.jsonl", questions)
+    _jsonl(root / "classification/trec-test.jsonl", [{"text": t, "label": label}
+                                                      for label, texts in QUESTIONS.items() for t in texts])
+    moods = [{"text": t, "label": label} for label, texts in LABELLED.items() for t in texts]
+    for split in ("train", "dev", "test"):
+        _jsonl(root / f"classification/emotion-{split}.jsonl", moods)
+        _jsonl(root / f"clustering/stackoverflow-{split}.jsonl", moods)
+    for split in ("dev", "test"):
+        _jsonl(root / f"pairclassification/quora-{split}.jsonl",
+               [{"sentence1": a, "sentence2": b, "label": int(s > 2.5)} for a, b, s in STS])
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +245,7 @@ def test_missing_files_name_the_path_and_layout(tmp_path):
 
 def test_suite_runs_what_it_finds(tmp_path, data_dir):
     tasks, skipped = build_suite("lite", None)
-    assert [t.metadata.name for t in tasks] == ["LeeDocSim"] and len(skipped) == 7
+    assert [t.metadata.name for t in tasks] == ["LeeDocSim"] and len(skipped) == 12
     (tmp_path / "sts").mkdir()
     (tmp_path / "sts/stsb-test.jsonl").write_text((data_dir / "sts/stsb-test.jsonl").read_text())
     tasks, skipped = build_suite("lite", tmp_path)
@@ -236,7 +268,8 @@ def test_cli_eval_writes_mteb_scores_and_averages(tmp_path, data_dir, capsys):
     assert code == 0
     results = json.loads(out.read_text())
     names = ["LeeDocSim", "LocalSTSBenchmark", "LocalSICK-R", "LocalSTSBPairs", "LocalSciFact",
-             "LocalSciFactReranking", "LocalBanking77", "LocalBanking77Clustering"]
+             "LocalSciFactReranking", "LocalBanking77", "LocalBanking77Clustering", "LocalHotpotQA",
+             "LocalTREC", "LocalEmotion", "LocalQuoraPairs", "LocalStackOverflowClustering"]
     assert list(results["tasks"]) == names and results["skipped"] == {}
     for name in names:
         row = results["tasks"][name]

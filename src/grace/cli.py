@@ -25,6 +25,7 @@ SHORT_FLAGS = {
     "mode": "mode",
     "data": "data.path",
     "max_steps": "max_steps",
+    "max_minutes": "max_minutes",
     "output_dir": "output_dir",
     "batch_size": "batch_size",
     "seed": "seed",
@@ -64,6 +65,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--mode", help="supervised | unsupervised")
     p.add_argument("--data", help="data file (JSONL/JSON/CSV/Parquet/TXT), gensim:FILE or hub name")
     p.add_argument("--max-steps", type=int, dest="max_steps")
+    p.add_argument("--max-minutes", type=float, dest="max_minutes",
+                   help="time budget: stop and checkpoint after this many minutes of training "
+                        "(over resumes); --max-steps still caps the steps")
     p.add_argument("--output-dir", dest="output_dir")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="groups per step (global)")
     p.add_argument("--seed", type=int)

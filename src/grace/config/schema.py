@@ -159,6 +159,10 @@ class TrainConfig:
     output_dir: str = "runs/grace"  # checkpoints, metrics.jsonl, samples.jsonl
     batch_size: int = 64  # groups (baselines: examples) per step, over all processes
     max_steps: int = 100  # rollout steps
+    max_minutes: float | None = None  # time budget: stop (and checkpoint) at the first step after
+    # this many minutes of training, counted over the run's resumes (trainer_state's
+    # train_seconds; loading and saving are not counted); max_steps still caps the steps and
+    # sets the learning-rate schedule. null: no budget
     save_every: int = 50  # checkpoint every N steps (and at the end)
     sample_every: int = 10  # log a few sample rationales every N steps
     num_samples_logged: int = 2  # how many sample rationales to log
@@ -182,6 +186,7 @@ class TrainConfig:
             ),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0 (or null)"),
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),

@@ -21,6 +21,10 @@ split ``test`` (the ``lite`` suite's extra tasks) reads only test splits:
   reranking.
 
 Abstracts are ``title + " " + text``, as the retrieval task's documents read.
+
+``label_split_files(data_dir, name)`` does for any (text, label) training file what the dev
+split does for BANKING77 (every 5th row of each label to the test side), for the dev suite's
+tasks whose data set has no dev split of its own (TREC questions).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def _write(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)  # a killed run never leaves half a file under the final name
 
 
-def split_banking77(rows: list[dict], every: int = 5) -> tuple[list[dict], list[dict]]:
+def split_by_label(rows: list[dict], every: int = 5) -> tuple[list[dict], list[dict]]:
     """(train, test): every ``every``-th row of each label (in file order) goes to test."""
     seen: dict[str, int] = defaultdict(int)
     train, test = [], []
@@ -130,7 +134,7 @@ def derive_files(data_dir: str | Path, split: str = "dev") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     banking = _rows(root / sources["banking77"])
     if split == "dev":
-        train, test = split_banking77(banking)
+        train, test = split_by_label(banking)
         _write(out / "banking77-train.jsonl", train)
         _write(out / "banking77-test.jsonl", test)
     import random
@@ -150,6 +154,27 @@ def derive_files(data_dir: str | Path, split: str = "dev") -> Path:
             qrels[parts[0]].add(parts[1])
     _write(out / "scifact-rerank.jsonl", rerank_rows(corpus, queries, dict(qrels)))
     return out
+
+
+def label_split_files(data_dir: str | Path, name: str, every: int = 5) -> tuple[Path, Path]:
+    """(train, test) files of ``split_by_label``'s split of the (text, label) JSONL ``name``
+    under ``data_dir``, written once under ``$GRACE_CACHE/derived-tasks/`` (the folder is named
+    after the file's content hash, so a changed file gives new files)."""
+    from grace.models.backbones import cache_dir
+
+    source = Path(data_dir) / name
+    if not source.is_file():
+        raise GraceInputError(f"the dev suite needs {source} (training/dev splits only)")
+    h = hashlib.sha256(f"label-split v{VERSION} every {every} {name}".encode())
+    h.update(source.read_bytes())
+    out = cache_dir() / "derived-tasks" / f"split-{Path(name).stem}-{h.hexdigest()[:16]}"
+    train_path, test_path = out / "train.jsonl", out / "test.jsonl"
+    if not (train_path.is_file() and test_path.is_file()):
+        out.mkdir(parents=True, exist_ok=True)
+        train, test = split_by_label(_rows(source), every)
+        _write(train_path, train)
+        _write(test_path, test)
+    return train_path, test_path
 
 
 def derive_dev_files(data_dir: str | Path) -> Path:

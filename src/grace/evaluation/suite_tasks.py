@@ -100,6 +100,73 @@ def _rerank(split_name):
                       f"Each SciFact {split_name} claim's relevant abstracts among TF-IDF-hard negatives.")
 
 
+def _hotpotqa(split):
+    def build(name, data_dir, seed, **limits):
+        from grace.evaluation.tasks import make_retrieval_task
+
+        return make_retrieval_task(
+            name, data_dir / "retrieval/hotpotqa-500", split=split, seed=seed,
+            description=f"HotpotQA multi-hop questions ({split.upper()} qrels of IRCoT's 500-question "
+            "sample) against Wikipedia intro paragraphs (their supporting and distractor paragraphs).",
+            **limits)
+    return build
+
+
+def _labelled(train: str, test: str, description: str):
+    """A classification task on (text, label) files under data_dir: ``test`` None = ``train``
+    split in two (grace.evaluation.dev_data.label_split_files), for the dev suite."""
+    def build(name, data_dir, seed, **limits):
+        from grace.evaluation.dev_data import label_split_files
+        from grace.evaluation.tasks import make_classification_task
+
+        train_path, test_path = ((data_dir / train, data_dir / test) if test is not None
+                                 else label_split_files(data_dir, train))
+        return make_classification_task(name, train_path, test_path, seed=seed,
+                                        description=description, **limits)
+    return build
+
+
+def _file(factory: str, path: str, description: str):
+    """grace.evaluation.tasks' ``factory`` on the file ``path`` under data_dir."""
+    def build(name, data_dir, seed, **limits):
+        from grace.evaluation import tasks
+
+        return getattr(tasks, factory)(name, data_dir / path, seed=seed, description=description,
+                                       **limits)
+    return build
+
+
+def _question_tasks(prefix: str, split: str, sizes: dict) -> tuple[SuiteTask, ...]:
+    """The five tasks of questions, tweets and titles (shared/data's second batch) for the suite
+    of ``split`` ("dev": choosing splits; "test": test splits), each of the files it reads."""
+    dev = split == "dev"
+    hotpot = ("retrieval/hotpotqa-500/corpus.jsonl", "retrieval/hotpotqa-500/queries.jsonl",
+              f"retrieval/hotpotqa-500/qrels-{split}.tsv")
+    trec = ("classification/trec-train.jsonl",) + (() if dev else ("classification/trec-test.jsonl",))
+    emotion = ("classification/emotion-train.jsonl", f"classification/emotion-{split}.jsonl")
+    quora = f"pairclassification/quora-{split}.jsonl"
+    stack = f"clustering/stackoverflow-{'train' if dev else 'test'}.jsonl"
+    which = "DEV" if dev else "TEST"
+    return (
+        SuiteTask(f"{prefix}HotpotQA", hotpot, _hotpotqa(split), sizes["HotpotQA"]),
+        SuiteTask(f"{prefix}TREC", trec, _labelled(
+            trec[0], None if dev else trec[1],
+            "TREC question types (6 coarse labels): "
+            + ("its TRAIN file split in two." if dev else "train pool, TEST questions.")),
+            sizes["TREC"]),
+        SuiteTask(f"{prefix}Emotion", emotion, _labelled(
+            *emotion, f"Emotion of English tweets (6 labels): train pool, {which} tweets."),
+            sizes["Emotion"]),
+        SuiteTask(f"{prefix}QuoraPairs", (quora,), _file(
+            "make_pair_classification_task", quora, f"Quora duplicate questions, BiMPM {which} split."),
+            sizes["QuoraPairs"]),
+        SuiteTask(f"{prefix}StackOverflowClustering", (stack,), _file(
+            "make_clustering_task", stack,
+            f"StackOverflow titles clustered by tag (20 tags), the {'TRAIN' if dev else 'TEST'} half."),
+            sizes["StackOverflowClustering"]),
+    )
+
+
 TEST_SOURCES = tuple(SPLIT_SOURCES["test"].values())
 LITE = (  # test splits only, for the final table (one SciFact query is still worth <= 2.5 points)
     SuiteTask("LeeDocSim", (), _lee),
@@ -118,7 +185,13 @@ LITE = (  # test splits only, for the final table (one SciFact query is still wo
               {"max_labels": 10, "max_train_per_label": 8, "max_test": 400}),
     SuiteTask("LocalBanking77Clustering", TEST_SOURCES, _derived(_clustering("TEST"), "test"),
               {"max_docs": 300}),
-)
+) + _question_tasks("Local", "test", {
+    "HotpotQA": {"max_queries": 80, "max_corpus": 320},
+    "TREC": {"max_train_per_label": 8, "max_test": 400},
+    "Emotion": {"max_train_per_label": 8, "max_test": 400},
+    "QuoraPairs": {"max_pairs": 300},
+    "StackOverflowClustering": {"max_docs": 400},
+})
 
 DEV_SOURCES = tuple(SPLIT_SOURCES["dev"].values())
 DEV = (  # training/dev splits only: choose settings here, keep lite for the final table
@@ -134,5 +207,11 @@ DEV = (  # training/dev splits only: choose settings here, keep lite for the fin
               {"max_labels": 10, "max_train_per_label": 8, "max_test": 200}),
     SuiteTask("DevBanking77Clustering", DEV_SOURCES, _derived(_clustering("TRAIN"), "dev"),
               {"max_docs": 300}),
-)
+) + _question_tasks("Dev", "dev", {
+    "HotpotQA": {"max_queries": 60, "max_corpus": 240},
+    "TREC": {"max_train_per_label": 8, "max_test": 200},
+    "Emotion": {"max_train_per_label": 8, "max_test": 200},
+    "QuoraPairs": {"max_pairs": 200},
+    "StackOverflowClustering": {"max_docs": 300},
+})
 SUITE_TASKS = {"lite": LITE, "dev": DEV}

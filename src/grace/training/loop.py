@@ -15,6 +15,7 @@ processes (the in-batch terms of a reward see the global batch).
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -219,11 +220,12 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
         self.progress = TrainingProgress()
         prepare_checkpointing(self.acc, self.progress)
-        self.start_step = 0
+        self.start_step, self.start_seconds = 0, 0.0
         if self.resume_from is not None:
             state = load_training_state(self.acc, self.resume_from, self.optimizer, self.scheduler,
                                         self.progress)
             self.start_step = state["step"]
+            self.start_seconds = float(state.get("train_seconds", 0.0))
 
     # -- what a method supplies -------------------------------------------------------------
     @property
@@ -308,14 +310,29 @@ class Trainer:
             if self.trackers:
                 acc.end_training()
 
+    def budget_spent(self, seconds: float) -> bool:
+        """Whether ``max_minutes`` (if set) is used up after ``seconds`` of training."""
+        budget = self.config.max_minutes
+        return budget is not None and seconds >= 60.0 * budget
+
     def _loop(self, metrics_log: JsonlLogger, samples_log: JsonlLogger) -> Path | None:
         cfg, acc = self.config, self.acc
         main = acc.is_main_process
         last = None
+        started = time.perf_counter()
+        seconds = self.start_seconds  # training time of the run, over all its resumes
+        if self.budget_spent(seconds):
+            if main:
+                tqdm.write(f"the run's time budget ({cfg.max_minutes} min) is spent: nothing to do")
+            return latest_checkpoint(self.output_dir)
         bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
                    total=cfg.max_steps, desc=f"{cfg.method} train", disable=not main)
         for step in bar:
             metrics, samples = self.step(step)
+            seconds = self.start_seconds + time.perf_counter() - started
+            if acc.num_processes > 1:  # every process stops at the same step
+                seconds = float(acc.reduce(torch.tensor([seconds]), reduction="max")[0])
+            metrics["time/train_min"] = seconds / 60.0
             metrics_log.log(metrics)
             if self.trackers:
                 acc.log(scalars(metrics), step=step)
@@ -324,10 +341,17 @@ class Trainer:
                 if main:
                     tqdm.write(self.describe_sample(sample))
             bar.set_postfix(**self.postfix(metrics))
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
-                state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed}
+            out_of_time = self.budget_spent(seconds)
+            if step % cfg.save_every == 0 or step == cfg.max_steps or out_of_time:
+                state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed,
+                         "train_seconds": round(seconds, 3)}
                 last = save_checkpoint(acc, self.model, self.tokenizer, cfg, state,
                                        self.output_dir, self.progress)
+            if out_of_time:
+                if main:
+                    tqdm.write(f"time budget of {cfg.max_minutes} min reached after step {step} "
+                               f"({seconds / 60:.1f} min of training)")
+                break
         if last is None:
             last = latest_checkpoint(self.output_dir)
         return last
