@@ -95,7 +95,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--rationale", default="greedy",
                    help="none | greedy | sampled | echo (the text itself as the rationale: the copy baseline)")
     p.add_argument("--suite", default="lite",
-                   help="lite (test splits: the final table) | dev (training/dev splits only, MTEB task types lite lacks: choose settings here)")
+                   help="lite (test splits: the final table) | dev (training/dev splits only: choose settings here) | dev-mini (four dev tasks, minutes: training curves)")
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="folder laid out like shared/data (Lee runs without one)")
     p.add_argument("--output", default=None, help="results JSON file")

@@ -44,7 +44,9 @@ Suite ``dev`` has the same six task types built from training and dev splits onl
 SciFact train qrels, Banking77's train file split in two, and tasks derived from them; HotpotQA
 dev qrels (60 questions, 240 paragraphs), TREC's train file split in two, emotion dev tweets,
 Quora dev pairs, StackOverflow's train half): choose settings there; ``lite`` is for the final
-table. Both suites are category-balanced through ``overall_by_type``.
+table. Both suites are category-balanced through ``overall_by_type``. Suite ``dev-mini``
+(four of dev's tasks, four types, ~550 texts, a few minutes with rationales) scores training
+curves at every checkpoint.
 
 Output (returned, and written as JSON to ``output``): per task the mteb main score and main
 metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts
@@ -74,7 +76,7 @@ from typing import Any
 from grace.errors import GraceInputError
 from grace.evaluation.suite_tasks import SUITE_TASKS
 
-SUITES = ("lite", "dev")
+SUITES = tuple(SUITE_TASKS)  # lite, dev, dev-mini
 
 # Metrics kept (besides the main score) per mteb task type.
 MAIN_METRICS = {

@@ -214,4 +214,10 @@ DEV = (  # training/dev splits only: choose settings here, keep lite for the fin
     "QuoraPairs": {"max_pairs": 200},
     "StackOverflowClustering": {"max_docs": 300},
 })
-SUITE_TASKS = {"lite": LITE, "dev": DEV}
+# A few minutes with greedy rationales: what training curves score at every checkpoint (four
+# dev tasks of four types, smaller subsamples; read it as a trend, not a result)
+_MINI = {"DevSTSB": {"max_pairs": 100}, "DevHotpotQA": {"max_queries": 30, "max_corpus": 90},
+         "DevTREC": {"max_train_per_label": 8, "max_test": 90},
+         "DevQuoraPairs": {"max_pairs": 80}}
+DEV_MINI = tuple(SuiteTask(t.name, t.files, t.build, _MINI[t.name]) for t in DEV if t.name in _MINI)
+SUITE_TASKS = {"lite": LITE, "dev": DEV, "dev-mini": DEV_MINI}

@@ -1,0 +1,173 @@
+"""benchmarks/results-budget.md and results-budget-curves.png from budget_runs.py's stage outputs
+(results-data/budget/): every run listed with its settings, seed, minutes, steps, dev-mini
+curve, dev and lite scores and rationale quality, beside the untrained references.
+
+Pure functions of the JSON the stages wrote, so the report can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CURVE_KEYS = (("reward/contrastive", "contrastive reward"), ("reward/consistency", "consistency"),
+              ("reward/hard", "hard"), ("rationale/copy_rate", "copy rate"),
+              ("rationale/length_mean", "rationale tokens"))
+
+
+def _json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_runs(data: Path) -> dict[str, dict]:
+    """run key -> {"train", "curve": {step: result}, "dev", "lite"} for every run folder."""
+    runs = {}
+    for folder in sorted(p for p in data.iterdir() if p.is_dir() and p.name != "references"):
+        train = _json(folder / "train.json")
+        if train is None:
+            continue
+        curve = {int(p.stem.split("-")[1]): _json(p) for p in folder.glob("curve-*.json")}
+        runs[folder.name] = {"train": train, "curve": dict(sorted(curve.items())),
+                             "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json")}
+    return runs
+
+
+def load_references(data: Path) -> dict[str, dict[str, dict]]:
+    """label -> suite -> result of the untrained references."""
+    refs: dict[str, dict[str, dict]] = {}
+    for path in sorted((data / "references").glob("*.json")) if (data / "references").is_dir() else []:
+        label, suite = path.stem.rsplit("-", 1) if not path.stem.endswith("dev-mini") else (
+            path.stem[: -len("-dev-mini")], "dev-mini")
+        refs.setdefault(label, {})[suite] = json.loads(path.read_text())
+    return refs
+
+
+def pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _score(result: dict | None) -> str:
+    return "-" if result is None else pct(result.get("overall_by_type"))
+
+
+def _quality(result: dict | None) -> str:
+    q = (result or {}).get("rationale_quality")
+    return "-" if not q else f"{q['copy_rate']:.2f} / {q['length_mean']:.1f}"
+
+
+def _changed(overrides: dict, base: dict) -> str:
+    keep = {k: v for k, v in overrides.items() if base.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in keep.items()) or "-"
+
+
+def run_lines(runs: dict, common: dict) -> list[str]:
+    lines = ["| run | settings beyond the common ones | seed | minutes | steps | dev-mini first -> last "
+             "checkpoint | dev (types) | lite (types) | copy rate / tokens (dev) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, run in runs.items():
+        t = run["train"]
+        curve = list(run["curve"].values())
+        trend = (f"{_score(curve[0])} -> {_score(curve[-1])}" if len(curve) > 1
+                 else _score(curve[0]) if curve else "-")
+        minutes = "-" if t.get("train_minutes") is None else f"{t['train_minutes']:.1f}"
+        lines.append(f"| {key} | {t['config']}: {_changed(t['overrides'], common)} | {t['seed']} | "
+                     f"{minutes} | {t['steps']} | {trend} | {_score(run['dev'])} | "
+                     f"{_score(run['lite'])} | {_quality(run['dev'])} |")
+    return lines
+
+
+def reference_lines(refs: dict) -> list[str]:
+    lines = ["| untrained SmolLM2 | dev-mini (types) | dev (types) | lite (types) | copy rate / tokens (dev) |",
+             "|---|---|---|---|---|"]
+    for label, by_suite in refs.items():
+        lines.append(f"| {label} | {_score(by_suite.get('dev-mini'))} | {_score(by_suite.get('dev'))} | "
+                     f"{_score(by_suite.get('lite'))} | {_quality(by_suite.get('dev'))} |")
+    return lines
+
+
+def type_lines(named: dict[str, dict]) -> list[str]:
+    """Per-category dev scores of the rows that have them."""
+    named = {k: v for k, v in named.items() if v is not None}
+    if not named:
+        return []
+    types = list(next(iter(named.values()))["averages"])
+    lines = ["| dev | " + " | ".join(types) + " | overall (types) |",
+             "|---|" + "---|" * (len(types) + 1)]
+    for label, result in named.items():
+        lines.append(f"| {label} | " + " | ".join(pct(result["averages"].get(t)) for t in types)
+                     + f" | {pct(result['overall_by_type'])} |")
+    return lines
+
+
+def plot(runs: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        return False
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    axes = axes.ravel()
+    for i, (key, run) in enumerate(runs.items()):
+        rows = run["train"]["metrics"]
+        colour = f"C{i % 10}"
+        steps = [r["step"] for r in rows]
+        for ax, (metric, title) in zip(axes[:5], CURVE_KEYS):
+            if rows and metric in rows[0]:
+                ax.plot(steps, [r[metric] for r in rows], color=colour, lw=0.8, label=key)
+                ax.set_title(f"{title} per step")
+                ax.set_xlabel("step")
+        minutes = {r["step"]: r.get("time/train_min") for r in rows}
+        points = [(minutes.get(s), c["overall_by_type"]) for s, c in run["curve"].items()
+                  if minutes.get(s) is not None and c.get("overall_by_type") is not None]
+        if points:
+            axes[5].plot([m for m, _ in points], [100 * v for _, v in points], "o-", color=colour,
+                         label=key)
+    axes[5].set_title("dev-mini overall (types) x 100 per checkpoint")
+    axes[5].set_xlabel("training minutes")
+    axes[5].legend(fontsize=6)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write(data: Path, here: Path) -> Path:
+    import budget_runs
+
+    runs, refs = load_runs(data), load_references(data)
+    out = here / "results-budget.md"
+    lines = [
+        "# GRACE at real budgets: search on dev (issue 25)",
+        "",
+        "Regenerate with `.venv/bin/python benchmarks/budget_runs.py --report`; each run with "
+        "`benchmarks/budget_runs.py --runs NAME --seeds S --minutes M` (stage outputs in "
+        "`benchmarks/results-data/budget/`, resumable). SmolLM2-135M-Instruct, full fine-tuning, "
+        "float32 training and evaluation, greedy 32-token rationales for GRACE rows (none for the "
+        "contrastive baselines). Scores are mteb main scores x 100, category-balanced (mean of the "
+        "type means). *dev-mini*: four dev tasks (STS-B dev, HotpotQA dev, TREC train split, Quora "
+        "dev; small subsamples, so read it as a trend); *dev*: the whole dev suite; *lite*: the "
+        "final table's suite, never used to choose.",
+        "",
+        f"Common GRACE settings: `{json.dumps(budget_runs.GRACE)}`; baselines: "
+        f"`{json.dumps(budget_runs.BASELINE)}`.",
+        "",
+        "## Untrained references",
+        "",
+        *reference_lines(refs),
+        "",
+        "## Every run",
+        "",
+        *run_lines(runs, budget_runs.GRACE),
+        "",
+        "## Per category on dev",
+        "",
+        *type_lines({**{k: v.get("dev") for k, v in refs.items()},
+                     **{k: r["dev"] for k, r in runs.items()}}),
+    ]
+    if plot(runs, here / "results-budget-curves.png"):
+        lines += ["", "## Curves", "", "![results-budget-curves.png](results-budget-curves.png)"]
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,204 @@
+"""Training at real budgets (issue 25): each run trains for a fixed time, its curves are scored on
+``dev-mini`` at every checkpoint, and the final checkpoint on ``dev`` (and on ``lite`` for the
+final table only).
+
+    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup --seeds 0 --minutes 45
+    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup-lr3e-5 --minutes 15 --no-dev
+    .venv/bin/python benchmarks/budget_runs.py --report      # results-budget.md + curves, runs nothing
+
+Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
+``benchmarks/results-data/budget/<run>/`` (committed), and a stage whose output is there is
+skipped, so the script resumes after an interruption; checkpoints stay under --work:
+1. ``train.json``: train ``RUNS[name]`` for ``--minutes`` of training time (``grace train
+   --max-minutes``; the run resumes from its checkpoints after a kill), float32 throughout;
+   its metrics rows and settings;
+2. ``curve-STEP.json``: every checkpoint on ``dev-mini`` (greedy rationales for GRACE, none for
+   the contrastive baselines, which were trained on plain mean pooling); scored checkpoints but
+   the last are deleted (each is ~1.6 GB with its optimizer);
+3. ``dev.json``: the last checkpoint on ``dev`` (``--no-dev`` skips it: a search run that
+   ``dev-mini`` already ruled out);
+4. ``lite.json`` with ``--lite``: the final table's suite (never used to choose).
+Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
+
+Evaluation is float32 with ``RATIONALE_TOKENS``-token greedy rationales unless a run sets
+another length. Minutes are training time on this machine: runs compare only when they ran one
+at a time on the same machine kind (each train.json records the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "results-data" / "budget"
+RATIONALE_TOKENS = 32
+EVAL_DTYPE = "float32"  # bf16 greedy rationales change with the batch (issue 25)
+
+FLOAT32 = {"model.mixed_precision": "no", "rollout.dtype": "policy", "max_steps": 100_000}
+GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
+         "rollout.max_new_tokens": RATIONALE_TOKENS, "data.max_prompt_tokens": 128,
+         "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
+         "reward.penalize_truncation": False, "save_every": 50, "sample_every": 10}
+BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 40}
+# name -> (packaged config, overrides, data file under --data-dir)
+NLI, WIKI = "triplets/nli-triplets.jsonl", "texts/wiki-sentences.txt"
+RUNS = {
+    "grace-sup": ("sup-nli", {**GRACE, "reward.variant": "reference"}, NLI),
+    "grace-sup-lr3e-5": ("sup-nli", {**GRACE, "reward.variant": "reference",
+                                     "optim.learning_rate": 3e-5}, NLI),
+    "grace-sup-decoupled": ("sup-nli", {**GRACE, "reward.variant": "decoupled"}, NLI),
+    "grace-sup-g8": ("sup-nli", {**GRACE, "reward.variant": "reference", "batch_size": 2,
+                                 "rollout.num_rollouts": 8}, NLI),
+    "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),
+    "infonce": ("infonce-nli", BASELINE, NLI),
+    "simcse": ("simcse-wiki", BASELINE, WIKI),
+}
+REFERENCES = {"base": "none", "echo": "echo", "plus_reasoning": "greedy"}  # untrained SmolLM2
+
+
+def _log(msg: str) -> None:
+    print(f"[budget {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)  # a killed run never leaves half a file under the final name
+
+
+def run_key(name: str, seed: int, minutes: float) -> str:
+    return f"{name}-s{seed}-{minutes:g}m"
+
+
+def rationale_of(name: str) -> tuple[str, int]:
+    """(rationale mode, tokens) a run's checkpoints are evaluated with."""
+    config, overrides, _ = RUNS[name]
+    if config.startswith(("infonce", "simcse")):
+        return "none", RATIONALE_TOKENS
+    return "greedy", int(overrides.get("rollout.max_new_tokens", RATIONALE_TOKENS))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) -> Path:
+    """Stage 1: train (or resume) until the time budget is spent; returns the output folder."""
+    from grace.config.schema import load_config
+    from grace.training.registry import train
+
+    key = run_key(name, seed, minutes)
+    out, record = work / key, DATA / key / "train.json"
+    config_name, overrides, data = RUNS[name]
+    if not record.is_file():
+        cfg = load_config(config_name, {**overrides, "seed": seed, "max_minutes": minutes,
+                                        "output_dir": str(out), "data.path": str(data_dir / data)})
+        _log(f"training {key} ({minutes:g} min)")
+        train(cfg)
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        _write_json(record, {"run": key, "name": name, "seed": seed, "minutes": minutes,
+                             "config": config_name, "overrides": overrides, "data": data,
+                             "cpu": _cpu(), "cores": os.cpu_count(), "steps": len(rows),
+                             "train_minutes": rows[-1]["time/train_min"] if rows else None,
+                             "metrics": rows})
+    return out
+
+
+def evaluate(source: str, suite: str, rationale: str, tokens: int, data_dir: Path, out: Path,
+             cache: Path) -> dict:
+    if not out.is_file():
+        from grace.evaluation.suite import run_suite
+
+        _log(f"{suite}: {source} (rationale {rationale})")
+        tmp = out.with_suffix(".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run_suite(source, suite=suite, data_dir=data_dir, rationale=rationale, max_new_tokens=tokens,
+                  output=tmp, cache=cache, dtype=EVAL_DTYPE, show=False)
+        tmp.replace(out)
+    return json.loads(out.read_text())
+
+
+def curve_stage(out: Path, key: str, rationale: str, tokens: int, data_dir: Path, cache: Path) -> None:
+    """Stage 2: every checkpoint on dev-mini; scored checkpoints but the newest are deleted."""
+    from grace.training.checkpoint import checkpoints
+
+    found = checkpoints(out)  # newest first
+    for checkpoint in reversed(found):
+        step = int(checkpoint.name.split("-")[1])
+        evaluate(str(checkpoint), "dev-mini", rationale, tokens, data_dir,
+                 DATA / key / f"curve-{step}.json", cache)
+        if checkpoint != found[0]:
+            shutil.rmtree(checkpoint)
+
+
+def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
+            lite: bool) -> None:
+    from grace.training.checkpoint import latest_checkpoint
+
+    key = run_key(name, seed, minutes)
+    rationale, tokens = rationale_of(name)
+    cache = work / "rationales.sqlite"
+    out = train_run(work, data_dir, name, seed, minutes)
+    curve_stage(out, key, rationale, tokens, data_dir, cache)
+    last = latest_checkpoint(out)
+    for suite, wanted in (("dev", dev), ("lite", lite)):
+        if wanted and not (DATA / key / f"{suite}.json").is_file():
+            if last is None:
+                raise SystemExit(f"{key}: no checkpoint under {out} to evaluate on {suite} "
+                                 "(the run's folder is gone: delete its train.json to retrain)")
+            evaluate(str(last), suite, rationale, tokens, data_dir, DATA / key / f"{suite}.json", cache)
+
+
+def run_references(work: Path, data_dir: Path, suites: list[str]) -> None:
+    for label, rationale in REFERENCES.items():
+        for suite in suites:
+            evaluate("smollm2-135m", suite, rationale, RATIONALE_TOKENS, data_dir,
+                     DATA / "references" / f"{label}-{suite}.json", work / "rationales.sqlite")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", nargs="*", default=[], choices=list(RUNS), metavar="RUN",
+                        help=f"runs to do, in order: {', '.join(RUNS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--minutes", type=float, default=45.0, help="training time per run")
+    parser.add_argument("--references", nargs="*", default=None, metavar="SUITE",
+                        help="also score the untrained references on these suites (dev-mini dev lite)")
+    parser.add_argument("--no-dev", action="store_true", help="skip the full dev suite")
+    parser.add_argument("--lite", action="store_true", help="also score the last checkpoint on lite")
+    parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
+    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
+    parser.add_argument("--work", default=str(HERE.parent / "runs" / "budget"))
+    args = parser.parse_args()
+    work, data_dir = Path(args.work), Path(args.data_dir)
+    if not args.report:
+        work.mkdir(parents=True, exist_ok=True)
+        if args.references:
+            run_references(work, data_dir, args.references)
+        for seed in args.seeds:
+            for name in args.runs:
+                run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite)
+    import budget_report  # benchmarks/, beside this script
+
+    _log(f"wrote {budget_report.write(DATA, HERE)}")
+
+
+if __name__ == "__main__":
+    main()

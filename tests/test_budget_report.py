@@ -1,0 +1,73 @@
+"""benchmarks/budget_report.py: the budget runs' report and curves from hand-written stage
+outputs (the layout budget_runs.py writes), and the dev-mini suite the curves are scored on."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import budget_report  # noqa: E402
+import budget_runs  # noqa: E402
+
+
+def _result(by_type, copy=None):
+    quality = None if copy is None else {"copy_rate": copy, "length_mean": 30.0}
+    return {"averages": {"STS": by_type - 0.1, "Retrieval": by_type + 0.1}, "overall_by_type": by_type,
+            "rationale_quality": quality}
+
+
+def _write(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "budget"
+    rows = [{"step": s, "time/train_min": s / 4, "reward/contrastive": 0.1 * s,
+             "rationale/copy_rate": 0.4, "rationale/length_mean": 31.0} for s in range(1, 9)]
+    key = budget_runs.run_key("grace-sup-lr3e-5", 0, 2)
+    _write(root / key / "train.json", {
+        "run": key, "name": "grace-sup-lr3e-5", "seed": 0, "minutes": 2, "config": "sup-nli",
+        "overrides": budget_runs.RUNS["grace-sup-lr3e-5"][1], "steps": 8, "train_minutes": 2.0,
+        "metrics": rows})
+    _write(root / key / "curve-4.json", _result(0.40))
+    _write(root / key / "curve-8.json", _result(0.45))
+    _write(root / key / "dev.json", _result(0.50, copy=0.25))
+    _write(root / "references" / "echo-dev.json", _result(0.55, copy=1.0))
+    _write(root / "references" / "echo-dev-mini.json", _result(0.52, copy=1.0))
+    return root
+
+
+def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_path):
+    out = budget_report.write(data, tmp_path)
+    text = out.read_text()
+    key = "grace-sup-lr3e-5-s0-2m"
+    line = next(x for x in text.splitlines() if x.startswith(f"| {key} "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "sup-nli: optim.learning_rate=3e-05, reward.variant=reference"
+    assert cells[2:6] == ["0", "2.0", "8", "40.00 -> 45.00"]
+    assert cells[6:] == ["50.00", "-", "0.25 / 30.0"]
+    assert "| echo | 52.00 | 55.00 | - | 1.00 / 30.0 |" in text
+    assert f"| {key} | 40.00 | 60.00 | 50.00 |" in text  # per category on dev
+    assert (tmp_path / "results-budget-curves.png").stat().st_size > 1000
+
+
+def test_runs_are_evaluated_with_their_own_rationale_settings():
+    assert budget_runs.rationale_of("grace-sup") == ("greedy", budget_runs.RATIONALE_TOKENS)
+    assert budget_runs.rationale_of("infonce") == ("none", budget_runs.RATIONALE_TOKENS)
+    assert budget_runs.run_key("simcse", 1, 45.0) == "simcse-s1-45m"
+
+
+def test_dev_mini_is_four_dev_tasks_of_four_types():
+    from grace.evaluation.suite_tasks import SUITE_TASKS
+
+    mini = SUITE_TASKS["dev-mini"]
+    dev = {t.name: t for t in SUITE_TASKS["dev"]}
+    assert [t.name for t in mini] == ["DevSTSB", "DevHotpotQA", "DevTREC", "DevQuoraPairs"]
+    for task in mini:  # the same data and builder, smaller subsamples
+        assert task.files == dev[task.name].files and task.build is dev[task.name].build
+        assert all(v <= dev[task.name].lite[k] for k, v in task.lite.items())
