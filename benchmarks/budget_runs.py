@@ -59,11 +59,16 @@ RUNS = {
     "grace-sup-decoupled": ("sup-nli", {**GRACE, "reward.variant": "decoupled"}, NLI),
     "grace-sup-g8": ("sup-nli", {**GRACE, "reward.variant": "reference", "batch_size": 2,
                                  "rollout.num_rollouts": 8}, NLI),
+    "grace-sup-balanced": ("sup-nli", {**GRACE, "reward.variant": "reference",
+                                       "optim.learning_rate": 3e-5, "rollout.pooling": "balanced"}, NLI),
     "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),
+    "grace-unsup-lr3e-5": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, WIKI),
     "infonce": ("infonce-nli", BASELINE, NLI),
     "simcse": ("simcse-wiki", BASELINE, WIKI),
 }
-REFERENCES = {"base": "none", "echo": "echo", "plus_reasoning": "greedy"}  # untrained SmolLM2
+# untrained SmolLM2: label -> (rationale, pooling)
+REFERENCES = {"base": ("none", "mean"), "echo": ("echo", "mean"), "plus_reasoning": ("greedy", "mean"),
+              "echo_balanced": ("echo", "balanced"), "plus_reasoning_balanced": ("greedy", "balanced")}
 
 
 def _log(msg: str) -> None:
@@ -81,12 +86,14 @@ def run_key(name: str, seed: int, minutes: float) -> str:
     return f"{name}-s{seed}-{minutes:g}m"
 
 
-def rationale_of(name: str) -> tuple[str, int]:
-    """(rationale mode, tokens) a run's checkpoints are evaluated with."""
+def rationale_of(name: str) -> tuple[str, int, str]:
+    """(rationale mode, tokens, pooling) a run's checkpoints are evaluated with: those it was
+    trained with."""
     config, overrides, _ = RUNS[name]
     if config.startswith(("infonce", "simcse")):
-        return "none", RATIONALE_TOKENS
-    return "greedy", int(overrides.get("rollout.max_new_tokens", RATIONALE_TOKENS))
+        return "none", RATIONALE_TOKENS, "mean"
+    return ("greedy", int(overrides.get("rollout.max_new_tokens", RATIONALE_TOKENS)),
+            overrides.get("rollout.pooling", "mean"))
 
 
 def _cpu() -> str:
@@ -121,29 +128,30 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) 
     return out
 
 
-def evaluate(source: str, suite: str, rationale: str, tokens: int, data_dir: Path, out: Path,
+def evaluate(source: str, suite: str, how: tuple[str, int, str], data_dir: Path, out: Path,
              cache: Path) -> dict:
+    """``source`` on ``suite`` with ``how`` = (rationale, tokens, pooling), into ``out``."""
     if not out.is_file():
         from grace.evaluation.suite import run_suite
 
-        _log(f"{suite}: {source} (rationale {rationale})")
+        rationale, tokens, pooling = how
+        _log(f"{suite}: {source} (rationale {rationale}, pooling {pooling})")
         tmp = out.with_suffix(".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
         run_suite(source, suite=suite, data_dir=data_dir, rationale=rationale, max_new_tokens=tokens,
-                  output=tmp, cache=cache, dtype=EVAL_DTYPE, show=False)
+                  output=tmp, cache=cache, dtype=EVAL_DTYPE, show=False, pooling=pooling)
         tmp.replace(out)
     return json.loads(out.read_text())
 
 
-def curve_stage(out: Path, key: str, rationale: str, tokens: int, data_dir: Path, cache: Path) -> None:
+def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) -> None:
     """Stage 2: every checkpoint on dev-mini; scored checkpoints but the newest are deleted."""
     from grace.training.checkpoint import checkpoints
 
     found = checkpoints(out)  # newest first
     for checkpoint in reversed(found):
         step = int(checkpoint.name.split("-")[1])
-        evaluate(str(checkpoint), "dev-mini", rationale, tokens, data_dir,
-                 DATA / key / f"curve-{step}.json", cache)
+        evaluate(str(checkpoint), "dev-mini", how, data_dir, DATA / key / f"curve-{step}.json", cache)
         if checkpoint != found[0]:
             shutil.rmtree(checkpoint)
 
@@ -153,23 +161,23 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
     from grace.training.checkpoint import latest_checkpoint
 
     key = run_key(name, seed, minutes)
-    rationale, tokens = rationale_of(name)
+    how = rationale_of(name)
     cache = work / "rationales.sqlite"
     out = train_run(work, data_dir, name, seed, minutes)
-    curve_stage(out, key, rationale, tokens, data_dir, cache)
+    curve_stage(out, key, how, data_dir, cache)
     last = latest_checkpoint(out)
     for suite, wanted in (("dev", dev), ("lite", lite)):
         if wanted and not (DATA / key / f"{suite}.json").is_file():
             if last is None:
                 raise SystemExit(f"{key}: no checkpoint under {out} to evaluate on {suite} "
                                  "(the run's folder is gone: delete its train.json to retrain)")
-            evaluate(str(last), suite, rationale, tokens, data_dir, DATA / key / f"{suite}.json", cache)
+            evaluate(str(last), suite, how, data_dir, DATA / key / f"{suite}.json", cache)
 
 
 def run_references(work: Path, data_dir: Path, suites: list[str]) -> None:
-    for label, rationale in REFERENCES.items():
+    for label, (rationale, pooling) in REFERENCES.items():
         for suite in suites:
-            evaluate("smollm2-135m", suite, rationale, RATIONALE_TOKENS, data_dir,
+            evaluate("smollm2-135m", suite, (rationale, RATIONALE_TOKENS, pooling), data_dir,
                      DATA / "references" / f"{label}-{suite}.json", work / "rationales.sqlite")
 
 

@@ -57,8 +57,9 @@ def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_p
 
 
 def test_runs_are_evaluated_with_their_own_rationale_settings():
-    assert budget_runs.rationale_of("grace-sup") == ("greedy", budget_runs.RATIONALE_TOKENS)
-    assert budget_runs.rationale_of("infonce") == ("none", budget_runs.RATIONALE_TOKENS)
+    assert budget_runs.rationale_of("grace-sup") == ("greedy", budget_runs.RATIONALE_TOKENS, "mean")
+    assert budget_runs.rationale_of("grace-sup-balanced")[2] == "balanced"
+    assert budget_runs.rationale_of("infonce") == ("none", budget_runs.RATIONALE_TOKENS, "mean")
     assert budget_runs.run_key("simcse", 1, 45.0) == "simcse-s1-45m"
 
 

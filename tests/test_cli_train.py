@@ -611,3 +611,11 @@ def test_a_time_budget_must_be_positive(tmp_path, texts):
     result = grace_train(tmp_path, "--mode", "unsupervised", "--data", texts.name,
                          "--max-minutes", "-1", "--output-dir", "OUT", *SMALL)
     assert result.returncode == 2 and "max_minutes must be > 0" in result.stderr
+
+
+def test_balanced_pooling_trains_and_a_bad_pooling_is_named(tmp_path, texts):
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL]
+    _ok(grace_train(tmp_path, *args, "--rollout.pooling", "balanced", "--output-dir", "OUT"))
+    assert (tmp_path / "OUT" / "checkpoint-1").is_dir()
+    bad = grace_train(tmp_path, *args, "--rollout.pooling", "max", "--output-dir", "BAD")
+    assert bad.returncode == 2 and "rollout.pooling 'max' (choose mean, balanced)" in bad.stderr

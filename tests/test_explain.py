@@ -66,6 +66,9 @@ def test_explain_refuses_sampled_and_non_text(encoder):
         explain_pair(sampled, A, B)
     with pytest.raises((GraceInputError, TypeError)):
         explain_pair(encoder, A, 123)
+    balanced = encoder.with_options(cache=False, pooling="balanced")
+    with pytest.raises(GraceInputError, match="pools 'balanced'"):
+        explain_pair(balanced, A, B)
 
 
 def test_explain_minilm_word_pieces():

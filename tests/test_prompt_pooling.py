@@ -153,3 +153,71 @@ def test_build_prompts_truncates_long_texts_keeps_template_and_warns(tiny):
 def test_build_prompts_template_longer_than_the_cap_is_an_input_error(tiny):
     with pytest.raises(GraceInputError, match="max_prompt_tokens=10"):
         build_prompts(tiny[1], ["some text here"], max_prompt_tokens=10)
+
+
+# --------------------------------------------------------------------------- balanced pooling
+
+
+def test_pool_sums_mean_and_balanced_hand_computed():
+    from grace.models.pooling import pool_sums
+
+    # row 0: prompt tokens (1, 0) x3 -> sum (3, 0); rationale token (0, 2) x1 -> sum (0, 2)
+    # row 1: no rationale token
+    prompt_sum = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
+    prompt_count = torch.tensor([3.0, 2.0])
+    rationale_sum = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
+    rationale_count = torch.tensor([1.0, 0.0])
+    mean = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "mean")
+    # (3, 2) / 4 -> direction (3, 2) / sqrt(13)
+    torch.testing.assert_close(mean[0], torch.tensor([3.0, 2.0]) / math.sqrt(13))
+    balanced = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "balanced")
+    # 0.5 * (1, 0) + 0.5 * (0, 2) = (0.5, 1) -> (1, 2) / sqrt(5)
+    torch.testing.assert_close(balanced[0], torch.tensor([1.0, 2.0]) / math.sqrt(5))
+    torch.testing.assert_close(balanced[1], torch.tensor([0.0, 1.0]))  # its prompt's mean alone
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "max")
+
+
+def test_pool_split_matches_pool_sums_and_mean_is_pool():
+    from grace.models.pooling import pool_split, pool_sums
+
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 3)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 1, 1]])
+    torch.testing.assert_close(pool_split(hidden, mask, 3, "mean"), pool(hidden, mask))
+    m = mask.float()[..., None]
+    expected = pool_sums((hidden[:, :3] * m[:, :3]).sum(1), m[:, :3, 0].sum(1),
+                         (hidden[:, 3:] * m[:, 3:]).sum(1), m[:, 3:, 0].sum(1), "balanced")
+    torch.testing.assert_close(pool_split(hidden, mask, 3, "balanced"), expected)
+
+
+def test_balanced_pooling_is_the_same_in_the_engine_and_the_scoring_pass(tiny):
+    from grace.rollout.engine import generate_and_score
+    from grace.rollout.reference import score_sequences
+
+    model, tok = tiny
+    prompts = build_prompts(tok, ["hi", "a longer text so that the first prompt is left-padded"])
+    ours = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=5, pooling="balanced")
+    mean = generate_and_score(model, tok, prompts, temperature=0.0, max_new_tokens=5)
+    assert torch.equal(ours.seqs.input_ids, mean.seqs.input_ids)  # pooling changes no token
+    scored = score_sequences(model, ours.seqs, with_logprobs=False, pooling="balanced")
+    cos = torch.nn.functional.cosine_similarity(ours.embeddings, scored.embeddings, dim=-1)
+    assert cos.min().item() >= 0.9999
+    assert torch.nn.functional.cosine_similarity(ours.embeddings, mean.embeddings, dim=-1).max() < 0.9999
+
+
+def test_encoder_pooling_option_changes_the_embedding_and_the_cache_key(tiny, tmp_path):
+    from grace.encoders.base import GraceEncoder
+    from grace.encoders.encode import EncodeOptions
+
+    model, tok = tiny
+    encoder = GraceEncoder(model, tok, EncodeOptions(max_new_tokens=4), cache=tmp_path / "c.sqlite")
+    texts = ["a cat sits on the mat", "stocks fell"]
+    mean = encoder.encode(texts)
+    balanced = encoder.with_options(pooling="balanced").encode(texts)
+    assert not torch.allclose(torch.as_tensor(mean), torch.as_tensor(balanced))
+    again = encoder.with_options(pooling="balanced").encode(texts)  # from the cache
+    torch.testing.assert_close(torch.as_tensor(again), torch.as_tensor(balanced))
+    assert EncodeOptions().generation_key() != EncodeOptions(pooling="balanced").generation_key()
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        EncodeOptions(pooling="max")

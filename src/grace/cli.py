@@ -106,6 +106,9 @@ def _eval_parser(sub) -> None:
     p.add_argument("--capability", action="store_true", help="also evaluate general abilities")
     p.add_argument("--dtype", default="float32",
                    help="float32 | bfloat16 (bf16 is several times faster on CPUs with bf16 units)")
+    p.add_argument("--pooling", default=None, choices=["mean", "balanced"],
+                   help="mean (paper: every text and rationale token alike) | balanced (text mean "
+                        "and rationale mean, equal weight); default: the model's own (mean)")
 
 
 def _decode_parser(sub) -> None:
@@ -201,7 +204,8 @@ def _run(argv: list[str]) -> int:
 
         run_suite(args.model, suite=args.suite, data_dir=args.data_dir, rationale=args.rationale,
                   max_new_tokens=args.max_new_tokens, full=args.full, output=args.output,
-                  seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype)
+                  seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype,
+                  pooling=args.pooling)
         return 0
     if args.command == "decode":
         from grace.encoders.llm2vec_gen import decode_texts

@@ -65,6 +65,9 @@ class RolloutConfig:
     top_p: float = 1.0  # nucleus sampling of the trained rollouts
     context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref)
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
+    pooling: str = "mean"  # embedding of text + rationale behind the rewards: mean (paper: every
+    # pooled token alike) | balanced (text mean and rationale mean, equal weight; beyond the
+    # paper, grace.models.pooling.pool_sums). Encode the trained model with the same pooling
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
     engine: str = "fast"  # fast: grace.rollout.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
@@ -190,6 +193,8 @@ class TrainConfig:
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
+            (self.rollout.pooling in ("mean", "balanced"),
+             f"rollout.pooling '{self.rollout.pooling}' (choose mean, balanced)"),
             (self.rollout.engine in ("fast", "simple"),
              f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),

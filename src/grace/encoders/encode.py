@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from grace.data.batching import length_sorted_batches
 from grace.encoders.cache import RationaleCache, settings_key
 from grace.models.backbones import end_token_ids
+from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
@@ -49,10 +50,14 @@ class EncodeOptions:
     batch_size: int = 32  # texts per generation / forward batch (decoding is faster in bigger batches)
     max_prompt_tokens: int = 1024  # longer prompts are truncated (with a warning)
     system_prompt: str = SYSTEM_PROMPT
+    pooling: str = "mean"  # mean (paper: every text and rationale token alike) | balanced (text
+    # mean and rationale mean with equal weight; grace.models.pooling.pool_sums)
 
     def __post_init__(self) -> None:
         if self.rationale not in RATIONALE_MODES:
             raise ValueError(f"rationale must be one of {RATIONALE_MODES}, got {self.rationale!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("num_samples, max_new_tokens and batch_size must be >= 1")
 
@@ -65,6 +70,8 @@ class EncodeOptions:
         keep = ("rationale", "max_new_tokens", "max_prompt_tokens", "system_prompt")
         if self.rationale == "sampled":
             keep += ("temperature", "top_p")
+        if self.pooling != "mean":  # the cache holds embeddings too (mean: keys as before)
+            keep += ("pooling",)
         return settings_key(**{k: v for k, v in asdict(self).items() if k in keep})
 
 
@@ -75,7 +82,7 @@ def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
         model, tokenizer, prompts, num_samples=n,
         temperature=0.0 if opts.rationale == "greedy" else opts.temperature, top_p=opts.top_p,
         max_new_tokens=opts.max_new_tokens, batch_size=prompts.input_ids.shape[0] * n,
-        with_logprobs=False,
+        with_logprobs=False, pooling=opts.pooling,
     )
     return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
@@ -84,7 +91,8 @@ def _echo(model, tokenizer, texts: list[str], prompts: PromptBatch, opts: Encode
     """The ``echo`` mode: each text's own first ``max_new_tokens`` tokens as its rationale."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: opts.max_new_tokens] for t in texts]
     seqs = sequences_from_responses(prompts, ids, tokenizer.pad_token_id, end_token_ids(model, tokenizer))
-    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.float().cpu()
+    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False,
+                          pooling=opts.pooling).embeddings.float().cpu()
     rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     return emb, rationales, ids
 
@@ -116,7 +124,8 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
         rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
                                         tokenizer.pad_token_id, end_token_ids(model, tokenizer))
-        emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False).embeddings.cpu().numpy()
+        emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False,
+                              pooling=opts.pooling).embeddings.cpu().numpy()
         for (k, i), e in zip(stale, emb):
             entries[k][i] = (entries[k][i][0], e)
         for k in range(n):  # store the embeddings (only a cache can hold stale entries)

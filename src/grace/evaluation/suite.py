@@ -117,13 +117,15 @@ def _capability_function():
     return evaluate_capability
 
 
-def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32"):
+def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32",
+             pooling: str | None = None):
     from grace.encoders.base import GraceEncoder
 
+    options = {"rationale": rationale, "max_new_tokens": max_new_tokens,
+               **({"pooling": pooling} if pooling is not None else {})}
     if isinstance(model, GraceEncoder):
-        return model.with_options(cache=cache, rationale=rationale, max_new_tokens=max_new_tokens)
-    return GraceEncoder.from_pretrained(model, cache=cache, rationale=rationale,
-                                        max_new_tokens=max_new_tokens, dtype=dtype)
+        return model.with_options(cache=cache, **options)
+    return GraceEncoder.from_pretrained(model, cache=cache, dtype=dtype, **options)
 
 
 def weights_dtype(model) -> str:
@@ -249,13 +251,14 @@ def print_table(results: dict) -> None:
 def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path | None = None,
               rationale: str = "greedy", max_new_tokens: int = 64, full: bool = False,
               output: str | Path | None = None, seed: int = 0, cache=True, capability: bool = False,
-              show: bool = True, dtype: str = "float32") -> dict:
+              show: bool = True, dtype: str = "float32", pooling: str | None = None) -> dict:
     """Evaluate an encoder (a name ``GraceEncoder.from_pretrained`` loads, or a GraceEncoder,
     whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite.
 
     ``cache``: the rationale cache (True = the default file, False = none, or a path).
     ``dtype``: weights' dtype when a name is loaded (bfloat16 is several times faster on CPUs
     with bf16 matrix instructions; scores move slightly).
+    ``pooling``: mean | balanced (grace.models.pooling.pool_sums); None keeps the encoder's own.
     ``capability``: also run ``grace.evaluation.capability.evaluate_capability`` (general
     abilities of the policy), stored under "capability". Returns the results dict (see the
     module docstring), writes it to ``output`` as JSON and prints a table if ``show``.
@@ -275,7 +278,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     from grace.evaluation.mteb_adapter import GraceMTEBModel
 
     start = time.perf_counter()
-    encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache, dtype)
+    encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache, dtype, pooling)
     model = GraceMTEBModel(encoder)
     rows = {}
     for task in tasks:
@@ -287,6 +290,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "revision": model.mteb_model_meta.revision,
         "rationale": rationale,
         "max_new_tokens": max_new_tokens,
+        "pooling": getattr(getattr(encoder, "options", None), "pooling", None),
         "dtype": weights_dtype(encoder.model),
         "suite": suite,
         "full": full,

@@ -96,6 +96,9 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     from grace.rollout.reference import _forward_hidden, sequences_from_responses
 
     opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
+    if opts.pooling != "mean":
+        raise GraceInputError(f"explain splits the cosine of token-mean embeddings; this encoder "
+                              f"pools '{opts.pooling}': encode with pooling 'mean' to explain")
     if opts.rationale == "sampled":
         raise GraceInputError("explain needs a deterministic encoding: rationale 'greedy' or "
                               "'none', not 'sampled' (several averaged rationales)")

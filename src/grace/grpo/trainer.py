@@ -184,7 +184,7 @@ class GraceTrainer(Trainer):
                 num_samples=[1] * n_ctx + [r.num_rollouts] * len(plan.trained_texts),
                 temperature=[r.context_temperature] * n_ctx + [r.temperature] * len(plan.trained_texts),
                 top_p=r.top_p, max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size,
-                decode=r.decode,
+                decode=r.decode, pooling=r.pooling,
             )
             context, trained = _split(scored, n_ctx)
             return plan, context, trained, prompts.num_truncated
@@ -194,7 +194,8 @@ class GraceTrainer(Trainer):
             seqs = generate_sequences(model, self.tokenizer, prompts, num_samples=num_samples,
                                       temperature=temperature, top_p=r.top_p,
                                       max_new_tokens=r.max_new_tokens, batch_size=r.generation_batch_size)
-            return (score_sequences(model, seqs, r.micro_batch_size, temperature=temperature or 1.0),
+            return (score_sequences(model, seqs, r.micro_batch_size, temperature=temperature or 1.0,
+                                    pooling=r.pooling),
                     prompts.num_truncated)
 
         context, cut_c = run(plan.context_texts, 1, r.context_temperature)

@@ -37,3 +37,39 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
 def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean in float32, L2-normalised: the embedding. (N, T, D), (N, T) -> (N, D)."""
     return F.normalize(masked_mean(hidden.float(), mask, dim=1), dim=-1)
+
+
+POOLINGS = ("mean", "balanced")  # see pool_sums
+
+
+def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_sum: torch.Tensor,
+              rationale_count: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """The embedding from the sums of the pooled prompt and rationale hidden states (float32),
+    L2-normalised. (N, D), (N,), (N, D), (N,) -> (N, D).
+
+    ``mean`` (the paper): the mean over every pooled token, prompt and rationale alike, so a
+    200-token text outweighs a 32-token rationale six to one. ``balanced`` (beyond the paper):
+    the prompt's mean and the rationale's mean with equal weight, whatever their lengths; a
+    row without rationale tokens is its prompt's mean.
+    """
+    if pooling == "mean":
+        total = prompt_count + rationale_count
+        return F.normalize((prompt_sum + rationale_sum) / total.clamp(min=1)[:, None], dim=-1)
+    if pooling != "balanced":
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    text = prompt_sum / prompt_count.clamp(min=1)[:, None]
+    rationale = rationale_sum / rationale_count.clamp(min=1)[:, None]
+    has = (rationale_count > 0).to(text.dtype)[:, None]
+    return F.normalize(text * (1 - 0.5 * has) + rationale * 0.5 * has, dim=-1)
+
+
+def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean") -> torch.Tensor:
+    """``pool`` with the positions before ``split`` as the prompt and the rest as the rationale
+    (``pool_sums``' pooling). (N, T, D), (N, T) -> (N, D)."""
+    if pooling == "mean":
+        return pool(hidden, mask)
+    m = mask.to(torch.float32)
+    h = hidden.float()
+    prompt, rationale = m[:, :split], m[:, split:]
+    return pool_sums((h[:, :split] * prompt[..., None]).sum(1), prompt.sum(1),
+                     (h[:, split:] * rationale[..., None]).sum(1), rationale.sum(1), pooling)

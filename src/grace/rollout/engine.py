@@ -42,6 +42,7 @@ from transformers.cache_utils import DynamicCache
 
 from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.prompt import PromptBatch
+from grace.models.pooling import POOLINGS, pool_sums
 from grace.rollout.decode_step import head_logits
 from grace.rollout.buckets import length_buckets
 from grace.rollout.kv_cache import PreallocatedLayer, cache_kwargs, fill_to, make_cache, place_rows, repeated_cache
@@ -156,7 +157,8 @@ def _bucketed_suffixes(decoder, prefix_cache, lay: _Layout, buckets, attn, room:
 
 @torch.no_grad()
 def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
-                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs, decode="auto"):
+                   max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs, decode="auto",
+                   pooling="mean"):
     """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
     prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
     counts; T <= max_new_tokens (early exit)."""
@@ -176,6 +178,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
             cache.batch_select_indices(torch.arange(len(counts), device=device).repeat_interleave(counts))
         pool_sum, pool_count, logits, attn, next_pos = (
             t.repeat_interleave(counts, dim=0) for t in (pool_sum, pool_count, logits, attn, next_pos))
+    prompt_sum, prompt_count = (pool_sum.clone(), pool_count.clone()) if pooling != "mean" else (None, None)
     N = int(counts.sum())
     ends = torch.as_tensor(eos_ids, dtype=torch.long, device=device)  # (E,) any of them ends a row
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -208,7 +211,11 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
             cache.batch_select_indices(index)
             rows, attn, next_pos, hidden, done = rows[index], attn[index], next_pos[index], hidden[index], done[index]
         logits = head_logits(head, hidden)  # (n, V)
-    embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
+    if pooling == "mean":
+        embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
+    else:  # the rationale's share is what decoding added to the prompt's sums
+        embeddings = pool_sums(prompt_sum, prompt_count, pool_sum - prompt_sum,
+                               pool_count - prompt_count, pooling)
     return tokens[:, :steps], logprobs[:, :steps], embeddings
 
 
@@ -261,6 +268,7 @@ def generate_and_score(
     share_prefix: bool = True,
     with_logprobs: bool = True,
     decode: str = "auto",
+    pooling: str = "mean",
 ) -> ScoredSequences:
     """Sample rationales and return them with their embeddings and log-probs at each row's
     sampling temperature (log softmax(logits / T); greedy rows at T = 1), as
@@ -275,8 +283,12 @@ def generate_and_score(
     (that step or an error), ``compiled`` (that step under ``torch.compile``: 3-4 minutes to
     build once per process on 2 cores, and slower than uncompiled on our 2-core machine, 0.75x
     in benchmarks/bench_rollout.py; it falls back uncompiled where compilation fails)
-    or ``hf``.
+    or ``hf``. ``pooling``: ``mean`` (the paper: every pooled prompt and rationale token alike)
+    or ``balanced`` (prompt mean and rationale mean with equal weight;
+    grace.models.pooling.pool_sums).
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     n_prompts = prompts.input_ids.shape[0]
     counts = _per_prompt(num_samples, n_prompts, "num_samples")
     temps = _per_prompt(temperature, n_prompts, "temperature")
@@ -300,7 +312,7 @@ def generate_and_score(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
             max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
-            decode=decode,
+            decode=decode, pooling=pooling,
         )
         tokens.append(tok)
         logprobs.append(lp)

@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 
 from grace.grpo.policy_loss import token_logprobs
 from grace.models.backbones import decoder_and_head, end_token_ids
-from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
+from grace.models.pooling import pool_split, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch
 from grace.rollout.batch import ScoredSequences, Sequences
 
@@ -140,11 +140,11 @@ def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
 @torch.no_grad()
 def score_sequences(
     model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True,
-    temperature: float = 1.0,
+    temperature: float = 1.0, pooling: str = "mean",
 ) -> ScoredSequences:
-    """One no-grad pass: pooled embeddings and (optionally) rationale log-probs at
-    ``temperature`` (log softmax(logits / temperature), the distribution the rollouts were
-    sampled from, as verl computes them)."""
+    """One no-grad pass: pooled embeddings (``pooling``: grace.models.pooling.pool_sums) and
+    (optionally) rationale log-probs at ``temperature`` (log softmax(logits / temperature), the
+    distribution the rollouts were sampled from, as verl computes them)."""
     _, head = decoder_and_head(model)
     was_training = model.training
     model.eval()
@@ -152,7 +152,7 @@ def score_sequences(
     for start in range(0, len(seqs), micro_batch_size):
         part = seqs.select(slice(start, start + micro_batch_size))
         hidden = _forward_hidden(model, part)  # (n, P+R, D)
-        embeddings.append(pool(hidden, part.pool_mask))  # (n, D)
+        embeddings.append(pool_split(hidden, part.pool_mask, part.prompt_len, pooling))  # (n, D)
         if with_logprobs:
             logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
             lp = token_logprobs(logits / temperature, part.response_ids) * part.response_mask  # (n, R)
