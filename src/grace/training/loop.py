@@ -340,7 +340,8 @@ class Trainer:
                 samples_log.log(sample)
                 if main:
                     tqdm.write(self.describe_sample(sample))
-            bar.set_postfix(**self.postfix(metrics))
+            budget = {"min": f"{seconds / 60:.1f}/{cfg.max_minutes:g}"} if cfg.max_minutes else {}
+            bar.set_postfix(**self.postfix(metrics), **budget)
             out_of_time = self.budget_spent(seconds)
             if step % cfg.save_every == 0 or step == cfg.max_steps or out_of_time:
                 state = {"step": step, **self.order.position(step + 1), "seed": cfg.seed,
