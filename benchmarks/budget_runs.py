@@ -63,6 +63,10 @@ RUNS = {
                                        "optim.learning_rate": 3e-5, "rollout.pooling": "balanced"}, NLI),
     "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),
     "grace-unsup-lr3e-5": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, WIKI),
+    # texts of train splits that no suite scores (benchmarks/unscored_data.py)
+    "grace-unsup-mixed": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, "unscored:mixed"),
+    "grace-unsup-questions": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5},
+                              "unscored:questions"),
     "infonce": ("infonce-nli", BASELINE, NLI),
     "simcse": ("simcse-wiki", BASELINE, WIKI),
 }
@@ -115,8 +119,14 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) 
     out, record = work / key, DATA / key / "train.json"
     config_name, overrides, data = RUNS[name]
     if not record.is_file():
+        if data.startswith("unscored:"):
+            import unscored_data  # benchmarks/, beside this script
+
+            path = unscored_data.write_unscored(data_dir, work / "data")[data.split(":", 1)[1]]
+        else:
+            path = data_dir / data
         cfg = load_config(config_name, {**overrides, "seed": seed, "max_minutes": minutes,
-                                        "output_dir": str(out), "data.path": str(data_dir / data)})
+                                        "output_dir": str(out), "data.path": str(path)})
         _log(f"training {key} ({minutes:g} min)")
         train(cfg)
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -72,3 +72,32 @@ def test_dev_mini_is_four_dev_tasks_of_four_types():
     for task in mini:  # the same data and builder, smaller subsamples
         assert task.files == dev[task.name].files and task.build is dev[task.name].build
         assert all(v <= dev[task.name].lite[k] for k, v in task.lite.items())
+
+
+def test_unscored_training_texts_leave_out_every_text_a_suite_scores(tmp_path, monkeypatch):
+    import unscored_data
+    from test_evaluation import LABELLED, QUESTIONS, make_data_dir
+
+    monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "cache"))
+    root = make_data_dir(tmp_path / "data")
+    (root / "texts").mkdir()
+    (root / "texts/wiki-sentences.txt").write_text("A wiki sentence.\nAnother one.\n")
+    (root / "sts/stsb-dev.jsonl").write_text((root / "sts/stsb-test.jsonl").read_text())
+    (root / "retrieval/scifact/qrels-train.tsv").write_text(
+        (root / "retrieval/scifact/qrels-test.tsv").read_text())
+    rows = [{"text": f"{t} ({k})", "label": label} for k in range(3)  # 12 per intent, as the dev split needs
+            for label, texts in LABELLED.items() for t in texts]
+    (root / "classification/banking77-train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions = [{"text": f"{t} ({k})", "label": label} for k in range(6)  # 30 per type: 8-shot
+                 for label, texts in QUESTIONS.items() for t in texts]  # pools leave some out
+    (root / "classification/trec-train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in questions))
+    files = unscored_data.write_unscored(root, tmp_path / "out")
+    questions = files["questions"].read_text().splitlines()
+    scored = unscored_data.scored_texts(root)
+    trec = [json.loads(x)["text"] for x in (root / "classification/trec-train.jsonl").read_text().splitlines()]
+    assert questions and set(questions) < set(trec)
+    assert not {unscored_data.norm(q) for q in questions} & scored
+    assert len(questions) <= len(trec) - 18 - 24  # the test side (18) and a few-shot pool are out
+    mixed = files["mixed"].read_text().splitlines()
+    assert sorted(mixed) == sorted(questions + files["titles"].read_text().splitlines()
+                                   + ["A wiki sentence.", "Another one."])
