@@ -325,8 +325,10 @@ class Trainer:
             if main:
                 tqdm.write(f"the run's time budget ({cfg.max_minutes} min) is spent: nothing to do")
             return latest_checkpoint(self.output_dir)
+        # with a time budget the step count is open: the bar counts steps, its postfix minutes
         bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
-                   total=cfg.max_steps, desc=f"{cfg.method} train", disable=not main)
+                   total=None if cfg.max_minutes else cfg.max_steps, desc=f"{cfg.method} train",
+                   disable=not main)
         for step in bar:
             metrics, samples = self.step(step)
             seconds = self.start_seconds + time.perf_counter() - started
