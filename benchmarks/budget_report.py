@@ -28,14 +28,15 @@ def load_runs(data: Path) -> dict[str, dict]:
             continue
         curve = {int(p.stem.split("-")[1]): _json(p) for p in folder.glob("curve-*.json")}
         runs[folder.name] = {"train": train, "curve": dict(sorted(curve.items())),
-                             "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json")}
+                             "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
+                             "capability": _json(folder / "capability.json")}
     return runs
 
 
 def load_references(data: Path) -> dict[str, dict[str, dict]]:
     """label -> suite -> result of the untrained references."""
     refs: dict[str, dict[str, dict]] = {}
-    for path in sorted((data / "references").glob("*.json")) if (data / "references").is_dir() else []:
+    for path in sorted((data / "references").glob("*-*.json")) if (data / "references").is_dir() else []:
         label, suite = path.stem.rsplit("-", 1) if not path.stem.endswith("dev-mini") else (
             path.stem[: -len("-dev-mini")], "dev-mini")
         refs.setdefault(label, {})[suite] = json.loads(path.read_text())
@@ -96,6 +97,21 @@ def type_lines(named: dict[str, dict]) -> list[str]:
     for label, result in named.items():
         lines.append(f"| {label} | " + " | ".join(pct(result["averages"].get(t)) for t in types)
                      + f" | {pct(result['overall_by_type'])} |")
+    return lines
+
+
+def capability_lines(base: dict | None, runs: dict) -> list[str]:
+    """ARC-Easy accuracy and held-out perplexity, with the perplexity's change from the base."""
+    rows = ({"base (untrained)": base} if base else {}) | {k: r["capability"] for k, r in runs.items()
+                                                          if r.get("capability")}
+    if not rows:
+        return []
+    base_ppl = base["perplexity"]["perplexity"] if base else None
+    lines = ["| model | ARC-Easy acc | questions | held-out perplexity | vs base |", "|---|---|---|---|---|"]
+    for label, cap in rows.items():
+        arc, ppl = cap["arc_easy"], cap["perplexity"]["perplexity"]
+        change = "-" if base_ppl is None else f"{100 * (ppl / base_ppl - 1):+.1f}%"
+        lines.append(f"| {label} | {arc['acc']:.4f} | {arc['num_questions']} | {ppl:.2f} | {change} |")
     return lines
 
 
@@ -167,6 +183,9 @@ def write(data: Path, here: Path) -> Path:
         *type_lines({**{k: v.get("dev") for k, v in refs.items()},
                      **{k: r["dev"] for k, r in runs.items()}}),
     ]
+    capability = capability_lines(_json(data / "references" / "capability.json"), runs)
+    if capability:
+        lines += ["", "## General abilities", "", *capability]
     if plot(runs, here / "results-budget-curves.png"):
         lines += ["", "## Curves", "", "![results-budget-curves.png](results-budget-curves.png)"]
     out.write_text("\n".join(lines) + "\n")

@@ -17,7 +17,10 @@ skipped, so the script resumes after an interruption; checkpoints stay under --w
    the last are deleted (each is ~1.6 GB with its optimizer);
 3. ``dev.json``: the last checkpoint on ``dev`` (``--no-dev`` skips it: a search run that
    ``dev-mini`` already ruled out);
-4. ``lite.json`` with ``--lite``: the final table's suite (never used to choose).
+4. ``lite.json`` with ``--lite``: the final table's suite (never used to choose);
+5. ``capability.json`` with ``--capability``: ARC-Easy (``ARC_QUESTIONS`` seeded questions,
+   log-likelihood) and held-out perplexity of the last checkpoint (the base model's with
+   ``--references``).
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
 Evaluation is float32 with ``RATIONALE_TOKENS``-token greedy rationales unless a run sets
@@ -43,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "results-data" / "budget"
 RATIONALE_TOKENS = 32
 EVAL_DTYPE = "float32"  # bf16 greedy rationales change with the batch (issue 25)
+ARC_QUESTIONS = 300  # as make_results.py: at 40% accuracy a 95% interval is +-5.5 points
 
 FLOAT32 = {"model.mixed_precision": "no", "rollout.dtype": "policy", "max_steps": 100_000}
 GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
@@ -154,6 +158,21 @@ def evaluate(source: str, suite: str, how: tuple[str, int, str], data_dir: Path,
     return json.loads(out.read_text())
 
 
+def capability(source: str, data_dir: Path, out: Path) -> dict:
+    """ARC-Easy accuracy and held-out perplexity of ``source``, into ``out``."""
+    if not out.is_file():
+        from grace.evaluation.capability import arc_easy_accuracy, load_heldout_texts, perplexity
+        from grace.models.backbones import load_backbone
+
+        _log(f"capability: {source}")
+        model, tokenizer = load_backbone(source, EVAL_DTYPE)
+        model.eval()
+        arc = arc_easy_accuracy(model, tokenizer, data_dir / "capability/arc-easy-test.jsonl",
+                                max_questions=ARC_QUESTIONS, seed=0)
+        _write_json(out, {"arc_easy": arc, "perplexity": perplexity(model, tokenizer, load_heldout_texts())})
+    return json.loads(out.read_text())
+
+
 def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) -> None:
     """Stage 2: every checkpoint on dev-mini; scored checkpoints but the newest are deleted."""
     from grace.training.checkpoint import checkpoints
@@ -167,7 +186,7 @@ def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) ->
 
 
 def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
-            lite: bool) -> None:
+            lite: bool, with_capability: bool = False) -> None:
     from grace.training.checkpoint import latest_checkpoint
 
     key = run_key(name, seed, minutes)
@@ -182,9 +201,13 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
                 raise SystemExit(f"{key}: no checkpoint under {out} to evaluate on {suite} "
                                  "(the run's folder is gone: delete its train.json to retrain)")
             evaluate(str(last), suite, how, data_dir, DATA / key / f"{suite}.json", cache)
+    if with_capability and last is not None:
+        capability(str(last), data_dir, DATA / key / "capability.json")
 
 
-def run_references(work: Path, data_dir: Path, suites: list[str]) -> None:
+def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool) -> None:
+    if with_capability:
+        capability("smollm2-135m", data_dir, DATA / "references" / "capability.json")
     for label, (rationale, pooling) in REFERENCES.items():
         for suite in suites:
             evaluate("smollm2-135m", suite, (rationale, RATIONALE_TOKENS, pooling), data_dir,
@@ -201,6 +224,8 @@ def main() -> None:
                         help="also score the untrained references on these suites (dev-mini dev lite)")
     parser.add_argument("--no-dev", action="store_true", help="skip the full dev suite")
     parser.add_argument("--lite", action="store_true", help="also score the last checkpoint on lite")
+    parser.add_argument("--capability", action="store_true",
+                        help="also ARC-Easy and held-out perplexity of the last checkpoint")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--work", default=str(HERE.parent / "runs" / "budget"))
@@ -208,11 +233,12 @@ def main() -> None:
     work, data_dir = Path(args.work), Path(args.data_dir)
     if not args.report:
         work.mkdir(parents=True, exist_ok=True)
-        if args.references:
-            run_references(work, data_dir, args.references)
+        if args.references is not None:
+            run_references(work, data_dir, args.references, args.capability)
         for seed in args.seeds:
             for name in args.runs:
-                run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite)
+                run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
+                        args.capability)
     import budget_report  # benchmarks/, beside this script
 
     _log(f"wrote {budget_report.write(DATA, HERE)}")

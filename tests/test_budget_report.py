@@ -39,6 +39,9 @@ def data(tmp_path):
     _write(root / key / "dev.json", _result(0.50, copy=0.25))
     _write(root / "references" / "echo-dev.json", _result(0.55, copy=1.0))
     _write(root / "references" / "echo-dev-mini.json", _result(0.52, copy=1.0))
+    cap = {"arc_easy": {"acc": 0.5, "num_questions": 300}, "perplexity": {"perplexity": 200.0}}
+    _write(root / "references" / "capability.json", cap)
+    _write(root / key / "capability.json", {**cap, "perplexity": {"perplexity": 203.0}})
     return root
 
 
@@ -53,6 +56,8 @@ def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_p
     assert cells[6:] == ["50.00", "-", "0.25 / 30.0"]
     assert "| echo | 52.00 | 55.00 | - | 1.00 / 30.0 |" in text
     assert f"| {key} | 40.00 | 60.00 | 50.00 |" in text  # per category on dev
+    assert "| base (untrained) | 0.5000 | 300 | 200.00 | +0.0% |" in text
+    assert f"| {key} | 0.5000 | 300 | 203.00 | +1.5% |" in text
     assert (tmp_path / "results-budget-curves.png").stat().st_size > 1000
 
 
