@@ -32,7 +32,7 @@ pairs); retrieval and reranking are still sized by time, so one query moves them
 (SciFact), 1.25 (HotpotQA) and 3.3 points. The second batch of tasks (HotpotQA to
 StackOverflow, issue 25) adds questions, where a rationale can work as query expansion, and
 tweets and titles; they were sized so that a greedy float32 row stays under ~40 minutes on 2
-cores. Time goes by tokens rather than texts: measured on a 2-core AMD EPYC (SmolLM2-135M,
+cores (~25 min estimated from the rates below; a whole row has not been timed yet). Time goes by tokens rather than texts: measured on a 2-core AMD EPYC (SmolLM2-135M,
 float32 weights, greedy 32-token rationales) ~5.2 short texts/s (sentences, questions, tweets,
 titles), ~2.2 Wikipedia paragraphs/s and ~1.0 SciFact abstracts/s; on a quiet 2-core machine
 in bfloat16 with bf16 units, no rationale ~120 sentences/s and ~2.3 abstracts/s, greedy
