@@ -10,7 +10,10 @@ questions and titles, beside the Wikipedia sentences, for GRACE's unsupervised m
 - ``mixed.txt``: the Wikipedia sentences, the questions and the titles, shuffled together
   (seeded).
 Texts are compared lower-cased, without punctuation and spaces (the data README's rule); a
-check at the end asserts that no written text is one any suite scores.
+check at the end asserts that no written text is one any suite scores. "Scores" means the
+suites as they are run here: seed 0 and their subsamples (``--full`` or another ``--seed``
+draws other few-shot pools). The files are rebuilt at every call (seconds), so a changed suite
+never leaves stale training texts behind.
 """
 
 from __future__ import annotations
@@ -58,10 +61,8 @@ def scored_texts(data_dir: Path) -> set[str]:
 
 
 def write_unscored(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Path]:
-    """Write the three files (once: existing files are kept) and return their paths."""
+    """(Re)write the three files and return their paths (unchanged files are left as they are)."""
     files = {name: out / f"{name}.txt" for name in ("questions", "titles", "mixed")}
-    if all(p.is_file() for p in files.values()):
-        return files
     scored = scored_texts(data_dir)
 
     def keep(texts):
@@ -81,8 +82,11 @@ def write_unscored(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     for name, texts in (("questions", questions), ("titles", titles), ("mixed", mixed)):
         assert not {norm(t) for t in texts} & scored  # nothing a suite scores
+        content = "".join(t + "\n" for t in texts)
+        if files[name].is_file() and files[name].read_text(encoding="utf-8") == content:
+            continue  # a training run may be reading it
         tmp = files[name].with_suffix(".tmp")
-        tmp.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        tmp.write_text(content, encoding="utf-8")
         tmp.replace(files[name])
     return files
 

@@ -134,7 +134,7 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     args = ["--model", "tiny-random", "--mode", "unsupervised", "--data", "texts.txt",
             "--output-dir", "OUT", "--batch-size", "2", "--rollout.num_rollouts", "2",
             "--rollout.max_new_tokens", "8", "--rollout.micro_batch_size", "8",
-            "--optim.num_mini_batches", "2"]
+            "--optim.num_mini_batches", "2", "--max-minutes", "1000"]  # a budget: its time is gathered
     result = _launch_two_processes(tmp_path, [*args, "--max-steps", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "OUT"
@@ -156,7 +156,12 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     assert "resuming from OUT/checkpoint-2 (step 2)" in resumed.stdout + resumed.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
-    assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["step"] == 3
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["step"] == 3
+    # the training time went on from checkpoint-2's (the slowest process's, the same on each)
+    before = json.loads((checkpoint / "trainer_state.json").read_text())["train_seconds"]
+    assert state["train_seconds"] > before > 0
+    assert rows[2]["time/train_min"] == pytest.approx(state["train_seconds"] / 60, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -221,3 +221,18 @@ def test_encoder_pooling_option_changes_the_embedding_and_the_cache_key(tiny, tm
     assert EncodeOptions().generation_key() != EncodeOptions(pooling="balanced").generation_key()
     with pytest.raises(ValueError, match="pooling must be one of"):
         EncodeOptions(pooling="max")
+
+
+def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):
+    import yaml
+
+    from grace.encoders.base import GraceEncoder, trained_pooling
+    from grace.models.backbones import load_backbone
+
+    model, tok = load_backbone("tiny-random")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert trained_pooling(tmp_path) == {}
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"pooling": "balanced"}}))
+    assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.pooling == "balanced"
+    assert GraceEncoder.from_pretrained(str(tmp_path), cache=False, pooling="mean").options.pooling == "mean"

@@ -163,9 +163,9 @@ class TrainConfig:
     batch_size: int = 64  # groups (baselines: examples) per step, over all processes
     max_steps: int = 100  # rollout steps
     max_minutes: float | None = None  # time budget: stop (and checkpoint) at the first step after
-    # this many minutes of training, counted over the run's resumes (trainer_state's
-    # train_seconds; loading and saving are not counted); max_steps still caps the steps and
-    # sets the learning-rate schedule. null: no budget
+    # this many minutes of training steps, counted over the run's resumes (trainer_state's
+    # train_seconds; loading, saving and logging are not counted); max_steps still caps the
+    # steps and sets the learning-rate schedule. null: no budget
     save_every: int = 50  # checkpoint every N steps (and at the end)
     sample_every: int = 10  # log a few sample rationales every N steps
     num_samples_logged: int = 2  # how many sample rationales to log

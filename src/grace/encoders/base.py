@@ -35,6 +35,21 @@ from grace.models.backbones import cache_dir, load_backbone
 ENCODER_CONFIG = "grace_encoder.json"
 
 
+def trained_pooling(folder) -> dict:
+    """``{"pooling": ...}`` from a training checkpoint's ``grace_config.yaml`` (the pooling its
+    rewards were computed with), or ``{}``."""
+    config = Path(folder) / "grace_config.yaml"
+    if not config.is_file():
+        return {}
+    import yaml
+
+    try:
+        pooling = (yaml.safe_load(config.read_text()) or {}).get("rollout", {}).get("pooling")
+    except (yaml.YAMLError, AttributeError):
+        return {}  # not ours to judge here: loading the weights reports a broken checkpoint
+    return {"pooling": pooling} if isinstance(pooling, str) else {}
+
+
 def _validate(texts) -> list[str]:
     if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
         raise TypeError(f"encode() takes a string or a list of strings, got {type(texts).__name__}")
@@ -125,7 +140,9 @@ class GraceEncoder:
         """Load a packaged name, a grace checkpoint, a local folder or a hub id.
 
         Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
-        in the folder if present, then from keyword arguments.
+        in the folder if present, then from keyword arguments; a training checkpoint's
+        ``grace_config.yaml`` gives the pooling its rewards were computed with
+        (``rollout.pooling``).
 
         ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: each
         subclass with a saved format of its own says so in ``claims`` and is registered when
@@ -142,10 +159,10 @@ class GraceEncoder:
         known = {f.name for f in fields(EncodeOptions)}
         check_options(options, known)  # before the (slow) load
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
-        saved = {}
+        saved = trained_pooling(name_or_path)
         config_file = Path(name_or_path) / ENCODER_CONFIG
         if config_file.is_file():
-            saved = json.loads(config_file.read_text())
+            saved.update(json.loads(config_file.read_text()))
         opts = EncodeOptions(**{**{k: v for k, v in saved.items() if k in known}, **options})
         return cls(model, tokenizer, opts, cache=cache, name=name_or_path)
 

@@ -45,7 +45,7 @@ from grace.llm2vec_gen.inputs import build_encoder_inputs
 from grace.llm2vec_gen.model import LLM2VecGenModel
 from grace.models.backbones import load_backbone
 
-IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt")
+IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "pooling")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")
 
 

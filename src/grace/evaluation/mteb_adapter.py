@@ -72,6 +72,8 @@ def grace_model_meta(encoder: GraceEncoder, revision: str | None = None,
     embeddings = get_embeddings() if get_embeddings is not None else None
     opts = encoder.options
     experiment = {"rationale": opts.rationale, "max_new_tokens": opts.max_new_tokens}
+    if getattr(opts, "pooling", "mean") != "mean":  # mean: the settings as before pooling existed
+        experiment["pooling"] = opts.pooling
     if opts.rationale == "sampled":
         experiment.update(num_samples=opts.num_samples, temperature=opts.temperature, top_p=opts.top_p)
     return ModelMeta(

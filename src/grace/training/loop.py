@@ -319,21 +319,21 @@ class Trainer:
         cfg, acc = self.config, self.acc
         main = acc.is_main_process
         last = None
-        started = time.perf_counter()
-        seconds = self.start_seconds  # training time of the run, over all its resumes
+        seconds = self.start_seconds  # training time of the run (steps only), over all its resumes
         if self.budget_spent(seconds):
             if main:
                 tqdm.write(f"the run's time budget ({cfg.max_minutes} min) is spent: nothing to do")
-            return latest_checkpoint(self.output_dir)
+            return self.resume_from
         # with a time budget the step count is open: the bar counts steps, its postfix minutes
         bar = tqdm(range(self.start_step + 1, cfg.max_steps + 1), initial=self.start_step,
                    total=None if cfg.max_minutes else cfg.max_steps, desc=f"{cfg.method} train",
                    disable=not main)
         for step in bar:
+            started = time.perf_counter()
             metrics, samples = self.step(step)
-            seconds = self.start_seconds + time.perf_counter() - started
-            if acc.num_processes > 1:  # every process stops at the same step
-                seconds = float(acc.reduce(torch.tensor([seconds]), reduction="max")[0])
+            seconds += time.perf_counter() - started  # saving and logging are not counted
+            if acc.num_processes > 1:  # every process stops at the same step: the slowest's time
+                seconds = float(acc.gather(torch.tensor([seconds], device=acc.device)).max())
             metrics["time/train_min"] = seconds / 60.0
             metrics_log.log(metrics)
             if self.trackers:
