@@ -1,6 +1,6 @@
 """README command 1's job (`grace demo`) as a subprocess, with the packaged demo config and the
 tiny model for two steps: before/after scores, the checkpoint and the figures file. The demo's
-real figures (SmolLM2, 12 steps) are in the config's comment and results-budget.md."""
+real figures (SmolLM2, 12 steps) are in the packaged config's comment."""
 
 import json
 import os
