@@ -100,6 +100,17 @@ def type_lines(named: dict[str, dict]) -> list[str]:
     return lines
 
 
+def sample_lines(runs: dict) -> list[str]:
+    """The last logged sample rationales of each run (training rollouts, sampled at T = 1)."""
+    lines = []
+    for key, run in runs.items():
+        for sample in run["train"].get("samples", []):
+            text = sample["text"].replace("|", "/")
+            rationale = sample["rationale"].replace("|", "/").replace("\n", " ")
+            lines.append(f"| {key} | {sample['step']} | {text} | {rationale} |")
+    return (["| run | step | text | rationale |", "|---|---|---|---|", *lines]) if lines else []
+
+
 def capability_lines(base: dict | None, runs: dict) -> list[str]:
     """ARC-Easy accuracy and held-out perplexity, with the perplexity's change from the base."""
     rows = ({"base (untrained)": base} if base else {}) | {k: r["capability"] for k, r in runs.items()
@@ -183,6 +194,9 @@ def write(data: Path, here: Path) -> Path:
         *type_lines({**{k: v.get("dev") for k, v in refs.items()},
                      **{k: r["dev"] for k, r in runs.items()}}),
     ]
+    samples = sample_lines(runs)
+    if samples:
+        lines += ["", "## Sample rationales (training rollouts, last logged)", "", *samples]
     capability = capability_lines(_json(data / "references" / "capability.json"), runs)
     if capability:
         lines += ["", "## General abilities", "", *capability]

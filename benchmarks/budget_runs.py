@@ -114,6 +114,14 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def last_samples(out: Path, n: int = 4) -> list[dict]:
+    """The last ``n`` logged sample rationales of a run (samples.jsonl), if it logs any."""
+    path = out / "samples.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()][-n:]
+
+
 def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) -> Path:
     """Stage 1: train (or resume) until the time budget is spent; returns the output folder."""
     from grace.config.schema import load_config
@@ -138,7 +146,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) 
                              "config": config_name, "overrides": overrides, "data": data,
                              "cpu": _cpu(), "cores": os.cpu_count(), "steps": len(rows),
                              "train_minutes": rows[-1]["time/train_min"] if rows else None,
-                             "metrics": rows})
+                             "samples": last_samples(out), "metrics": rows})
     return out
 
 

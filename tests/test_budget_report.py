@@ -33,6 +33,7 @@ def data(tmp_path):
     _write(root / key / "train.json", {
         "run": key, "name": "grace-sup-lr3e-5", "seed": 0, "minutes": 2, "config": "sup-nli",
         "overrides": budget_runs.RUNS["grace-sup-lr3e-5"][1], "steps": 8, "train_minutes": 2.0,
+        "samples": [{"step": 8, "text": "A | cat.", "rationale": "A cat\nsits.", "reward": 0.1}],
         "metrics": rows})
     _write(root / key / "curve-4.json", _result(0.40))
     _write(root / key / "curve-8.json", _result(0.45))
@@ -57,6 +58,7 @@ def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_p
     assert "| echo | 52.00 | 55.00 | - | 1.00 / 30.0 |" in text
     assert f"| {key} | 40.00 | 60.00 | 50.00 |" in text  # per category on dev
     assert "| base (untrained) | 0.5000 | 300 | 200.00 | +0.0% |" in text
+    assert f"| {key} | 8 | A / cat. | A cat sits. |" in text  # table-safe sample rationales
     assert f"| {key} | 0.5000 | 300 | 203.00 | +1.5% |" in text
     assert (tmp_path / "results-budget-curves.png").stat().st_size > 1000
 
