@@ -63,6 +63,12 @@ RUNS = {
     "grace-sup-decoupled": ("sup-nli", {**GRACE, "reward.variant": "decoupled"}, NLI),
     "grace-sup-g8": ("sup-nli", {**GRACE, "reward.variant": "reference", "batch_size": 2,
                                  "rollout.num_rollouts": 8}, NLI),
+    # lr 3e-5 alone fell into loops after ~120 steps: a penalty on them, or KL to the start
+    "grace-sup-lr3e-5-rep2": ("sup-nli", {**GRACE, "reward.variant": "reference",
+                                          "optim.learning_rate": 3e-5,
+                                          "reward.repetition_penalty": 2.0}, NLI),
+    "grace-sup-lr3e-5-kl": ("sup-nli", {**GRACE, "reward.variant": "reference",
+                                        "optim.learning_rate": 3e-5, "optim.kl_coef": 0.05}, NLI),
     "grace-sup-balanced": ("sup-nli", {**GRACE, "reward.variant": "reference",
                                        "optim.learning_rate": 3e-5, "rollout.pooling": "balanced"}, NLI),
     "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),

@@ -34,7 +34,7 @@ METRIC_KEYS = (
     "reward/contrastive", "reward/consistency", "reward/hard", "reward/mean", "advantage/std",
     "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
     "throughput/tokens_per_s", "rationale/copy_rate", "rationale/distinct_2",
-    "rationale/empty_rate", "rationale/eos_rate",
+    "rationale/empty_rate", "rationale/eos_rate", "rationale/repetition_rate",
 )
 
 
@@ -61,6 +61,10 @@ def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 def _metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _samples(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "samples.jsonl").read_text().splitlines()]
 
 
 def _state(checkpoint: Path) -> dict:
@@ -619,3 +623,23 @@ def test_balanced_pooling_trains_and_a_bad_pooling_is_named(tmp_path, texts):
     assert (tmp_path / "OUT" / "checkpoint-1").is_dir()
     bad = grace_train(tmp_path, *args, "--rollout.pooling", "max", "--output-dir", "BAD")
     assert bad.returncode == 2 and "rollout.pooling 'max' (choose mean, balanced)" in bad.stderr
+
+
+def test_repetition_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts):
+    """reward.repetition_penalty: the same seeded step with and without it (near-greedy
+    rollouts of the random model loop, so there is something to penalise): the same rollouts,
+    the logged penalty is the weight times the logged repetition rate, and each logged sample's
+    reward is lower by at most the weight (a rate is at most 1)."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
+            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
+    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
+    _ok(grace_train(tmp_path, *args, "--reward.repetition_penalty", "5", "--output-dir", "PEN"))
+    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    assert "reward/repetition_penalty" not in plain and pen["reward/repetition_penalty"] >= 0
+    assert pen["rationale/repetition_rate"] == pytest.approx(plain["rationale/repetition_rate"])
+    assert pen["reward/repetition_penalty"] == pytest.approx(5 * pen["rationale/repetition_rate"], abs=1e-6)
+    assert pen["reward/repetition_penalty"] > 0
+    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+        assert a["rationale"] == b["rationale"] and 0 < a["reward"] - b["reward"] <= 5
+    bad = grace_train(tmp_path, *args, "--reward.repetition_penalty", "-1", "--output-dir", "BAD")
+    assert bad.returncode == 2 and "reward.repetition_penalty must be >= 0" in bad.stderr

@@ -318,7 +318,7 @@ def test_eval_reports_rationale_quality_per_task_and_overall(tmp_path, data_dir,
     rationales are copies of their texts (copy rate near 1, never ended by EOS)."""
     results = run_suite("tiny-random", rationale=rationale, max_new_tokens=4, data_dir=data_dir,
                         cache=tmp_path / "c.sqlite", show=False)
-    keys = {"copy_rate", "length_mean", "eos_rate", "distinct_2", "empty_rate"}
+    keys = {"copy_rate", "length_mean", "eos_rate", "distinct_2", "empty_rate", "repetition_rate"}
     for row in results["tasks"].values():
         assert set(row["rationale_quality"]) == keys
         assert 0 < row["rationale_quality"]["length_mean"] <= 4

@@ -2,7 +2,7 @@
 
 import pytest
 
-from grace.rollout.quality import copied_mask, copy_rate, distinct_2, rationale_quality
+from grace.rollout.quality import copied_mask, copy_rate, distinct_2, rationale_quality, repetition_rate
 
 
 def test_copied_mask_marks_tokens_inside_a_shared_4_gram():
@@ -29,7 +29,16 @@ def test_rationale_quality_by_hand():
     figures = rationale_quality(rationales, sources, ended=[True, False, True])
     # copied: 4 of 4 + 0 of 2 + 0 -> 4 / 6 tokens; length 6 / 3; 2 of 3 ended; 1 of 3 empty;
     # bigrams (1,2) (2,3) (3,4) (9,9): 4 distinct of 4
+    # repetition: (9,9) once, nothing repeated: 0 for every rationale
     assert figures == pytest.approx({"copy_rate": 4 / 6, "length_mean": 2.0, "eos_rate": 2 / 3,
-                                     "distinct_2": 1.0, "empty_rate": 1 / 3})
+                                     "distinct_2": 1.0, "empty_rate": 1 / 3, "repetition_rate": 0.0})
     with pytest.raises(ValueError, match="as many"):
         rationale_quality([[1]], [], [True])
+
+
+def test_repetition_rate_by_hand():
+    # "in a cat in a cat in": bigrams (in,a) (a,cat) (cat,in) (in,a)* (a,cat)* (cat,in)* (in,a)*
+    assert repetition_rate([1, 2, 3, 1, 2, 3, 1, 2]) == pytest.approx(4 / 7)
+    assert repetition_rate([1, 2, 3, 4]) == 0.0
+    assert repetition_rate([5]) == 0.0 and repetition_rate([]) == 0.0
+    assert repetition_rate([7, 7, 7]) == pytest.approx(1 / 2)  # (7,7) then (7,7) again

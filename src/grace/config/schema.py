@@ -88,6 +88,10 @@ class RewardConfig:
     scale: float = 10.0  # multiplies the reward (= 1/tau, tau = 0.1 in the reference code)
     truncation_penalty: float = -1.0  # replaces the reward of a rollout cut at max_new_tokens
     penalize_truncation: bool = True  # False: cut rollouts keep their scaled reward (tiny random models)
+    repetition_penalty: float = 0.0  # beyond the paper: each rollout's reward loses this times its
+    # repetition rate (share of its token bigrams it already used: grace.rollout.quality). At
+    # lr 3e-5 without it the policy fell into loops ("in a beautiful woman in a beautiful
+    # woman ...") after ~120 steps (benchmarks/results-budget.md). 0: off
 
 
 @dataclass
@@ -190,6 +194,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_steps >= 1, "max_steps must be >= 1"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0 (or null)"),
+            (self.reward.repetition_penalty >= 0, "reward.repetition_penalty must be >= 0"),
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),

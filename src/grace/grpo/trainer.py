@@ -43,11 +43,12 @@ from grace.models.backbones import cast_copy, cpu_has_bf16_units, end_token_ids,
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
 from grace.rollout.engine import generate_and_score
-from grace.rollout.quality import sequence_quality
+from grace.rollout.quality import repetition_rate, sequence_quality
 from grace.rollout.reference import (
     decode_rationales,
     generate_sequences,
     response_logprobs,
+    response_token_lists,
     score_sequences,
 )
 from grace.rollout.roles import (
@@ -277,6 +278,14 @@ class GraceTrainer(Trainer):
         """Rewards over every process's rollouts, this process's group advantages, and the
         policy's own old log-probs (recomputed when a copy in another dtype sampled)."""
         batch.rewards, batch.local_rewards = self._rewards(batch.context, batch.trained)
+        weight = self.config.reward.repetition_penalty
+        if weight:  # beyond the paper (reward.repetition_penalty): loops cost reward
+            ends = set(end_token_ids(self.policy, self.tokenizer))
+            rates = torch.tensor([repetition_rate(ids[:-1] if ids and ids[-1] in ends else ids)
+                                  for ids in response_token_lists(batch.trained.seqs)])
+            batch.penalties = weight * rates  # (N,) group-major, as the local rewards
+            batch.local_rewards = batch.local_rewards - batch.penalties.view_as(batch.local_rewards).to(
+                batch.local_rewards.device, batch.local_rewards.dtype)
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
@@ -294,6 +303,8 @@ class GraceTrainer(Trainer):
         cfg, trained, context = self.config, batch.trained, batch.context
         out, adv, t_roll = batch.rewards, batch.advantages, batch.rollout_seconds
         metrics = dict(update)
+        if batch.penalties is not None:
+            metrics["reward/repetition_penalty"] = float(batch.penalties.mean())
         if self._rollout_copy is not None:  # how far the copy's log-probs were from the policy's
             mask = trained.seqs.response_mask
             gap = ((batch.old_logprobs - trained.logprobs).abs() * mask).sum() / mask.sum().clamp(min=1)

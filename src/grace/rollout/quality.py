@@ -10,7 +10,10 @@ Pure functions of token ids, the same in training metrics (grace.grpo.trainer, p
 - ``eos_rate``: share of rationales that ended by themselves (not cut at max_new_tokens);
 - ``distinct_2``: distinct token bigrams over all bigrams, across the rationales (near 0: the
   same rationale for every text);
-- ``empty_rate``: share of rationales with no token besides the end token.
+- ``empty_rate``: share of rationales with no token besides the end token;
+- ``repetition_rate``: share of a rationale's token bigrams that it already used earlier
+  (mean over rationales): 0 for ordinary text, high for the loops a policy falls into when it
+  games its reward ("in a beautiful woman in a beautiful woman ...").
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ def copy_rate(rationale: list[int], source: list[int], n: int = COPY_NGRAM) -> f
     return sum(marks) / len(marks) if marks else 0.0
 
 
+def repetition_rate(rationale: list[int]) -> float:
+    """Share of ``rationale``'s token bigrams that occur earlier in it (0 without bigrams)."""
+    seen, repeats = set(), 0
+    for bigram in zip(rationale, rationale[1:]):
+        repeats += bigram in seen
+        seen.add(bigram)
+    return repeats / (len(rationale) - 1) if len(rationale) > 1 else 0.0
+
+
 def distinct_2(rationales: list[list[int]]) -> float:
     """Distinct bigrams / all bigrams across ``rationales`` (1.0 when there is no bigram)."""
     bigrams = [tuple(r[i:i + 2]) for r in rationales for i in range(len(r) - 1)]
@@ -42,7 +54,7 @@ def distinct_2(rationales: list[list[int]]) -> float:
 
 def rationale_quality(rationales: list[list[int]], sources: list[list[int]], ended: list[bool],
                       n: int = COPY_NGRAM) -> dict[str, float]:
-    """The module's five figures for N rationales (token ids, the end token removed), their
+    """The module's six figures for N rationales (token ids, the end token removed), their
     inputs' token ids and whether each ended by itself. Copy rate is the token-weighted share
     over all rationales (a long copied rationale counts more than a short one)."""
     if not (len(rationales) == len(sources) == len(ended)) or not rationales:
@@ -55,6 +67,7 @@ def rationale_quality(rationales: list[list[int]], sources: list[list[int]], end
         "eos_rate": sum(map(bool, ended)) / len(ended),
         "distinct_2": distinct_2(rationales),
         "empty_rate": sum(not r for r in rationales) / len(rationales),
+        "repetition_rate": sum(map(repetition_rate, rationales)) / len(rationales),
     }
 
 
