@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +42,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
+import _report  # noqa: E402  (benchmarks/, beside this script)
+
 DATA = HERE / "results-data" / "budget"
 RATIONALE_TOKENS = 32
 EVAL_DTYPE = "float32"  # bf16 greedy rationales change with the batch (issue 25)
@@ -110,16 +111,6 @@ def rationale_of(name: str) -> tuple[str, int, str]:
             overrides.get("rollout.pooling", "mean"))
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def last_samples(out: Path, n: int = 4) -> list[dict]:
     """The last ``n`` logged sample rationales of a run (samples.jsonl), if it logs any."""
     path = out / "samples.jsonl"
@@ -150,7 +141,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) 
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
         _write_json(record, {"run": key, "name": name, "seed": seed, "minutes": minutes,
                              "config": config_name, "overrides": overrides, "data": data,
-                             "cpu": _cpu(), "cores": os.cpu_count(), "steps": len(rows),
+                             "cpu": _report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
                              "train_minutes": rows[-1]["time/train_min"] if rows else None,
                              "samples": last_samples(out), "metrics": rows})
     return out
