@@ -43,6 +43,13 @@ def load_references(data: Path) -> dict[str, dict[str, dict]]:
     return refs
 
 
+def readings(data: Path) -> list[str]:
+    """The hand-written readings of the runs (results-data/budget/READINGS.md), dated, shown
+    as they are above the generated tables."""
+    path = data / "READINGS.md"
+    return [path.read_text().strip(), ""] if path.is_file() else []
+
+
 def pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -181,6 +188,7 @@ def write(data: Path, here: Path) -> Path:
         f"Common GRACE settings: `{json.dumps(budget_runs.GRACE)}`; baselines: "
         f"`{json.dumps(budget_runs.BASELINE)}`.",
         "",
+        *readings(data),
         "## Untrained references",
         "",
         *reference_lines(refs),
