@@ -18,7 +18,7 @@ skipped, so the script resumes after an interruption; checkpoints stay under --w
 3. ``dev.json``: the last checkpoint on ``dev`` (``--no-dev`` skips it: a search run that
    ``dev-mini`` already ruled out);
 4. ``lite.json`` with ``--lite``: the final table's suite (never used to choose);
-5. ``capability.json`` with ``--capability``: ARC-Easy (``ARC_QUESTIONS`` seeded questions,
+5. ``capability.json`` with ``--capability``: ARC-Easy (300 seeded questions,
    log-likelihood) and held-out perplexity of the last checkpoint (the base model's with
    ``--references``).
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
@@ -47,7 +47,6 @@ import _report  # noqa: E402  (benchmarks/, beside this script)
 DATA = HERE / "results-data" / "budget"
 RATIONALE_TOKENS = 32
 EVAL_DTYPE = "float32"  # bf16 greedy rationales change with the batch (issue 25)
-ARC_QUESTIONS = 300  # as make_results.py: at 40% accuracy a 95% interval is +-5.5 points
 
 FLOAT32 = {"model.mixed_precision": "no", "rollout.dtype": "policy", "max_steps": 100_000}
 GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
@@ -164,17 +163,16 @@ def evaluate(source: str, suite: str, how: tuple[str, int, str], data_dir: Path,
 
 
 def capability(source: str, data_dir: Path, out: Path) -> dict:
-    """ARC-Easy accuracy and held-out perplexity of ``source``, into ``out``."""
+    """grace.evaluation.capability's figures of ``source`` (ARC-Easy on its seeded 300
+    questions, held-out perplexity), into ``out``."""
     if not out.is_file():
-        from grace.evaluation.capability import arc_easy_accuracy, load_heldout_texts, perplexity
+        from grace.evaluation.capability import evaluate_capability
         from grace.models.backbones import load_backbone
 
         _log(f"capability: {source}")
         model, tokenizer = load_backbone(source, EVAL_DTYPE)
         model.eval()
-        arc = arc_easy_accuracy(model, tokenizer, data_dir / "capability/arc-easy-test.jsonl",
-                                max_questions=ARC_QUESTIONS, seed=0)
-        _write_json(out, {"arc_easy": arc, "perplexity": perplexity(model, tokenizer, load_heldout_texts())})
+        _write_json(out, evaluate_capability(model, tokenizer, data_dir=data_dir, show_progress=False))
     return json.loads(out.read_text())
 
 

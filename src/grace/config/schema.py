@@ -23,6 +23,7 @@ import yaml
 
 from grace.config.methods import METHODS, MODES, VARIANTS
 from grace.errors import GraceInputError
+from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT
 
 PACKAGED_CONFIGS = Path(__file__).parent / "presets"  # usable by name: --config sup-nli
@@ -198,8 +199,8 @@ class TrainConfig:
             (self.save_every >= 1, "save_every must be >= 1"),
             (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
             (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
-            (self.rollout.pooling in ("mean", "balanced"),
-             f"rollout.pooling '{self.rollout.pooling}' (choose mean, balanced)"),
+            (self.rollout.pooling in POOLINGS,
+             f"rollout.pooling '{self.rollout.pooling}' (choose {', '.join(POOLINGS)})"),
             (self.rollout.engine in ("fast", "simple"),
              f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
             (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),

@@ -32,8 +32,9 @@ pairs); retrieval and reranking are still sized by time, so one query moves them
 (SciFact), 1.25 (HotpotQA) and 3.3 points. The second batch of tasks (HotpotQA to
 StackOverflow, issue 25) adds questions, where a rationale can work as query expansion, and
 tweets and titles; they were sized so that a greedy float32 row stays under ~40 minutes on 2
-cores (~25 min estimated from the rates below; a whole row has not been timed yet). Time goes by tokens rather than texts: measured on a 2-core AMD EPYC (SmolLM2-135M,
-float32 weights, greedy 32-token rationales) ~5.2 short texts/s (sentences, questions, tweets,
+cores (~25 min estimated from the rates below; a whole row has not been timed yet). Time goes
+by tokens rather than texts: measured on a 2-core AMD EPYC (SmolLM2-135M, float32 weights,
+greedy 32-token rationales) ~5.2 short texts/s (sentences, questions, tweets,
 titles), ~2.2 Wikipedia paragraphs/s and ~1.0 SciFact abstracts/s; on a quiet 2-core machine
 in bfloat16 with bf16 units, no rationale ~120 sentences/s and ~2.3 abstracts/s, greedy
 ~16 sentences/s and ~1.9 abstracts/s. ``full=True`` runs the
@@ -44,9 +45,9 @@ Suite ``dev`` has the same six task types built from training and dev splits onl
 SciFact train qrels, Banking77's train file split in two, and tasks derived from them; HotpotQA
 dev qrels (60 questions, 240 paragraphs), TREC's train file split in two, emotion dev tweets,
 Quora dev pairs, StackOverflow's train half): choose settings there; ``lite`` is for the final
-table. Both suites are category-balanced through ``overall_by_type``. Suite ``dev-mini``
-(four of dev's tasks, four types, ~620 texts, ~2.5 min with greedy float32 rationales on 2 cores) scores training
-curves at every checkpoint.
+table. Both suites are category-balanced through ``overall_by_type``. Suite ``dev-mini`` (four
+of dev's tasks, four types, ~620 texts, ~2.5 min with greedy float32 rationales on 2 cores)
+scores training curves at every checkpoint.
 
 Output (returned, and written as JSON to ``output``): per task the mteb main score and main
 metrics (mteb's 0-1 scale), task type and category, requested limits and kept sizes, texts

@@ -43,7 +43,7 @@ from grace.models.backbones import cast_copy, cpu_has_bf16_units, end_token_ids,
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import RolloutBatch, ScoredSequences, Sequences
 from grace.rollout.engine import generate_and_score
-from grace.rollout.quality import repetition_rate, sequence_quality
+from grace.rollout.quality import repetition_rate, sequence_quality, without_end
 from grace.rollout.reference import (
     decode_rationales,
     generate_sequences,
@@ -281,7 +281,7 @@ class GraceTrainer(Trainer):
         weight = self.config.reward.repetition_penalty
         if weight:  # beyond the paper (reward.repetition_penalty): loops cost reward
             ends = set(end_token_ids(self.policy, self.tokenizer))
-            rates = torch.tensor([repetition_rate(ids[:-1] if ids and ids[-1] in ends else ids)
+            rates = torch.tensor([repetition_rate(without_end(ids, ends))
                                   for ids in response_token_lists(batch.trained.seqs)])
             batch.penalties = weight * rates  # (N,) group-major, as the local rewards
             batch.local_rewards = batch.local_rewards - batch.penalties.view_as(batch.local_rewards).to(

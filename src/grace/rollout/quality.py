@@ -37,6 +37,11 @@ def copy_rate(rationale: list[int], source: list[int], n: int = COPY_NGRAM) -> f
     return sum(marks) / len(marks) if marks else 0.0
 
 
+def without_end(ids: list[int], ends: set[int]) -> list[int]:
+    """A rationale's tokens without its end token (if it ended by itself)."""
+    return list(ids[:-1]) if ids and ids[-1] in ends else list(ids)
+
+
 def repetition_rate(rationale: list[int]) -> float:
     """Share of ``rationale``'s token bigrams that occur earlier in it (0 without bigrams)."""
     seen, repeats = set(), 0
@@ -88,7 +93,7 @@ def records_quality(tokenizer, records: list[tuple[str, list[int]]], end_ids) ->
     pairs, as an encoder records them (grace.encoders.base.GraceEncoder.rationale_record);
     each distinct text is tokenised once."""
     ends = set(end_ids)
-    rationales = [ids[:-1] if ids and ids[-1] in ends else list(ids) for _, ids in records]
+    rationales = [without_end(ids, ends) for _, ids in records]
     ended = [bool(ids) and ids[-1] in ends for _, ids in records]
     tokens = {t: tokenizer(t, add_special_tokens=False)["input_ids"]
               for t in dict.fromkeys(text for text, _ in records)}
