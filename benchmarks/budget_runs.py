@@ -69,6 +69,12 @@ RUNS = {
                                           "reward.repetition_penalty": 2.0}, NLI),
     "grace-sup-lr3e-5-kl": ("sup-nli", {**GRACE, "reward.variant": "reference",
                                         "optim.learning_rate": 3e-5, "optim.kl_coef": 0.05}, NLI),
+    # both lr runs: the contrastive term stayed flat while consistency climbed to ~1.0 and
+    # the rationales collapsed; without consistency, and with every rollout's reward its own
+    "grace-sup-decoupled-c0": ("sup-nli", {**GRACE, "reward.variant": "decoupled",
+                                           "reward.consistency_weight": 0.0}, NLI),
+    "grace-sup-c0": ("sup-nli", {**GRACE, "reward.variant": "reference",
+                                 "reward.consistency_weight": 0.0}, NLI),
     "grace-sup-balanced": ("sup-nli", {**GRACE, "reward.variant": "reference",
                                        "optim.learning_rate": 3e-5, "rollout.pooling": "balanced"}, NLI),
     "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),
