@@ -5,13 +5,17 @@ request, then keeps taking requests until ``max_batch`` texts are gathered or ``
 passed with nothing new, encodes the distinct texts of the whole gathering in ONE call (in a
 single worker thread: the model is used by one call at a time, and the event loop stays free
 to accept requests), and hands every request its rows. A request larger than ``max_batch``
-is encoded alone, in one call (the encoder batches it further itself).
+is encoded alone, in calls of ``max_batch`` texts: no model call holds more than ``max_batch``
+texts.
 
 Admission (backpressure, as text-embeddings-inference does it): at most ``max_pending`` texts
 are accepted and not yet answered (waiting or being encoded). A request that would go past it
 is refused at once with ``Overloaded`` (the server answers 429), so a burst never builds a queue
-that no client waits for. A request whose client has gone (its future cancelled, see
-``submit(..., gone=...)``) is dropped before it reaches the model.
+that no client waits for; ``retry_after_s`` turns the pending texts and the measured seconds per
+text (``seconds_per_text``, a running mean over recent calls) into the ``Retry-After`` it sends.
+A request whose client has gone (its future cancelled, see ``submit(..., gone=...)``) is dropped
+before it reaches the model, and between two calls of a request encoded in several: the work
+stops at the next call boundary (a call already running is not interrupted).
 
 Isolation: if the call for a gathering of several requests fails, each request is retried alone,
 so only the request that causes the failure gets the exception; the worker goes on with the
@@ -21,6 +25,8 @@ next gathering.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -36,6 +42,14 @@ class ClientGone(Exception):
     """The client left before its request was answered; nothing was encoded for it."""
 
 
+def retry_after_s(pending_texts: int, seconds_per_text: float | None) -> int:
+    """Whole seconds until the ``pending_texts`` already accepted are likely encoded, at
+    ``seconds_per_text`` each (None: nothing measured yet); at least 1."""
+    if not seconds_per_text:
+        return 1
+    return max(1, math.ceil(pending_texts * seconds_per_text))
+
+
 @dataclass
 class _Pending:
     texts: list[str]
@@ -49,6 +63,8 @@ class MicroBatcher:
     worker of ``executor`` (which may be set later, before ``start``).
     ``max_pending``: texts accepted and not yet answered; more -> ``Overloaded`` (None: no bound).
     """
+
+    SMOOTHING = 0.3  # weight of the newest call in the running mean of seconds per text
 
     def __init__(self, encode: Callable[[list[str]], tuple[np.ndarray, list[str]]],
                  executor: ThreadPoolExecutor | None, max_batch: int = 32, wait_s: float = 0.005,
@@ -69,6 +85,8 @@ class MicroBatcher:
         self.failed = 0  # requests answered with an exception
         self.rejected = 0  # requests refused by admission (Overloaded)
         self.dropped = 0  # requests whose client left before the model reached them
+        self.cut = 0  # requests whose client left while they were encoded (later calls skipped)
+        self.seconds_per_text: float | None = None  # running mean over successful calls
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -173,12 +191,29 @@ class MicroBatcher:
         for pending in rest:
             self.queue.put_nowait(pending)
 
+    def _measure(self, texts: int, seconds: float) -> None:
+        per_text = seconds / texts
+        old = self.seconds_per_text
+        self.seconds_per_text = per_text if old is None else (
+            (1 - self.SMOOTHING) * old + self.SMOOTHING * per_text)
+
     async def _encode(self, live: list[_Pending]) -> None:
-        """One model call for ``live``; on failure, each request alone (if there are several)."""
+        """The distinct texts of ``live`` in calls of at most ``max_batch`` (one call unless a
+        single request is larger), stopping before a call if every client has left; on failure,
+        each request alone (if there are several)."""
         loop = asyncio.get_running_loop()
         unique = list(dict.fromkeys(t for p in live for t in p.texts))
+        parts = []
         try:
-            emb, rationales = await loop.run_in_executor(self.executor, self.encode, unique)
+            for start in range(0, len(unique), self.max_batch):
+                if start and all(p.future.cancelled() for p in live):  # nobody waits any more
+                    self.cut += len(live)
+                    return
+                chunk = unique[start:start + self.max_batch]
+                began = time.perf_counter()
+                parts.append(await loop.run_in_executor(self.executor, self.encode, chunk))
+                self._measure(len(chunk), time.perf_counter() - began)
+                self.calls += 1
         except Exception as exc:
             if len(live) > 1:  # find the request that fails; the others get their answer
                 for p in live:
@@ -189,7 +224,8 @@ class MicroBatcher:
                 live[0].future.set_exception(exc)
                 self.failed += 1
             return
-        self.calls += 1
+        emb = np.concatenate([e for e, _ in parts])  # (len(unique), D)
+        rationales = [r for _, rs in parts for r in rs]
         row = {t: i for i, t in enumerate(unique)}
         for p in live:
             if not p.future.done():
