@@ -78,6 +78,8 @@ def run_lines(runs: dict, common: dict) -> list[str]:
         trend = (f"{_score(curve[0])} -> {_score(curve[-1])}" if len(curve) > 1
                  else _score(curve[0]) if curve else "-")
         minutes = "-" if t.get("train_minutes") is None else f"{t['train_minutes']:.1f}"
+        if t.get("step_budget"):
+            minutes += " (step budget, shared CPU)"  # its minutes compare with nothing
         lines.append(f"| {key} | {t['config']}: {_changed(t['overrides'], common)} | {t['seed']} | "
                      f"{minutes} | {t['steps']} | {trend} | {_score(run['dev'])} | "
                      f"{_score(run['lite'])} | {_quality(run['dev'])} |")

@@ -4,6 +4,7 @@ final table only).
 
     .venv/bin/python benchmarks/budget_runs.py --runs grace-sup --seeds 0 --minutes 45
     .venv/bin/python benchmarks/budget_runs.py --runs grace-sup-lr3e-5 --minutes 15 --no-dev
+    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup-c0 --steps 120 --no-dev
     .venv/bin/python benchmarks/budget_runs.py --report      # results-budget.md + curves, runs nothing
 
 Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
@@ -102,8 +103,14 @@ def _write_json(path: Path, value) -> None:
     tmp.replace(path)  # a killed run never leaves half a file under the final name
 
 
-def run_key(name: str, seed: int, minutes: float) -> str:
-    return f"{name}-s{seed}-{minutes:g}m"
+def run_key(name: str, seed: int, minutes: float, steps: int | None = None) -> str:
+    return f"{name}-s{seed}-{steps}steps" if steps else f"{name}-s{seed}-{minutes:g}m"
+
+
+def budget_overrides(minutes: float, steps: int | None) -> dict:
+    """A time budget, or with ``steps`` a step budget instead: a search run that shares the CPU
+    with other work then still gets its steps (its minutes are not comparable)."""
+    return {"max_steps": steps, "max_minutes": None} if steps else {"max_minutes": minutes}
 
 
 def rationale_of(name: str) -> tuple[str, int, str]:
@@ -124,12 +131,13 @@ def last_samples(out: Path, n: int = 4) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()][-n:]
 
 
-def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) -> Path:
-    """Stage 1: train (or resume) until the time budget is spent; returns the output folder."""
+def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
+              steps: int | None = None) -> Path:
+    """Stage 1: train (or resume) until the budget is spent; returns the output folder."""
     from grace.config.schema import load_config
     from grace.training.registry import train
 
-    key = run_key(name, seed, minutes)
+    key = run_key(name, seed, minutes, steps)
     out, record = work / key, DATA / key / "train.json"
     config_name, overrides, data = RUNS[name]
     if not record.is_file():
@@ -139,12 +147,13 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float) 
             path = unscored_data.write_unscored(data_dir, work / "data")[data.split(":", 1)[1]]
         else:
             path = data_dir / data
-        cfg = load_config(config_name, {**overrides, "seed": seed, "max_minutes": minutes,
+        cfg = load_config(config_name, {**overrides, **budget_overrides(minutes, steps), "seed": seed,
                                         "output_dir": str(out), "data.path": str(path)})
-        _log(f"training {key} ({minutes:g} min)")
+        _log(f"training {key}")
         train(cfg)
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        _write_json(record, {"run": key, "name": name, "seed": seed, "minutes": minutes,
+        _write_json(record, {"run": key, "name": name, "seed": seed,
+                             "minutes": None if steps else minutes, "step_budget": steps,
                              "config": config_name, "overrides": overrides, "data": data,
                              "cpu": _report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
                              "train_minutes": rows[-1]["time/train_min"] if rows else None,
@@ -195,13 +204,13 @@ def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) ->
 
 
 def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
-            lite: bool, with_capability: bool = False) -> None:
+            lite: bool, with_capability: bool = False, steps: int | None = None) -> None:
     from grace.training.checkpoint import latest_checkpoint
 
-    key = run_key(name, seed, minutes)
+    key = run_key(name, seed, minutes, steps)
     how = rationale_of(name)
     cache = work / "rationales.sqlite"
-    out = train_run(work, data_dir, name, seed, minutes)
+    out = train_run(work, data_dir, name, seed, minutes, steps)
     curve_stage(out, key, how, data_dir, cache)
     last = latest_checkpoint(out)
     for suite, wanted in (("dev", dev), ("lite", lite)):
@@ -229,6 +238,8 @@ def main() -> None:
                         help=f"runs to do, in order: {', '.join(RUNS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--minutes", type=float, default=45.0, help="training time per run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="a step budget instead of --minutes (search runs beside other work)")
     parser.add_argument("--references", nargs="*", default=None, metavar="SUITE",
                         help="also score the untrained references on these suites (dev-mini dev lite)")
     parser.add_argument("--no-dev", action="store_true", help="skip the full dev suite")
@@ -247,7 +258,7 @@ def main() -> None:
         for seed in args.seeds:
             for name in args.runs:
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
-                        args.capability)
+                        args.capability, args.steps)
     import budget_report  # benchmarks/, beside this script
 
     _log(f"wrote {budget_report.write(DATA, HERE)}")
