@@ -88,6 +88,8 @@ def _compare(page, text_a: str, text_b: str) -> None:
 def test_explorer_shows_the_api_figures_and_errors(page, server):
     from playwright.sync_api import expect
 
+    from grace.explain.render import shown_rationale
+
     expect(page.locator("#model")).to_contain_text("tiny-random")  # the header, from /health
     _compare(page, TEXT_A, TEXT_B)
     expect(page.locator("#similarity")).to_have_text(re.compile(r"^cosine -?\d+\.\d{4}$"))
@@ -110,7 +112,8 @@ def test_explorer_shows_the_api_figures_and_errors(page, server):
         segments = {t["segment"] for t in api[side]["tokens"]}
         labels = page.locator(f"#tokens-{side} .segment-label").all_text_contents()
         assert len(labels) >= len(segments)  # a labelled divider before each segment
-        expected = (api[side]["rationale"] or "").strip() or "(no rationale)"
+        expected = shown_rationale(api[side]["rationale"])  # as the terminal prints it
+        assert api[side]["shown"]["rationale"] == expected
         assert page.text_content(f"#rationale-{side}") == expected
         assert page.locator(f"#adding-{side} li").count() >= 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -130,6 +133,32 @@ def test_explorer_shows_the_api_figures_and_errors(page, server):
     expect(status).to_contain_text("413")
     expect(page.locator("#result")).to_be_hidden()
     page.screenshot(path=str(ARTIFACTS / "explorer-error.png"), full_page=True)
+
+
+@pytest.mark.parametrize("rationale, shown", [
+    ("\n" * 64, "(whitespace only: 64 newlines)"),
+    ("", "(no rationale)"),
+], ids=["64-newlines", "empty"])
+def test_a_whitespace_only_rationale_is_named_not_called_missing(page, server, monkeypatch,
+                                                                rationale, shown):
+    """Side a's rationale replaced on the server: 64 newlines read "(whitespace only: 64
+    newlines)" as in the terminal, an empty one "(no rationale)"; both muted as descriptions."""
+    import dataclasses
+
+    import grace.explain.pair as pair
+    from playwright.sync_api import expect
+
+    real = pair.explain_pair
+
+    def explain_pair(*args, **kwargs):
+        ex = real(*args, **kwargs)
+        return dataclasses.replace(ex, a=dataclasses.replace(ex.a, rationale=rationale))
+
+    monkeypatch.setattr(pair, "explain_pair", explain_pair)  # the route imports it per request
+    _compare(page, TEXT_A, TEXT_B)
+    box = page.locator("#rationale-a")
+    expect(box).to_have_text(shown)
+    expect(box).to_have_class(re.compile(r"\bempty\b"))
 
 
 def test_status_says_working_while_waiting(page, server):

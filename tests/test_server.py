@@ -68,10 +68,36 @@ def test_embeddings_in_openai_shape_with_rationales(client):
 
 
 def test_explain_endpoint_sums_to_the_cosine(client):
+    from grace.explain.render import shown_rationale
+
     body = client.post("/v1/explain", json={"text_a": "a cat", "text_b": "a kitten", "top_k": 2}).json()
     for side in ("a", "b"):
         assert abs(sum(t["contribution"] for t in body[side]["tokens"]) - body["cosine"]) < 1e-5
         assert len(body["top"][side]["adding"]) <= 2
+        assert body[side]["shown"]["decoded"] is None  # a GRACE encoder decodes nothing
+        assert body[side]["shown"]["rationale"] == shown_rationale(body[side]["rationale"])
+
+
+def test_explanation_json_shows_rationales_as_the_terminal_does():
+    """The explorer's display strings: empty -> "(no rationale)", whitespace only -> its
+    characters named, anything else unchanged; a decoding likewise ("(nothing decoded)")."""
+    from grace.explain.pair import Explanation, SideExplanation, TokenShare
+    from grace.server.protocol import explanation_json
+
+    tokens = [TokenShare("cat", 0.25, "text"), TokenShare("\n", -0.05, "rationale")]
+    ex = Explanation(0.2, SideExplanation("a", "\n" * 64, tokens),
+                     SideExplanation("b", "", tokens, decoded=" \n"), kind="grace")
+    out = explanation_json(ex, top_k=1)
+    assert out["a"]["shown"] == {"rationale": "(whitespace only: 64 newlines)", "decoded": None}
+    assert out["b"]["shown"] == {"rationale": "(no rationale)",
+                                 "decoded": "(whitespace only: 1 space, 1 newline)"}
+    assert out["a"]["rationale"] == "\n" * 64  # the raw field is kept as it is
+    assert [t["token"] for t in out["top"]["a"]["adding"]] == ["cat"]
+    assert [t["token"] for t in out["top"]["b"]["subtracting"]] == ["\n"]
+    ex.a.rationale, ex.b.decoded = "  A cat.\n", ""
+    out = explanation_json(ex, top_k=1)
+    assert out["a"]["shown"]["rationale"] == "  A cat.\n"  # visible text: unchanged
+    assert out["b"]["shown"]["decoded"] == "(nothing decoded)"
 
 
 @pytest.mark.parametrize("payload, status, code", [

@@ -18,7 +18,7 @@ import pytest
 
 from grace.errors import GraceInputError
 from grace.server import ServerConfig, create_app
-from grace.server.app import served_names
+from grace.server.model_names import served_names
 from grace.server.batcher import ClientGone, MicroBatcher, retry_after_s
 from live_server import live_server
 
@@ -89,6 +89,7 @@ def test_serve_on_a_busy_port_is_one_line_exit_2():
 
 def test_the_port_is_bound_before_the_model_loads(monkeypatch):
     import grace.server.app as server_app
+    from grace.server.startup import serve
 
     def load(config):
         raise AssertionError("the model was loaded before the port was checked")
@@ -98,7 +99,7 @@ def test_the_port_is_bound_before_the_model_loads(monkeypatch):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         with pytest.raises(GraceInputError, match="in use"):
-            server_app.serve(ServerConfig(port=busy.getsockname()[1]))
+            serve(ServerConfig(port=busy.getsockname()[1]))
     for port in (-1, 65536):
         with pytest.raises(GraceInputError, match="out of range"):
             ServerConfig(port=port)

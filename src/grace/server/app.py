@@ -7,7 +7,10 @@ the web explorer page.
             "model": NAME, "usage": {"prompt_tokens": N, "total_tokens": N},
             "rationales": ["...", ...]}          (the extra field: one rationale per input)
     POST /v1/explain     {"text_a": "...", "text_b": "...", "top_k": 8}
-        -> grace.explain.pair.Explanation as JSON (cosine, both sides' rationales and token shares)
+        -> grace.explain.pair.Explanation as JSON (cosine, both sides' rationales and token shares),
+           "top": {"a"|"b": {"adding", "subtracting"}}, and per side "shown": {"rationale",
+           "decoded"} as the terminal prints them ("(no rationale)", "(whitespace only: 64
+           newlines)"; grace.explain.render.shown_rationale)
     GET  /v1/models      -> {"object": "list", "data": [{"id": NAME, "object": "model",
                              "aliases": [...], ...}]}    (GET /v1/models/{name}: that entry)
     GET  /health         -> {"status": "ok", "model": NAME, "embedding_dim": D, ...}
@@ -35,281 +38,35 @@ before the model is loaded, so a busy or impossible port is a one-line error. Th
 loaded once at start-up (safetensors only) and used by one thread; concurrent embedding
 requests are encoded together by grace.server.batcher.MicroBatcher. The rationale cache (on by
 default) is SQLite; each thread gets its own connection (grace.encoders.cache).
+
+This module is the app factory: the routes, the error handlers and the model thread. Request
+parsing, the checks and the error shape are grace.server.protocol; the body limits and the
+JSON 500 are grace.server.middleware; the model names and /v1/models are
+grace.server.model_names; binding the port and running uvicorn are grace.server.startup.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import copy
-import errno
-import json
-import logging
-import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from grace.data.readers import check_unicode
 from grace.errors import GraceInputError
 from grace.server.batcher import ClientGone, MicroBatcher, Overloaded, retry_after_s
-
-log = logging.getLogger("grace.server")
+from grace.server.config import ServerConfig
+from grace.server.middleware import BodyLimit, InternalErrors
+from grace.server.model_names import check_model, model_routes, served_names
+from grace.server.protocol import (ApiError, EmbeddingsRequest, ExplainRequest, body_schema,
+                                   check_texts, count_tokens, error_response, explanation_json,
+                                   input_texts, parse_body, vector_json)
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServerConfig:
-    """``grace serve`` settings."""
-
-    model: str = "tiny-random"  # what GraceEncoder.from_pretrained loads
-    host: str = "127.0.0.1"
-    port: int = 8000
-    rationale: str = "greedy"  # none | greedy (sampled is refused: explanations need one rationale)
-    max_new_tokens: int = 64  # rationale length cap
-    dtype: str = "float32"  # float32 | bfloat16
-    cache: bool = True  # the on-disk rationale cache (a text seen before costs no generation)
-    max_texts: int = 64  # inputs per /v1/embeddings request; more -> 413
-    max_chars: int = 8192  # characters per text; more -> 413
-    max_body_bytes: int = 4_000_000  # request body; more -> 413
-    max_batch: int = 32  # texts encoded together across concurrent requests
-    batch_wait_ms: float = 5.0  # how long a gathering waits for more requests
-    max_pending_texts: int = 256  # texts accepted and not yet answered; more -> 429 (>= max_texts)
-    body_timeout_s: float = 10.0  # to receive a whole body (4 MB at ~3.2 Mbit/s); longer -> 408
-
-    def __post_init__(self) -> None:
-        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch", "max_pending_texts",
-                     "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise GraceInputError(f"grace serve: {name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.port <= 65535:
-            raise GraceInputError(f"grace serve: port {self.port} is out of range (0-65535; 0 "
-                                  "picks a free one)")
-        if not self.body_timeout_s > 0:
-            raise GraceInputError(f"grace serve: body_timeout_s must be > 0, got {self.body_timeout_s}")
-        if self.max_pending_texts < self.max_texts:
-            raise GraceInputError(
-                f"grace serve: max_pending_texts ({self.max_pending_texts}) must be at least "
-                f"max_texts ({self.max_texts}), or a full request could never be accepted")
-
-
-# -- request bodies (pydantic: wrong shapes become 422) ---------------------------------------
-class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send "user", "dimensions" ...
-
-    input: Any  # a string or a list of strings: checked by input_texts, which names the index
-    model: str | None = None
-    encoding_format: Literal["float", "base64"] = "float"
-
-
-class ExplainRequest(BaseModel):
-    text_a: str
-    text_b: str
-    top_k: int = Field(8, ge=1, le=100)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str, param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-
-
-def _error(status: int, message: str, kind: str, param=None, code=None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={
-        "error": {"message": message, "type": kind, "param": param, "code": code}})
-
-
-def json_type(value) -> str:
-    """The JSON name of a parsed value's type (for messages)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def parse_body(raw: bytes, schema: type[BaseModel]) -> BaseModel:
-    """A request body as ``schema``; not UTF-8, not JSON or the wrong fields -> 422 naming where."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(422, f"the request body is not valid UTF-8 (byte {exc.start})",
-                       "invalid_request_error", None, "invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, f"the request body is not valid JSON ({exc.msg}: line {exc.lineno} "
-                       f"column {exc.colno})", "invalid_request_error", None, "invalid_json") from None
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        value = first.get("input")
-        if not first["loc"]:
-            raise ApiError(422, f"the request body must be a JSON object, got {json_type(value)}",
-                           "invalid_request_error", None, "invalid_body") from None
-        where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in first["loc"]).lstrip(".")
-        shown = json.dumps(value) if value is None or isinstance(value, (bool, int, float)) or (
-            isinstance(value, str) and len(value) <= 40) else json_type(value)
-        got = "" if first["type"] == "missing" else f" (got {shown})"
-        raise ApiError(422, f"{where}: {first['msg']}{got}", "invalid_request_error", where,
-                       "invalid_body") from None
-
-
-def input_texts(value) -> tuple[list[str], bool]:
-    """``input`` as a list of texts, and whether it was one string; anything else -> 422 naming
-    the first items that are not strings and their types."""
-    if isinstance(value, str):
-        return [value], True
-    if not isinstance(value, list):
-        raise ApiError(422, f"input must be a string or an array of strings, got {json_type(value)}",
-                       "invalid_request_error", "input", "invalid_body")
-    bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
-    if bad:
-        named = ", ".join(f"input[{i}] is {json_type(value[i])}" for i in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise ApiError(422, f"{named}{more}: every input must be a string (token arrays are not "
-                       "supported)", "invalid_request_error", f"input[{bad[0]}]", "invalid_body")
-    return list(value), False
-
-
-def served_names(name: str) -> list[str]:
-    """The names a request's ``model`` may give for the model loaded as ``name``: ``name`` itself,
-    its last path part (``runs/demo/checkpoint-12`` -> ``checkpoint-12``) and ``grace``."""
-    return list(dict.fromkeys([name, Path(name).name or name, "grace"]))
-
-
-def check_texts(texts: list[str], config: ServerConfig, param: str, single: bool = False) -> None:
-    """413 for too many or too long texts, 422 for none or an empty one (``single``: ``param``
-    names one string, not a list)."""
-    if not texts:
-        raise ApiError(422, f"'{param}' holds no text", "invalid_request_error", param, "empty_input")
-    if len(texts) > config.max_texts:
-        raise ApiError(413, f"'{param}' holds {len(texts)} texts; at most {config.max_texts} per "
-                       "request", "request_too_large", param, "too_many_inputs")
-    for i, text in enumerate(texts):
-        where = param if single else f"{param}[{i}]"
-        if len(text) > config.max_chars:
-            raise ApiError(413, f"{where} has {len(text)} characters; at most "
-                           f"{config.max_chars} per text", "request_too_large", where,
-                           "text_too_long")
-        if not text.strip():
-            raise ApiError(422, f"{where} is empty", "invalid_request_error", where,
-                           "empty_text")
-        try:
-            check_unicode(text, where)
-        except GraceInputError as exc:
-            raise ApiError(422, str(exc), "invalid_request_error", where, "invalid_text") from None
-
-
-def count_tokens(tokenizer, texts: list[str], param: str, single: bool = False) -> int:
-    """Tokens of ``texts`` (the usage figure); a text the tokenizer refuses -> 422 naming it."""
-    try:
-        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    except Exception:  # find which text it refuses
-        for i, text in enumerate(texts):
-            try:
-                tokenizer([text], add_special_tokens=False)
-            except Exception as exc:
-                where = param if single else f"{param}[{i}]"
-                raise ApiError(422, f"{where}: the tokenizer cannot take this text "
-                               f"({type(exc).__name__}: {exc})", "invalid_request_error", where,
-                               "invalid_text") from None
-        raise
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets a 413 JSON error before the app
-    sees it, whether the client sent a ``content-length`` or streamed it chunked (the body is
-    read up to the limit, then handed on). A body not received whole within ``timeout_s``
-    seconds (a client that declared a length and went quiet) gets a 408 and the connection is
-    closed, so it cannot hold the connection."""
-
-    def __init__(self, app, limit: int, timeout_s: float):
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
-
-    def _too_large(self, size: str) -> JSONResponse:
-        return _error(413, f"request body of {size} bytes; at most {self.limit}",
-                      "request_too_large", None, "body_too_large")
-
-    def _timed_out(self, received: int) -> JSONResponse:
-        response = _error(408, f"the request body was not received within {self.timeout_s:g} s "
-                          f"({received} bytes arrived)", "invalid_request_error", None,
-                          "body_timeout")
-        response.headers["connection"] = "close"  # the rest of the body may still come
-        return response
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            return await self._too_large(length.decode())(scope, receive, send)
-        chunks, total, more = [], 0, True
-        deadline = time.monotonic() + self.timeout_s
-        while more:
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
-            except asyncio.TimeoutError:
-                log.warning("%s %s: no whole body within %g s", scope.get("method"),
-                            scope.get("path"), self.timeout_s)
-                return await self._timed_out(total)(scope, receive, send)
-            if message["type"] != "http.request":  # the client left
-                return None
-            chunks.append(message.get("body", b""))
-            total += len(chunks[-1])
-            if total > self.limit:
-                return await self._too_large(f"more than {self.limit}")(scope, receive, send)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        return await self.app(scope, replay, send)
-
-
-class InternalErrors:
-    """ASGI middleware: an exception the app did not handle becomes a JSON 500 (logged with its
-    traceback) instead of propagating to the server, which would close the connection."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = False
-
-        async def watch(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception as exc:
-            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
-            if started:  # half a response was sent: nothing sensible left to do
-                raise
-            await _error(500, f"internal error: {type(exc).__name__}: {exc}",
-                         "server_error")(scope, receive, send)
 
 
 async def _disconnected(request: Request) -> None:
@@ -318,17 +75,6 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _vector(row: np.ndarray, encoding: str):
-    row = np.asarray(row, dtype=np.float32)
-    return base64.b64encode(row.tobytes()).decode() if encoding == "base64" else row.tolist()
-
-
-def _body_schema(schema: type[BaseModel]) -> dict:
-    """The OpenAPI request body of a route that parses ``schema`` itself."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema.model_json_schema()}}}}
 
 
 def load_encoder(config: ServerConfig):
@@ -346,7 +92,6 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
     encoder = encoder if encoder is not None else load_encoder(config)
     name = str(encoder.name)
     names = served_names(name)
-    created = int(time.time())
 
     def encode(texts: list[str]):
         emb, rationales = encoder.encode(texts, return_rationales=True, show_progress_bar=False)
@@ -371,40 +116,30 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.kind, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.kind, exc.param, exc.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+        return error_response(exc.status_code, str(exc.detail), "invalid_request_error")
 
     @app.exception_handler(GraceInputError)
     async def _user_error(request: Request, exc: GraceInputError):
-        return _error(422, str(exc), "invalid_request_error")
+        return error_response(422, str(exc), "invalid_request_error")
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded):
         wait = retry_after_s(batcher.pending, batcher.seconds_per_text)
-        response = _error(429, f"server busy: {exc}; retry in {wait} s", "rate_limit_error", None,
-                          "overloaded")
+        response = error_response(429, f"server busy: {exc}; retry in {wait} s",
+                                  "rate_limit_error", None, "overloaded")
         response.headers["retry-after"] = str(wait)
         return response
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone):  # nobody reads it (nginx's 499)
-        return _error(499, str(exc), "client_closed_request")
+        return error_response(499, str(exc), "client_closed_request")
 
     app.add_middleware(InternalErrors)  # innermost: below it nothing closes a connection
     app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout_s=config.body_timeout_s)
-
-    def model_entry() -> dict:
-        return {"id": name, "object": "model", "created": created, "owned_by": "grace",
-                "aliases": names}
-
-    def check_model(requested: str | None) -> None:
-        if requested is not None and requested not in names:
-            raise ApiError(404, f"the model '{requested}' does not exist here; this server "
-                           f"serves {' / '.join(repr(n) for n in names)}",
-                           "invalid_request_error", "model", "model_not_found")
 
     @app.get("/health")
     async def health():
@@ -418,20 +153,13 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
                 "cache": None if cache is None else {"path": str(cache.path), "hits": cache.hits,
                                                      "misses": cache.misses}}
 
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [model_entry()]}
-
-    @app.get("/v1/models/{model:path}")
-    async def one_model(model: str):
-        check_model(model)
-        return model_entry()
+    app.include_router(model_routes(name))
 
     # The bodies are parsed by parse_body (not FastAPI) so that every error keeps one shape.
-    @app.post("/v1/embeddings", openapi_extra=_body_schema(EmbeddingsRequest))
+    @app.post("/v1/embeddings", openapi_extra=body_schema(EmbeddingsRequest))
     async def embeddings(request: Request):
         body = parse_body(await request.body(), EmbeddingsRequest)
-        check_model(body.model)
+        check_model(body.model, names)
         texts, single = input_texts(body.input)
         check_texts(texts, config, "input", single=single)
         batcher.check_room(len(texts))  # a 429 before the tokenizer spends time on the texts
@@ -439,14 +167,14 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
         emb, rationales = await batcher.submit(texts, gone=lambda: _disconnected(request))
         return {
             "object": "list",
-            "data": [{"object": "embedding", "index": i, "embedding": _vector(row, body.encoding_format)}
+            "data": [{"object": "embedding", "index": i, "embedding": vector_json(row, body.encoding_format)}
                      for i, row in enumerate(emb)],
             "model": name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             "rationales": rationales,
         }
 
-    @app.post("/v1/explain", openapi_extra=_body_schema(ExplainRequest))
+    @app.post("/v1/explain", openapi_extra=body_schema(ExplainRequest))
     async def explain(request: Request):
         from grace.explain.pair import explain_pair
 
@@ -456,53 +184,10 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
             count_tokens(counter, [getattr(body, param)], param, single=True)
         ex = await batcher.call(explain_pair, encoder, body.text_a, body.text_b,
                                 config.max_new_tokens, cost=2)
-        out = ex.to_dict()
-        out["top"] = {side: {"adding": [vars(t) for t in getattr(ex, side).top(body.top_k, 1)],
-                             "subtracting": [vars(t) for t in getattr(ex, side).top(body.top_k, -1)]}
-                      for side in ("a", "b")}
-        return out
+        return explanation_json(ex, body.top_k)
 
     @app.get("/")
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound and listening on ``host:port``; a busy port or an unknown host ->
-    GraceInputError (one line)."""
-    where = f"{host}:{port}"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except (socket.gaierror, OverflowError) as exc:
-        raise GraceInputError(f"grace serve: cannot listen on {where}: {exc}") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: no TIME_WAIT wait
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
-        raise GraceInputError(f"grace serve: cannot listen on {where}: "
-                              f"{exc.strerror or exc}{hint}") from None
-    return sock
-
-
-def serve(config: ServerConfig) -> None:
-    """Bind the port (a busy one fails here, before the slow load), load the model once and serve
-    until interrupted."""
-    import uvicorn
-
-    sock = listen(config.host, config.port)
-    try:
-        app = create_app(config)
-        host, port = sock.getsockname()[:2]
-        host = f"[{host}]" if ":" in host else host  # IPv6
-        print(f"grace serve: {config.model} on http://{host}:{port} "
-              f"(explorer at /, API at /v1/embeddings, /v1/explain, /health)", flush=True)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    finally:
-        sock.close()
