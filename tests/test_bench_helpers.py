@@ -1,22 +1,10 @@
 """Helpers of the speed benchmarks: the profile's op categories and the matmul limit."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.speed import limits
+from benchmarks.speed import profile_steps as prof
 
 
 def test_profile_categories():
-    prof = _load("profile_steps")
     assert prof.category("aten::addmm") == "matmul" and prof.category("aten::mm") == "matmul"
     assert prof.category("aten::_foreach_mul_") == "optimizer"
     assert prof.category("aten::_fused_adamw_") == "optimizer"
@@ -33,7 +21,6 @@ def test_profile_categories():
 def test_decode_limit_counts_every_projection_and_the_head(tiny):
     import torch
 
-    limits = _load("_limits")
     model, _ = tiny
     c = model.config
     layer, head, n = limits.linear_shapes(model)
@@ -46,7 +33,6 @@ def test_decode_limit_counts_every_projection_and_the_head(tiny):
 
 
 def test_rows_floor_times_the_models_weights_and_bounds_a_rollout(tiny):
-    limits = _load("_limits")
     model, _ = tiny
     floor = limits.rows_floor(model, rows=4, repeats=1)
     assert floor["rows"] == 4 and floor["tokens_per_s"] == 4 / floor["step_seconds"] > 0

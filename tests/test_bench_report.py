@@ -1,13 +1,6 @@
-"""benchmarks/_report.py: write_section replaces its own section and keeps the others."""
+"""benchmarks/common/report.py: write_section replaces its own section and keeps the others."""
 
-import importlib.util
-from pathlib import Path
-
-SPEC = importlib.util.spec_from_file_location(
-    "bench_report", Path(__file__).resolve().parents[1] / "benchmarks" / "_report.py"
-)
-report = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(report)
+from benchmarks.common import report
 
 
 def test_write_section_creates_replaces_and_keeps_others(tmp_path):

@@ -1,16 +1,11 @@
-"""benchmarks/budget_report.py: the budget runs' report and curves from hand-written stage
+"""benchmarks/quality/budget_report.py: the budget runs' report and curves from hand-written stage
 outputs (the layout budget_runs.py writes), and the dev-mini suite the curves are scored on."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-import budget_report  # noqa: E402
-import budget_runs  # noqa: E402
+from benchmarks.quality import budget_report, budget_runs
 
 
 def _result(by_type, copy=None):
@@ -82,7 +77,7 @@ def test_dev_mini_is_four_dev_tasks_of_four_types():
 
 
 def test_unscored_training_texts_leave_out_every_text_a_suite_scores(tmp_path, monkeypatch):
-    import unscored_data
+    from benchmarks.quality import unscored_data
     from test_evaluation import LABELLED, QUESTIONS, make_data_dir
 
     monkeypatch.setenv("GRACE_CACHE", str(tmp_path / "cache"))

@@ -21,7 +21,7 @@ from grace.llm2vec_gen.diagnostics import (
     unigram_f1,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "llm2vec_gen_diagnostics.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "llm2vec_gen_diagnostics.py"
 
 
 def test_pairwise_and_constant_baseline_by_hand():

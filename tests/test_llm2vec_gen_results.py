@@ -1,16 +1,14 @@
-"""benchmarks/llm2vec_gen_results.py: the report is built from what the stages wrote (here
+"""benchmarks/quality/llm2vec_gen_results.py: the report is built from what the stages wrote (here
 written by hand), and make_results.py offers --only llm2vec-gen."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SPEC = importlib.util.spec_from_file_location("llm2vec_gen_results", BENCH / "llm2vec_gen_results.py")
-results = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(results)
+from benchmarks.quality import llm2vec_gen_results as results
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _suite(overall: float) -> dict:
@@ -43,6 +41,6 @@ def test_report_lists_rows_diagnostics_runs_and_decodings(tmp_path):
 
 
 def test_make_results_offers_the_llm2vec_gen_stages_alone():
-    out = subprocess.run([sys.executable, str(BENCH / "make_results.py"), "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.quality.make_results", "--help"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--only {llm2vec-gen}" in out.stdout

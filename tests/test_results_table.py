@@ -1,15 +1,9 @@
-"""benchmarks/results_table.py: rows over seeds, noise-aware comparisons and the tables, on
+"""benchmarks/quality/results_table.py: rows over seeds, noise-aware comparisons and the tables, on
 hand-written eval results (numbers computed by hand)."""
-
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SPEC = importlib.util.spec_from_file_location("results_table", BENCH / "results_table.py")
-rt = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(rt)
+from benchmarks.quality import results_table as rt
 
 
 def _run(sts, rerank, copy=None, length=None):

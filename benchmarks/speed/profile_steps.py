@@ -1,7 +1,7 @@
 """Where the time of a rollout and of a policy update goes (issue 15): torch.profiler splits.
 
-    .venv/bin/python benchmarks/profile_steps.py            # SmolLM2-135M, writes results-speed.md
-    .venv/bin/python benchmarks/profile_steps.py --quick    # tiny model, prints only
+    .venv/bin/python -m benchmarks.speed.profile_steps            # SmolLM2-135M, writes results-speed.md
+    .venv/bin/python -m benchmarks.speed.profile_steps --quick    # tiny model, prints only
 
 Profiles, in one process and one dtype at a time (float32, then bfloat16 unless --dtypes says
 otherwise):
@@ -26,19 +26,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
+DATA = paths.WIKI_SENTENCES
 
 # op -> category: exact names first, then name fragments (first match wins; names are aten::...)
 EXACT = {
@@ -247,7 +245,8 @@ def main() -> None:
     from grace.models.backbones import load_backbone
 
     lines = [f"## Profile: where a decode step, a prefill and a policy update spend their time{args.label}", "",
-             f"`benchmarks/profile_steps.py` ({time.strftime('%Y-%m-%d')}), model `{model_name}`, "
+             f"`python -m benchmarks.speed.profile_steps` ({time.strftime('%Y-%m-%d')}), "
+             f"model `{model_name}`, "
              f"decode/prefill B={rows}, update {args.update_rows} rollouts x {args.tokens} tokens, "
              f"median of {args.repeats} unprofiled runs; split of one more, profiled run by "
              "torch.profiler (self CPU time per op; *Python and dispatch* = wall time not inside "

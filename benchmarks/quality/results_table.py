@@ -1,5 +1,5 @@
-"""The markdown of benchmarks/results.md from the stage outputs of make_results.py: rows over
-training seeds (mean and spread), per-category and per-task tables, both overalls, rationale
+"""The markdown of benchmarks/quality/results.md from the stage outputs of make_results.py: rows
+over training seeds (mean and spread), per-category and per-task tables, both overalls, rationale
 copy rate and length, computed comparisons and capability retention.
 
 Pure functions of the JSON the stages wrote (eval results of ``grace.evaluation.suite``,

@@ -1,7 +1,7 @@
 """The lite suite's greedy encoding speed (issue 15): texts/s at 32 rationale tokens.
 
-    .venv/bin/python benchmarks/bench_encode_lite.py            # writes results-speed.md (encode_lite)
-    .venv/bin/python benchmarks/bench_encode_lite.py --quick    # fewer texts, prints only
+    .venv/bin/python -m benchmarks.speed.bench_encode_lite            # writes results-speed.md (encode_lite)
+    .venv/bin/python -m benchmarks.speed.bench_encode_lite --quick    # fewer texts, prints only
 
 A fixed sample of the lite suite's own kinds of text, in its proportions (about 5 short texts
 per SciFact abstract: STS-B and SICK-R test sentences, BANKING77 test queries, SciFact
@@ -19,17 +19,15 @@ import functools
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = paths.SHARED_DATA
 
 
 def lite_texts(short: int, abstracts: int) -> list[str]:
@@ -89,7 +87,8 @@ def main() -> None:
               f"{len(texts) / hf:.2f} texts/s, ratio {hf / static:.2f}", flush=True)
     if not args.quick:
         lines = ["## (f) The lite suite's greedy encoding speed", "",
-                 f"`benchmarks/bench_encode_lite.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
+                 f"`python -m benchmarks.speed.bench_encode_lite` ({time.strftime('%Y-%m-%d')}), "
+                 f"model `{args.model}`, "
                  f"{len(texts)} texts ({args.short} short, {args.abstracts} SciFact abstracts: the lite "
                  f"suite's mix), greedy 32-token rationales, no cache, median of {args.repeats}.",
                  f"Machine: {machine()}.", "",

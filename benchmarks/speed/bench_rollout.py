@@ -1,7 +1,7 @@
 """Benchmark (a) of issue 5: rollouts + embeddings, our engine against generate + a second pass.
 
-    .venv/bin/python benchmarks/bench_rollout.py            # SmolLM2-135M, writes results-speed.md
-    .venv/bin/python benchmarks/bench_rollout.py --quick    # smaller, < 1 minute, prints only
+    .venv/bin/python -m benchmarks.speed.bench_rollout            # SmolLM2-135M, writes results-speed.md
+    .venv/bin/python -m benchmarks.speed.bench_rollout --quick    # smaller, < 1 minute, prints only
 
 The last line printed is ``ratio: <reference seconds / our seconds>`` for the training-shaped
 scenario in float32 (> 1: we are faster).
@@ -23,23 +23,23 @@ log-probs of the rationale.
   per process, and inductor's on-disk cache makes later processes cheaper).
 
 *limit*: the tokens/s that this machine's matmul throughput at the model's shapes allows
-(``_limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
+(``limits.decode_limit``: every projection and the LM head timed at 1,024 rows, the best case;
 attention, norms and sampling left out), per dtype, measured in the same run before the
 scenarios and after each, the highest reading kept (a busy neighbour lowers a reading; the
 limit is the best the machine showed); *share* = our
 rationale tokens/s (prefill time included) / limit; *share of the work's limit* = the least
 time those matmuls need for the whole job (each prompt token once -- the prompts' common
 prefix once -- through the layers, each rationale token through the layers and the LM head;
-``_limits.work_seconds``) / our seconds: the first share counts the prefill as lost time, this
+``limits.work_seconds``) / our seconds: the first share counts the prefill as lost time, this
 one as work.
 
 *matmul floor*: the same matmuls at the scenario's own row count (B x G), with the model's own
 weights streaming from memory as in a real step and in the static step's orientation
-(``_limits.rows_floor``), as a share of the limit: what a decode step at this many rows could
+(``limits.rows_floor``), as a share of the limit: what a decode step at this many rows could
 reach if everything but its matmuls were free. *best share this shape allows*: the scenario's
 tokens over its prompt tokens at the limit plus a step at that floor per token of a mean row
 but its first
-(``_limits.best_rollout_seconds``): no implementation built on these GEMMs gets a higher share.
+(``limits.best_rollout_seconds``): no implementation built on these GEMMs gets a higher share.
 
 Scenarios: ``rollout`` = a training step's rollouts (B prompts x G samples at T=1.0);
 ``encode`` = greedy encoding (B texts, one rationale each; both pipelines produce the same
@@ -53,19 +53,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
+DATA = paths.WIKI_SENTENCES
 
 
 def _texts(n: int) -> list[str]:
@@ -125,7 +123,7 @@ def measure(model, tokenizer, texts, samples, temperature, tokens, repeats, pipe
             assert agreement == 1.0, "greedy tokens differ in float32"
             cos = torch.nn.functional.cosine_similarity(outs["ours"].embeddings, outs["reference"].embeddings)
             assert cos.min() >= 0.999, f"embeddings differ (min cosine {cos.min():.5f})"
-    from _limits import shared_prefix_tokens
+    from benchmarks.speed.limits import shared_prefix_tokens
 
     result = {"identical_rationales": agreement, "identical_to_hf_step": step_agreement, "prompt_tokens": shared_prefix_tokens(prompts), "warm-up": warm}
     for pipeline in times:
@@ -162,7 +160,8 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     args.dtypes = args.dtypes or ("float32" if args.quick else "float32,bfloat16")
 
-    from _limits import best_limit, best_rollout_seconds, bf16_matrix_units, decode_limit, rows_floor, work_seconds
+    from benchmarks.speed.limits import (best_limit, best_rollout_seconds, bf16_matrix_units, decode_limit,
+                                         rows_floor, work_seconds)
 
     def work_share(r, dtype):
         ours = r["ours"]
@@ -226,7 +225,8 @@ def main() -> None:
         lines = [
             "## (a) Rollouts + embeddings: `grace.rollout.engine` vs `generate` + a second forward pass",
             "",
-            f"`benchmarks/bench_rollout.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
+            f"`python -m benchmarks.speed.bench_rollout` ({time.strftime('%Y-%m-%d')}), "
+            f"model `{args.model}`, "
             f"max {args.max_new_tokens} new tokens, median of {args.repeats} alternating repeats.",
             f"Machine: {machine()}; bf16 matrix units: {'yes' if bf16_matrix_units() else 'no'}.",
             "",

@@ -1,6 +1,6 @@
 """Is an embedding the same whatever batch its text is encoded in? float32 vs bfloat16 (issue 15).
 
-    .venv/bin/python benchmarks/check_bf16_encode.py     # writes results-speed.md (bf16_encode)
+    .venv/bin/python -m benchmarks.speed.check_bf16_encode     # writes results-speed.md (bf16_encode)
 
 Encodes ``--texts`` STS-B test sentences and SciFact abstracts three ways with greedy 32-token
 rationales and without rationales: each text alone, all together (one batch of mixed lengths),
@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = paths.SHARED_DATA
 
 
 def texts(n: int) -> list[str]:
@@ -68,7 +66,8 @@ def main() -> None:
                   f"rationales changed {changed:.0%}", flush=True)
     if args.write:
         lines = ["## (g) Does an embedding depend on its batch? float32 vs bfloat16", "",
-                 f"`benchmarks/check_bf16_encode.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
+                 f"`python -m benchmarks.speed.check_bf16_encode` ({time.strftime('%Y-%m-%d')}), "
+                 f"model `{args.model}`, "
                  f"{len(items)} texts ({len(items) - args.texts // 4} STS-B sentences, {args.texts // 4} "
                  "SciFact abstracts), each encoded alone, in one batch and in one batch reversed.",
                  f"Machine: {machine()}.", "",

@@ -1,7 +1,7 @@
 """Benchmark (b) of issue 5: one GRACE training step against TRL's ``GRPOTrainer``.
 
-    .venv/bin/python benchmarks/bench_grpo_step.py            # SmolLM2-135M, writes results-speed.md
-    .venv/bin/python benchmarks/bench_grpo_step.py --quick    # tiny-random, < 1 minute, prints only
+    .venv/bin/python -m benchmarks.speed.bench_grpo_step            # SmolLM2-135M, writes results-speed.md
+    .venv/bin/python -m benchmarks.speed.bench_grpo_step --quick    # tiny-random, < 1 minute, prints only
 
 The last line printed is ``ratio: <TRL seconds per step / our seconds per step>`` (> 1: we are
 faster).
@@ -68,10 +68,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from _report import add_step_arguments, machine, resolve_presets, write_section
+from benchmarks.common import paths
+from benchmarks.common.report import add_step_arguments, machine, resolve_presets, write_section
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                    "texts", "wiki-sentences.txt")
+DATA = paths.WIKI_SENTENCES
 QUICK = dict(model="tiny-random", batch=2, rollouts=4, max_new_tokens=16, steps=2, mini_batches=2)
 FULL = dict(model="smollm2-135m", batch=2, rollouts=4, max_new_tokens=32, steps=2, mini_batches=2)
 
@@ -349,7 +349,7 @@ def main(argv=None) -> None:
     print(f"machine: {env}")
     print(f"wall time {time.perf_counter() - t_start:.0f} s")
     if args.write:
-        cmd = "benchmarks/bench_grpo_step.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m benchmarks.speed.bench_grpo_step " + " ".join(sys.argv[1:] if argv is None else argv)
         section = (("grpo_step_bf16" if args.mixed_bf16 else "grpo_step")
                    + (f"_rollout_{args.rollout_dtype}" if args.rollout_dtype else "")
                    + (f"_mixed_{args.mixed_precision}" if args.mixed_precision else "")
@@ -373,7 +373,7 @@ def main(argv=None) -> None:
             "",
             f"**ratio (TRL s/step / ours s/step): {ratio:.2f}** (target: >= 2.5, i.e. our step <= 0.4x TRL's)",
         ]))
-        print(f"wrote the {section} section of benchmarks/results-speed.md")
+        print(f"wrote the {section} section of benchmarks/speed/results-speed.md")
     print(f"ratio: {ratio:.3f}")
 
 

@@ -1,8 +1,8 @@
 """LLM2Vec-Gen collapse diagnostics for a checkpoint or an untrained model (grace.llm2vec_gen.diagnostics).
 
-    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --config llm2vec-gen             # untrained SmolLM2
-    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --checkpoint OUT/checkpoint-120  # its run's config
-    .venv/bin/python benchmarks/llm2vec_gen_diagnostics.py --config llm2vec-gen --model tiny-random --texts 16
+    .venv/bin/python -m benchmarks.quality.llm2vec_gen_diagnostics --config llm2vec-gen             # untrained SmolLM2
+    .venv/bin/python -m benchmarks.quality.llm2vec_gen_diagnostics --checkpoint OUT/checkpoint-120  # its run's config
+    .venv/bin/python -m benchmarks.quality.llm2vec_gen_diagnostics --config llm2vec-gen --model tiny-random --texts 16
 
 On N training texts of the run (its data order, after --skip; the backbone's responses from the
 run's cache, missing ones generated): mean cosine to the teacher vs the best constant predictor,

@@ -1,6 +1,6 @@
-"""benchmarks/results-budget.md and results-budget-curves.png from budget_runs.py's stage outputs
-(results-data/budget/): every run listed with its settings, seed, minutes, steps, dev-mini
-curve, dev and lite scores and rationale quality, beside the untrained references.
+"""benchmarks/quality/results-budget.md and results-budget-curves.png from budget_runs.py's stage
+outputs (results-data/budget/): every run listed with its settings, seed, minutes, steps,
+dev-mini curve, dev and lite scores and rationale quality, beside the untrained references.
 
 Pure functions of the JSON the stages wrote, so the report can be rebuilt at any time.
 """
@@ -171,16 +171,16 @@ def plot(runs: dict, path: Path) -> bool:
 
 
 def write(data: Path, here: Path) -> Path:
-    import budget_runs
+    from benchmarks.quality import budget_runs  # here: budget_runs imports this module
 
     runs, refs = load_runs(data), load_references(data)
     out = here / "results-budget.md"
     lines = [
         "# GRACE at real budgets: search on dev (issue 25)",
         "",
-        "Regenerate with `.venv/bin/python benchmarks/budget_runs.py --report`; each run with "
-        "`benchmarks/budget_runs.py --runs NAME --seeds S --minutes M` (stage outputs in "
-        "`benchmarks/results-data/budget/`, resumable). SmolLM2-135M-Instruct, full fine-tuning, "
+        "Regenerate with `.venv/bin/python -m benchmarks.quality.budget_runs --report`; each run with "
+        "`python -m benchmarks.quality.budget_runs --runs NAME --seeds S --minutes M` (stage outputs in "
+        "`benchmarks/quality/results-data/budget/`, resumable). SmolLM2-135M-Instruct, full fine-tuning, "
         "float32 training and evaluation, greedy 32-token rationales for GRACE rows (none for the "
         "contrastive baselines). Scores are mteb main scores x 100, category-balanced (mean of the "
         "type means). *dev-mini*: four dev tasks (STS-B dev, HotpotQA dev, TREC train split, Quora "

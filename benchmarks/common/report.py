@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts: the machine description, the results file and the
 command-line options of the scripts that run GRACE training steps.
 
-Each benchmark owns one section of ``benchmarks/results-speed.md``, delimited by
+Each benchmark owns one section of its results file (``benchmarks/speed/results-speed.md`` by
+default; the load test's is ``benchmarks/server/results-server.md``), delimited by
 ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``. ``write_section(NAME, markdown)``
 replaces that section (or appends it), leaving every other section as it is, so the scripts
 can be re-run in any order.
@@ -17,10 +18,10 @@ import re
 import tempfile
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results-speed.md"
+RESULTS = Path(__file__).resolve().parents[1] / "speed" / "results-speed.md"
 HEADER = (
     "# Speed and memory benchmarks (issue 5)\n\n"
-    "Each section is written by its script in `benchmarks/` (re-running a script replaces only\n"
+    "Each section is written by its script in `benchmarks/speed/` (re-running a script replaces only\n"
     "its own section). Ratios compare two pipelines measured in the same run on the same machine.\n"
 )
 

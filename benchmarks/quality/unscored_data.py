@@ -1,7 +1,7 @@
 """Training texts from the parts of shared/data's train splits that no suite scores (issue 25):
 questions and titles, beside the Wikipedia sentences, for GRACE's unsupervised mode.
 
-    .venv/bin/python benchmarks/unscored_data.py [--data-dir ../shared/data] [--out runs/data]
+    .venv/bin/python -m benchmarks.quality.unscored_data [--data-dir ../shared/data] [--out runs/data]
 
 - ``questions.txt``: TREC's train questions less every one the ``dev`` suite scores (the test
   side of its split, whole) and the few-shot training pools of ``dev``, ``dev-mini`` and
@@ -24,7 +24,7 @@ import random
 import re
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.common import paths
 
 
 def norm(text: str) -> str:
@@ -93,8 +93,8 @@ def write_unscored(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
-    parser.add_argument("--out", default=str(HERE.parent / "runs" / "data"))
+    parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
+    parser.add_argument("--out", default=str(paths.RUNS / "data"))
     args = parser.parse_args()
     for name, path in write_unscored(Path(args.data_dir), Path(args.out)).items():
         print(f"{name}: {sum(1 for _ in path.open(encoding='utf-8'))} texts in {path}")

@@ -1,10 +1,10 @@
-"""Regenerate benchmarks/results.md: the paper's Table 1 at our scale (SmolLM2-135M on 2 CPU cores).
+"""Regenerate benchmarks/quality/results.md: the paper's Table 1 at our scale (SmolLM2-135M, 2 CPU cores).
 
-    .venv/bin/python benchmarks/make_results.py [--data-dir ../shared/data] [--work runs/results]
+    .venv/bin/python -m benchmarks.quality.make_results [--data-dir ../shared/data] [--work runs/results]
 
-Stages (each small output goes to ``benchmarks/results-data/``, which is committed, and a stage
-whose output is there is skipped: the script resumes after an interruption, in this session or
-a later one; delete a file to redo its stage). Checkpoints and the rationale cache stay under
+Stages (each small output goes to ``benchmarks/quality/results-data/``, which is committed, and a
+stage whose output is there is skipped: the script resumes after an interruption, in this session
+or a later one; delete a file to redo its stage). Checkpoints and the rationale cache stay under
 --work (not committed):
 1. untrained rows on the ``lite`` suite (every score computed by mteb): base (no rationale),
    echo (the text copied as its own rationale), +reasoning (greedy rationales), the MiniLM
@@ -15,7 +15,7 @@ a later one; delete a file to redo its stage). Checkpoints and the rationale cac
    contrastive baselines without: they were trained on plain mean pooling) and its capability
    retention (ARC-Easy, held-out perplexity); one model is finished before the next starts;
 3. plots (training reward curves, per-category scores) and the markdown report
-   (benchmarks/results_table.py): mean and spread over seeds, both overalls, copy rates.
+   (benchmarks/quality/results_table.py): mean and spread over seeds, both overalls, copy rates.
 
 LLM2Vec-Gen has its own stages and report (``--only llm2vec-gen``; results-llm2vec-gen.md).
 The training data (NLI triplets, Wikipedia sentences) share no texts with the evaluation sets
@@ -36,9 +36,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-HERE = Path(__file__).resolve().parent
-import llm2vec_gen_results  # noqa: E402  (benchmarks/, beside this script)
-import results_table  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.quality import llm2vec_gen_results, results_table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results.md, its plots, results-data/
 
 DATA = HERE / "results-data"  # committed stage outputs: eval/, capability/, train/
 RATIONALE_TOKENS = 32  # rationale length in training and evaluation (CPU budget)
@@ -315,7 +316,7 @@ def _status(rows: dict) -> list[str]:
     if not missing:
         return []
     return [f"**Status: partial.** Not run yet: {', '.join(missing)}. Rerunning the script "
-            "resumes (stage outputs are in benchmarks/results-data/).", ""]
+            "resumes (stage outputs are in benchmarks/quality/results-data/).", ""]
 
 
 def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) -> Path:
@@ -328,9 +329,10 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
     lines = [
         "# Results at our scale: SmolLM2-135M-Instruct on a 2-core CPU",
         "",
-        f"Regenerate with `.venv/bin/python benchmarks/make_results.py` (written {time.strftime('%Y-%m-%d')}, "
+        "Regenerate with `.venv/bin/python -m benchmarks.quality.make_results` "
+        f"(written {time.strftime('%Y-%m-%d')}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        "stage outputs in `benchmarks/results-data/`, resumable).",
+        "stage outputs in `benchmarks/quality/results-data/`, resumable).",
         "Every score is computed by mteb's own evaluators on the local `lite` suite (test splits, "
         "seeded subsamples, see `src/grace/evaluation/suite.py`), x 100. No setting was chosen on "
         "it. These are tiny training budgets on a 135M model; they say whether each method moves "
@@ -401,14 +403,14 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
-    parser.add_argument("--work", default=str(HERE.parent / "runs" / "results"))
+    parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
+    parser.add_argument("--work", default=str(paths.RUNS / "results"))
     parser.add_argument("--report-only", action="store_true",
                         help="write results.md from the stage outputs already in "
-                             "benchmarks/results-data, run nothing")
+                             "benchmarks/quality/results-data, run nothing")
     parser.add_argument("--only", choices=["llm2vec-gen"],
                         help="run one method's stages and write its own report only "
-                             "(llm2vec-gen: benchmarks/results-llm2vec-gen.md)")
+                             "(llm2vec-gen: benchmarks/quality/results-llm2vec-gen.md)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
                         help=f"run only these table rows (default: all): {', '.join(ROWS)}")
     args = parser.parse_args()
@@ -421,7 +423,8 @@ def main() -> None:
         run_table(work, data_dir, args.rows)
     rows, capabilities, train = load_table()
     if not rows:
-        raise SystemExit("no stage output in benchmarks/results-data yet: run without --report-only")
+        raise SystemExit("no stage output in benchmarks/quality/results-data yet: "
+                         "run without --report-only")
     _log(f"wrote {write_report(rows, capabilities, train, make_plots(rows, train))}")
 
 

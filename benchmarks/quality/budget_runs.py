@@ -2,14 +2,14 @@
 ``dev-mini`` at every checkpoint, and the final checkpoint on ``dev`` (and on ``lite`` for the
 final table only).
 
-    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup --seeds 0 --minutes 45
-    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup-lr3e-5 --minutes 15 --no-dev
-    .venv/bin/python benchmarks/budget_runs.py --runs grace-sup-c0 --steps 120 --no-dev
-    .venv/bin/python benchmarks/budget_runs.py --report      # results-budget.md + curves, runs nothing
+    .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup --seeds 0 --minutes 45
+    .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-lr3e-5 --minutes 15 --no-dev
+    .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-c0 --steps 120 --no-dev
+    .venv/bin/python -m benchmarks.quality.budget_runs --report   # results-budget.md + curves, runs nothing
 
 Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
-``benchmarks/results-data/budget/<run>/`` (committed), and a stage whose output is there is
-skipped, so the script resumes after an interruption; checkpoints stay under --work:
+``benchmarks/quality/results-data/budget/<run>/`` (committed), and a stage whose output is there
+is skipped, so the script resumes after an interruption; checkpoints stay under --work:
 1. ``train.json``: train ``RUNS[name]`` for ``--minutes`` of training time (``grace train
    --max-minutes``; the run resumes from its checkpoints after a kill), float32 throughout;
    its metrics rows and settings;
@@ -42,9 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-HERE = Path(__file__).resolve().parent
-import _report  # noqa: E402  (benchmarks/, beside this script)
+from benchmarks.common import paths, report  # noqa: E402
 
+HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results-budget.md, results-data/
 DATA = HERE / "results-data" / "budget"
 RATIONALE_TOKENS = 32
 EVAL_DTYPE = "float32"  # bf16 greedy rationales change with the batch (issue 25)
@@ -80,7 +80,7 @@ RUNS = {
                                        "optim.learning_rate": 3e-5, "rollout.pooling": "balanced"}, NLI),
     "grace-unsup": ("unsup-wiki", {**GRACE}, WIKI),
     "grace-unsup-lr3e-5": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, WIKI),
-    # texts of train splits that no suite scores (benchmarks/unscored_data.py)
+    # texts of train splits that no suite scores (benchmarks/quality/unscored_data.py)
     "grace-unsup-mixed": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, "unscored:mixed"),
     "grace-unsup-questions": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5},
                               "unscored:questions"),
@@ -142,7 +142,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
     config_name, overrides, data = RUNS[name]
     if not record.is_file():
         if data.startswith("unscored:"):
-            import unscored_data  # benchmarks/, beside this script
+            from benchmarks.quality import unscored_data
 
             path = unscored_data.write_unscored(data_dir, work / "data")[data.split(":", 1)[1]]
         else:
@@ -155,7 +155,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
         _write_json(record, {"run": key, "name": name, "seed": seed,
                              "minutes": None if steps else minutes, "step_budget": steps,
                              "config": config_name, "overrides": overrides, "data": data,
-                             "cpu": _report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
+                             "cpu": report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
                              "train_minutes": rows[-1]["time/train_min"] if rows else None,
                              "samples": last_samples(out), "metrics": rows})
     return out
@@ -247,8 +247,8 @@ def main() -> None:
     parser.add_argument("--capability", action="store_true",
                         help="also ARC-Easy and held-out perplexity of the last checkpoint")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
-    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
-    parser.add_argument("--work", default=str(HERE.parent / "runs" / "budget"))
+    parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
+    parser.add_argument("--work", default=str(paths.RUNS / "budget"))
     args = parser.parse_args()
     work, data_dir = Path(args.work), Path(args.data_dir)
     if not args.report:
@@ -259,7 +259,7 @@ def main() -> None:
             for name in args.runs:
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
                         args.capability, args.steps)
-    import budget_report  # benchmarks/, beside this script
+    from benchmarks.quality import budget_report
 
     _log(f"wrote {budget_report.write(DATA, HERE)}")
 

@@ -1,8 +1,8 @@
 """Anchor benchmark (issue 15): our engine against a dedicated CPU inference engine, CTranslate2.
 
     .venv/bin/pip install ctranslate2            # an optional extra of the benchmarks, not of grace
-    .venv/bin/python benchmarks/bench_anchors.py            # writes results-speed.md (section anchors)
-    .venv/bin/python benchmarks/bench_anchors.py --quick    # fewer repeats, prints only
+    .venv/bin/python -m benchmarks.speed.bench_anchors            # writes results-speed.md (section anchors)
+    .venv/bin/python -m benchmarks.speed.bench_anchors --quick    # fewer repeats, prints only
 
 The packaged SmolLM2-135M-Instruct safetensors folder is converted once with CTranslate2's
 Transformers converter (the library behind ``ct2-transformers-converter``) into
@@ -34,19 +34,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
+DATA = paths.WIKI_SENTENCES
 
 
 def converted(model_name: str, quantization: str) -> Path:
@@ -194,7 +193,8 @@ def main() -> None:
     ratio = rate[("rollout", "ours float32")] / rate[("rollout", "CTranslate2 float32")]
     if not args.quick:
         lines = ["## (e) Anchors: our engine vs CTranslate2 on the same prompts", "",
-                 f"`benchmarks/bench_anchors.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
+                 f"`python -m benchmarks.speed.bench_anchors` ({time.strftime('%Y-%m-%d')}), "
+                 f"model `{args.model}`, "
                  f"max {args.max_new_tokens} new tokens, median of {args.repeats} alternating repeats, "
                  f"ctranslate2 {ct2.version}.",
                  f"Machine: {machine(threads=args.threads)}.", "",

@@ -1,11 +1,11 @@
 """LLM2Vec-Gen at our scale (SmolLM2-135M-Instruct, MiniLM teacher, 2 CPU cores): the stages
-``make_results.py`` runs for it, and ``benchmarks/results-llm2vec-gen.md``.
+``make_results.py`` runs for it, and ``benchmarks/quality/results-llm2vec-gen.md``.
 
-    .venv/bin/python benchmarks/make_results.py --only llm2vec-gen     # these stages alone
+    .venv/bin/python -m benchmarks.quality.make_results --only llm2vec-gen     # these stages alone
 
-Stages (each small output goes to ``benchmarks/results-data/llm2vec-gen/``, which is committed,
-and a stage whose output is there is skipped, so an interrupted run resumes in a later session;
-checkpoints and the response cache stay under --work):
+Stages (each small output goes to ``benchmarks/quality/results-data/llm2vec-gen/``, which is
+committed, and a stage whose output is there is skipped, so an interrupted run resumes in a later
+session; checkpoints and the response cache stay under --work):
 1. diagnostics of the untrained model, bare (the heads as ``head_init`` leaves them) and with
    the start a run fits before step 1 (standardisation, ridge head), on held-out texts;
 2. the two runs (full, and the paper's alignment-only ablation ``recon_weight 0``) and their
@@ -247,9 +247,9 @@ def report_lines(data: Path, evals: dict) -> list[str]:
 
     diag = data
     lines = ["# LLM2Vec-Gen at our scale: SmolLM2-135M-Instruct, MiniLM teacher, 2-core CPU", "",
-             f"Regenerate with `.venv/bin/python benchmarks/make_results.py --only llm2vec-gen` "
+             f"Regenerate with `.venv/bin/python -m benchmarks.quality.make_results --only llm2vec-gen` "
              f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch "
-             f"{torch.__version__}); stages in `benchmarks/llm2vec_gen_results.py`. The teacher is "
+             f"{torch.__version__}); stages in `benchmarks/quality/llm2vec_gen_results.py`. The teacher is "
              "all-MiniLM-L6-v2 (not the paper's LLM2Vec teacher); the backbone stays frozen.", ""]
     rows = [label for label in ("base", "MiniLM (teacher)", "LLM2Vec-Gen", "LLM2Vec-Gen align-only")
             if label in evals]

@@ -1,10 +1,10 @@
 """Load test of ``grace serve``: concurrent clients on POST /v1/embeddings for a bounded time.
 
-    .venv/bin/python benchmarks/load_test.py                     # tiny-random, 8 clients, 20 s
-    .venv/bin/python benchmarks/load_test.py --quick             # 4 clients, 5 s, prints only
-    .venv/bin/python benchmarks/load_test.py --model smollm2-135m --rationale none
-    .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:8000   # a running server
-    .venv/bin/python benchmarks/load_test.py --overload          # 150 x 64-text burst: 429s
+    .venv/bin/python -m benchmarks.server.load_test                     # tiny-random, 8 clients, 20 s
+    .venv/bin/python -m benchmarks.server.load_test --quick             # 4 clients, 5 s, prints only
+    .venv/bin/python -m benchmarks.server.load_test --model smollm2-135m --rationale none
+    .venv/bin/python -m benchmarks.server.load_test --url http://127.0.0.1:8000   # a running server
+    .venv/bin/python -m benchmarks.server.load_test --overload          # 150 x 64-text burst: 429s
 
 Without ``--url`` the script starts its own server (``grace serve --model M --port FREE
 --max-new-tokens N --no-cache`` in a subprocess), waits for /health and stops it at the end.
@@ -26,9 +26,9 @@ Reported: requests/s and texts/s (ok ones, over the measured time), p50/p90/p99 
 ok requests, errors by status, lost requests, and the server's batching from /health
 (``model_calls`` and ``requests`` before and after: how many requests one model call served).
 The summary goes to stdout and, unless ``--no-write`` (default with ``--quick``), to this run's
-section of benchmarks/results-server.md (one section per model and rationale setting, replaced
-by the next run of the same setting). The last line printed is ``errors: N lost: M``; the exit
-code is 1 when either is non-zero.
+section of benchmarks/server/results-server.md (one section per model and rationale setting,
+replaced by the next run of the same setting). The last line printed is ``errors: N lost: M``;
+the exit code is 1 when either is non-zero.
 
 ``--overload`` runs the backpressure scenario instead: ``--burst-clients`` (150) clients each
 send ONE request of ``--burst-texts`` (64) distinct texts at the same moment, with a
@@ -60,14 +60,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_model, versions, write_section  # noqa: E402
+from benchmarks.common.report import cpu_model, versions, write_section
 
 RESULTS = Path(__file__).resolve().parent / "results-server.md"
 HEADER = (
     '# `grace serve` under load\n'
     '\n'
-    'Written by `benchmarks/load_test.py`, one section per model and rationale setting (a\n'
+    'Written by `benchmarks/server/load_test.py`, one section per model and rationale setting (a\n'
     're-run replaces its own section). Concurrent clients send POST /v1/embeddings requests of\n'
     '1-4 short texts back to back; the server gathers concurrent requests into one model call\n'
     '(grace.server.batcher). ok + errors + lost = sent in every run.\n'
@@ -342,7 +341,7 @@ def _section_head(title: str, args, url: str, server_cmd: list[str] | None,
                   load_before: float) -> tuple[list[str], str]:
     """The first lines of a results section (title, this script's command line, the machine)
     and the server as it was started."""
-    command = "benchmarks/load_test.py" + "".join(f" {a}" for a in sys.argv[1:])
+    command = "python -m benchmarks.server.load_test" + "".join(f" {a}" for a in sys.argv[1:])
     if server_cmd:
         shown = [("FREE" if prev == "--port" else a)  # the port differs on every run
                  for prev, a in zip([""] + server_cmd, server_cmd)]
@@ -451,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--responsive-s", type=float, default=5.0,
                    help="the single request after the burst must be answered within this")
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                   help="write benchmarks/results-server.md (default: only without --quick)")
+                   help="write benchmarks/server/results-server.md (default: only without --quick)")
     args = p.parse_args(argv)
     args.clients = args.clients or (4 if args.quick else 8)
     args.duration = args.duration or (5.0 if args.quick else 20.0)

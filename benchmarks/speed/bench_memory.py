@@ -1,7 +1,7 @@
 """Benchmark (d) of issue 5: peak memory of GRACE training, full fine-tuning vs LoRA.
 
-    .venv/bin/python benchmarks/bench_memory.py            # SmolLM2-135M, writes results-speed.md
-    .venv/bin/python benchmarks/bench_memory.py --quick    # tiny-random, < 1 minute, prints only
+    .venv/bin/python -m benchmarks.speed.bench_memory            # SmolLM2-135M, writes results-speed.md
+    .venv/bin/python -m benchmarks.speed.bench_memory --quick    # tiny-random, < 1 minute, prints only
 
 Each configuration runs in a fresh subprocess (``--worker NAME``), so peaks never mix: it builds
 ``grace.grpo.trainer.GraceTrainer`` from the packaged ``unsup-wiki`` config (unsupervised GRACE, the
@@ -39,9 +39,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _report import add_step_arguments, machine, resolve_presets, write_section
+from benchmarks.common import paths
+from benchmarks.common.report import add_step_arguments, machine, resolve_presets, write_section
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texts" / "wiki-sentences.txt"
+DATA = paths.WIKI_SENTENCES
 QUICK = dict(model="tiny-random", batch=2, rollouts=4, max_new_tokens=16, steps=1, mini_batches=2)
 FULL = dict(model="smollm2-135m", batch=4, rollouts=4, max_new_tokens=32, steps=2, mini_batches=2)
 CONFIGS = {  # name -> overrides of the worker's config
@@ -182,12 +183,15 @@ def worker(args) -> dict:
 
 # -- the driver ----------------------------------------------------------------------------------
 def run_worker(args, name: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--model", args.model,
+    cmd = [sys.executable, "-m", "benchmarks.speed.bench_memory", "--worker", name, "--model", args.model,
            "--batch", str(args.batch), "--rollouts", str(args.rollouts),
            "--max-new-tokens", str(args.max_new_tokens), "--steps", str(args.steps),
            "--mini-batches", str(args.mini_batches), "--dtype", args.dtype, "--data", args.data,
            "--threads", str(args.threads)] + ([] if args.engine is None else ["--engine", args.engine])
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    # the worker imports benchmarks.* like this process: the repo root on its path, whatever the cwd
+    path = [str(paths.REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"worker {name} failed (exit {out.returncode})")
@@ -233,7 +237,7 @@ def main(argv=None) -> None:
     print(f"machine: {env}")
     print(f"wall time {time.perf_counter() - t_start:.0f} s")
     if args.write:
-        cmd = "benchmarks/bench_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m benchmarks.speed.bench_memory " + " ".join(sys.argv[1:] if argv is None else argv)
         write_section("memory", "\n".join([
             "## (d) Peak memory of GRACE training: full fine-tuning vs LoRA",
             "",
@@ -253,7 +257,7 @@ def main(argv=None) -> None:
             "",
             f"**ratio ({results[0]['config']} peak / {results[1]['config']} peak): {ratio:.2f}**",
         ]))
-        print("wrote the memory section of benchmarks/results-speed.md")
+        print("wrote the memory section of benchmarks/speed/results-speed.md")
     print(f"ratio: {ratio:.3f}")
 
 

@@ -1,7 +1,7 @@
 """Benchmark (c) of issue 5: ``encode`` without rationale against sentence-transformers.
 
-    .venv/bin/python benchmarks/bench_encode_none.py            # SmolLM2-135M, writes results-speed.md
-    .venv/bin/python benchmarks/bench_encode_none.py --quick    # fewer texts, < 1 minute, prints only
+    .venv/bin/python -m benchmarks.speed.bench_encode_none            # SmolLM2-135M, writes results-speed.md
+    .venv/bin/python -m benchmarks.speed.bench_encode_none --quick    # fewer texts, < 1 minute, prints only
 
 The last line printed is ``ratio: <sentence-transformers seconds / our seconds>`` in float32
 (> 1: we are faster).
@@ -27,19 +27,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _report import machine, write_section  # noqa: E402
+from benchmarks.common import paths  # noqa: E402
+from benchmarks.common.report import machine, write_section  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = paths.SHARED_DATA
 
 
 def _texts(n: int) -> list[str]:
@@ -116,7 +114,8 @@ def main() -> None:
         lines = [
             "## (c) `encode --rationale none` vs sentence-transformers mean pooling",
             "",
-            f"`benchmarks/bench_encode_none.py` ({time.strftime('%Y-%m-%d')}), model `{args.model}`, "
+            f"`python -m benchmarks.speed.bench_encode_none` ({time.strftime('%Y-%m-%d')}), "
+            f"model `{args.model}`, "
             f"{len(texts)} STS-B sentences, batch {args.batch_size}, median of {args.repeats} alternating repeats.",
             f"Machine: {machine('sentence-transformers')}.",
             "",

@@ -1,0 +1,1 @@
+"""Benchmarks of grace, by kind: speed/ (timings and memory), quality/ (the results tables), server/ (load tests); common/ holds what several kinds share. Run each script from the repo root as a module: ``python -m benchmarks.<kind>.<script>``."""

@@ -1,0 +1,1 @@
+"""Quality results: the results tables (make_results.py -> results.md, llm2vec_gen_results.py -> results-llm2vec-gen.md), the budget runs (budget_runs.py -> results-budget.md) and their data; stage outputs in results-data/."""

@@ -1,0 +1,1 @@
+"""Load tests of ``grace serve`` (load_test.py -> results-server.md)."""
