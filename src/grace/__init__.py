@@ -3,7 +3,12 @@
 ``from grace import GraceEncoder`` is the encoder API; heavy imports happen on first use.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("grace")  # pyproject.toml's, as installed: the one source of truth
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 __all__ = ["GraceEncoder"]
 
 

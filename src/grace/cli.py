@@ -6,8 +6,11 @@
     grace decode --model OUT "some text"          (LLM2Vec-Gen: the text an embedding holds)
     grace explain "text A" "text B" [--model M]   (why two texts are close, token by token)
     grace serve --model M --port 8000             (HTTP embeddings API and web explorer)
+    grace --version                               (also: python -m grace ...)
 
-User errors (bad data, unknown model, missing file) print one line and exit with code 2.
+--model takes a training output folder too: its newest good checkpoint (named on stderr).
+User errors (bad data, unknown model, missing file, unusable output path) print one line and
+exit with code 2; Ctrl-C prints one line and exits with code 130.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from grace import __version__
 from grace.errors import GraceInputError
 
 # Short flags -> dotted config keys.
@@ -68,7 +73,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--max-minutes", type=float, dest="max_minutes",
                    help="time budget: stop and checkpoint after this many minutes of training "
                         "(over resumes); --max-steps still caps the steps")
-    p.add_argument("--output-dir", dest="output_dir")
+    p.add_argument("--output-dir", dest="output_dir",
+                   help="checkpoints and logs; a folder that holds checkpoints is resumed")
+    p.add_argument("--override-config", dest="override_config", action="store_true",
+                   help="rerun an existing output dir with settings that differ from its "
+                        "recorded config")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="groups per step (global)")
     p.add_argument("--seed", type=int)
     p.add_argument("--variant", help="reward variant: paper | reference | decoupled")
@@ -91,14 +100,17 @@ def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate an encoder on an MTEB-style suite (scores by mteb)",
                        description="Run a suite of local MTEB tasks (grace.evaluation.suite) and "
                        "write the scores as JSON.")
-    p.add_argument("--model", required=True, help="packaged name, grace checkpoint, folder or hub id")
+    p.add_argument("--model", required=True,
+                   help="packaged name, checkpoint, training output folder (its newest good "
+                        "checkpoint), model folder or hub id")
     p.add_argument("--rationale", default="greedy",
                    help="none | greedy | sampled | echo (the text itself as the rationale: the copy baseline)")
     p.add_argument("--suite", default="lite",
                    help="lite (test splits: the final table) | dev (training/dev splits only: choose settings here) | dev-mini (four dev tasks, minutes: training curves)")
     p.add_argument("--data-dir", dest="data_dir", default=None,
                    help="folder laid out like shared/data (Lee runs without one)")
-    p.add_argument("--output", default=None, help="results JSON file")
+    p.add_argument("--output", default=None,
+                   help="results JSON file (checked before the run; missing folders are made)")
     p.add_argument("--full", action="store_true", help="whole test sets instead of the subsamples")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -117,7 +129,8 @@ def _decode_parser(sub) -> None:
                        "prompts: the text its embedding holds. One line per text.")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="texts to encode and decode")
     p.add_argument("--model", required=True,
-                   help="LLM2Vec-Gen checkpoint or training output folder (its latest checkpoint)")
+                   help="LLM2Vec-Gen checkpoint or training output folder (its newest good "
+                        "checkpoint)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
     p.add_argument("--instruction", default=None,
                    help="instruction before each text (default: the checkpoint's query instruction)")
@@ -133,7 +146,8 @@ def _explain_parser(sub) -> None:
     p.add_argument("text_a", metavar="TEXT_A")
     p.add_argument("text_b", metavar="TEXT_B")
     p.add_argument("--model", default="smollm2-135m",
-                   help="packaged name, grace or LLM2Vec-Gen checkpoint, sentence-transformers folder")
+                   help="packaged name, grace or LLM2Vec-Gen checkpoint or training output "
+                        "folder, sentence-transformers folder")
     p.add_argument("--rationale", default="greedy", help="greedy | none")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
     p.add_argument("--top-k", dest="top_k", type=int, default=8)
@@ -166,6 +180,7 @@ def _serve_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"grace {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _demo_parser(sub)
@@ -189,7 +204,12 @@ def _run(argv: list[str]) -> int:
             if value is not None:
                 overrides[key] = value
         config = load_config(args.config, overrides)
-        checkpoint = train(config)
+        _check_output_dir(config.output_dir)  # before the model loads
+        try:
+            checkpoint = train(config, override_config=args.override_config)
+        except KeyboardInterrupt:  # checkpoints are written to checkpoint-N.tmp and renamed
+            raise KeyboardInterrupt("the checkpoints already written are complete; the same "
+                                    "command resumes from the newest") from None
         print(f"done: last checkpoint {checkpoint}")
         return 0
     if extra:
@@ -197,6 +217,7 @@ def _run(argv: list[str]) -> int:
     if args.command == "demo":
         from grace.demo import run_demo
 
+        _check_output_dir(args.output_dir)
         run_demo(args.config, args.output_dir, args.max_steps, args.model)
         return 0
     if args.command == "eval":
@@ -230,6 +251,17 @@ def _run(argv: list[str]) -> int:
     return 2
 
 
+def _check_output_dir(path) -> None:
+    """``GraceInputError`` if ``path`` is a file, or cannot be made (a file on the way)."""
+    folder = Path(path)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"cannot be made: {existing} is a file"
+        raise GraceInputError(f"--output-dir {folder} {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GraceInputError(f"--output-dir {folder}: folder {existing} is not writable")
+
+
 def _explain(args) -> int:
     import json
 
@@ -260,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"grace: error: file not found: {exc.filename or exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"grace: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

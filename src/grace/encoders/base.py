@@ -20,6 +20,7 @@ documented choice: corpora have such rows) and counted in a warning; texts longe
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -30,9 +31,53 @@ import torch
 from grace.data.readers import check_unicode
 from grace.encoders.cache import RationaleCache, model_fingerprint
 from grace.encoders.encode import EncodeOptions, embed_texts
-from grace.models.backbones import cache_dir, load_backbone
+from grace.errors import GraceInputError
+from grace.models.backbones import PACKAGED, cache_dir, load_backbone
+from grace.training.checkpoint import STATE_FILE, checkpoint_problem, checkpoints
 
 ENCODER_CONFIG = "grace_encoder.json"
+RUN_RECORDS = ("grace_config.yaml", "metrics.jsonl")  # what a training output folder holds
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def training_output_checkpoint(name_or_path, say=_say):
+    """The newest good checkpoint of a training output folder, or ``name_or_path`` as given.
+
+    A training output folder (``grace train --output-dir OUT``, any method) holds
+    ``checkpoint-N`` folders beside the run's records (``grace_config.yaml``, ``metrics.jsonl``)
+    and is not a model itself. It stands for its newest checkpoint that
+    ``grace.training.checkpoint.checkpoint_problem`` finds complete and intact (the check a
+    resume makes); ``say`` names it, and each newer bad one, in a line. ``GraceInputError``
+    naming the folder and what it holds when no checkpoint is good. Anything else (a checkpoint,
+    a model folder, a packaged name, a hub id) is returned unchanged.
+    """
+    folder = Path(str(name_or_path))
+    if str(name_or_path) in PACKAGED or not folder.is_dir() or (folder / STATE_FILE).is_file():
+        return name_or_path  # not a folder, or a checkpoint itself
+    found = checkpoints(folder)
+    if not found and not any((folder / name).is_file() for name in RUN_RECORDS):
+        return name_or_path
+    bad = []
+    for checkpoint in found:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            for line in bad:
+                say(f"grace: {line}; using {checkpoint.name} instead")
+            newest = "newest" if not bad else "newest good one"
+            say(f"grace: using {checkpoint} ({newest} of {len(found)})")
+            return str(checkpoint)
+        bad.append(f"{checkpoint}/{problem}")
+    held = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(held[:12]) + (f" ... ({len(held)} in all)" if len(held) > 12 else "")
+    if bad:
+        raise GraceInputError(f"{folder} is a training output folder with no usable checkpoint "
+                              f"({'; '.join(bad)}); it holds {shown}")
+    raise GraceInputError(f"{folder} is a training output folder without a checkpoint-N folder "
+                          f"(it holds {shown}): train until a checkpoint is saved, or pass a "
+                          "model or checkpoint folder")
 
 
 def trained_pooling(folder) -> dict:
@@ -150,7 +195,11 @@ class GraceEncoder:
         (or training output folder) gives a ``grace.encoders.llm2vec_gen.LLM2VecGenEncoder``, a
         sentence-transformers folder or ``all-MiniLM-L6-v2`` a
         ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
+
+        A training output folder stands for its newest good checkpoint
+        (``training_output_checkpoint``, which names it on stderr).
         """
+        name_or_path = training_output_checkpoint(name_or_path)
         if cls is GraceEncoder:
             for fmt in GraceEncoder._formats:
                 if fmt.claims(name_or_path):
@@ -158,6 +207,10 @@ class GraceEncoder:
                                                trust_remote_code=trust_remote_code, **options)
         known = {f.name for f in fields(EncodeOptions)}
         check_options(options, known)  # before the (slow) load
+        try:
+            EncodeOptions(**options)  # the values too (a saved grace_encoder.json may add more)
+        except ValueError as exc:
+            raise GraceInputError(str(exc)) from None
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
         saved = trained_pooling(name_or_path)
         config_file = Path(name_or_path) / ENCODER_CONFIG

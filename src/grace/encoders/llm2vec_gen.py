@@ -91,10 +91,12 @@ class LLM2VecGenEncoder(GraceEncoder):
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
                         cache=None, query_instruction: str | None = None,
                         document_instruction: str | None = None, **options) -> "LLM2VecGenEncoder":
-        """Load a checkpoint folder or a training output folder (its latest checkpoint).
+        """Load a checkpoint folder or a training output folder (its newest good checkpoint,
+        ``base.training_output_checkpoint``).
         ``cache`` and the rationale options are accepted and ignored (module docstring)."""
         del cache  # no rationales, nothing to cache
         base.check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
+        name_or_path = base.training_output_checkpoint(name_or_path)  # its newest good checkpoint
         model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,

@@ -56,7 +56,16 @@ encoded, seconds; averages of the main score per task type (only the types prese
 balances categories); the model, rationale settings, seed and versions; with rationales (greedy,
 sampled, echo), ``rationale_quality`` per task and for the whole run (copy rate, mean length,
 EOS rate, distinct-2, empty rate: grace.rollout.quality, each distinct text once). The printed
-table shows scores x 100, as the MTEB leaderboard does.
+table shows scores x 100, as the MTEB leaderboard does; with ``capability`` it also shows ARC-Easy
+acc and acc_norm (x 100) and the held-out perplexity.
+
+``output`` is checked before any work (not a folder; its folder exists or can be made, and is
+writable), and the JSON is written before the table is printed, through a temporary file renamed
+into place. With ``capability`` the tasks' scores are written as soon as they are done (marked
+``"capability": {"unfinished": ...}``) and the file is rewritten when the probes end. If the file
+cannot be written at the end (the disk filled, the folder went away), the results go to
+``OUTPUT.recovered.json`` or the temp folder (stdout as a last resort) and a ``GraceInputError``
+says where: hours of scoring are never lost to a path.
 
 Rationales come from the encoder's cache (on by default), so tasks and runs that share texts
 generate them once. mteb runs with no result cache (no result files are written; importing mteb
@@ -67,7 +76,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, is_dataclass
@@ -108,6 +119,63 @@ def build_suite(suite: str = "lite", data_dir: str | Path | None = None, full: b
             continue
         tasks.append(spec.build(spec.name, root, seed=seed, **({} if full else spec.lite)))
     return tasks, skipped
+
+
+def check_output(output) -> Path | None:
+    """``output`` as a Path, once it is known that results can be written there: not a folder,
+    and its folder exists or can be made inside a writable one. ``GraceInputError`` otherwise
+    (called before any work, so a bad path costs nothing)."""
+    if output is None:
+        return None
+    path = Path(output)
+    if path.is_dir():
+        raise GraceInputError(f"output {path} is a folder; give a file path such as "
+                              f"{path / 'results.json'}")
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise GraceInputError(f"cannot write output {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise GraceInputError(f"cannot write output {path}: folder {existing} is not writable") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise GraceInputError(f"cannot write output {path}: the file is not writable")
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_results(results: dict, output: str | Path) -> Path:
+    """Write ``results`` as JSON to ``output`` (a temporary sibling renamed into place), and
+    return the path. If that fails, write them to ``OUTPUT.recovered.json``, else to the temp
+    folder, else print them to stdout, and raise a ``GraceInputError`` that says where they are."""
+    output = Path(output)
+    text = json.dumps(_jsonable(results), indent=2) + "\n"
+    try:
+        _write_atomic(output, text)
+        return output
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    for fallback in (output.with_name(output.name + ".recovered.json"),
+                     Path(tempfile.gettempdir()) / f"grace-eval-{os.getpid()}-{output.name}"):
+        try:
+            _write_atomic(fallback, text)
+        except OSError:
+            continue
+        raise GraceInputError(f"could not write {output} ({reason}); the results are saved in "
+                              f"{fallback}")
+    print(text, flush=True)
+    raise GraceInputError(f"could not write {output} ({reason}) nor a fallback file; the results "
+                          "were printed to stdout above")
 
 
 def _capability_function():
@@ -241,11 +309,28 @@ def print_table(results: dict) -> None:
     if len(results["averages"]) > 1:
         table.add_row("overall", "mean over types", "", pct(results.get("overall_by_type")), "", "",
                       style="bold")
+    notes = dict(results["skipped"])
+    capability = results.get("capability")
+    if capability:
+        table.add_section()
+        arc, ppl = capability.get("arc_easy", {}), capability.get("perplexity", {})
+        if "acc" in arc:
+            table.add_row("ARC-Easy", "capability", "acc", pct(arc["acc"]),
+                          str(arc.get("num_questions", "")), f"{arc.get('seconds', 0):.1f}")
+            table.add_row("ARC-Easy", "capability", "acc_norm", pct(arc.get("acc_norm")), "", "")
+        elif "skipped" in arc:
+            table.add_row("ARC-Easy", "capability", "skipped", "-", "", "")
+            notes["ARC-Easy"] = arc["skipped"]
+        if "perplexity" in ppl:
+            value = ppl["perplexity"]
+            table.add_row("perplexity", "capability", "held-out text",
+                          "-" if value is None else f"{value:.2f}", str(ppl.get("num_texts", "")),
+                          f"{ppl.get('seconds', 0):.1f}")
     console = Console()
     if not console.is_terminal:  # a pipe or file: rich would wrap at 80 columns
         console = Console(width=120)
     console.print(table)
-    for name, reason in results["skipped"].items():
+    for name, reason in notes.items():
         console.print(f"skipped {name}: {reason}")
 
 
@@ -262,7 +347,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     ``pooling``: mean | balanced (grace.models.pooling.pool_sums); None keeps the encoder's own.
     ``capability``: also run ``grace.evaluation.capability.evaluate_capability`` (general
     abilities of the policy), stored under "capability". Returns the results dict (see the
-    module docstring), writes it to ``output`` as JSON and prints a table if ``show``.
+    module docstring), writes it to ``output`` as JSON (checked first: ``check_output``; written
+    by ``save_results``) and prints a table if ``show``.
     """
     from grace.encoders.encode import RATIONALE_MODES
 
@@ -271,6 +357,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
                               f"{', '.join(RATIONALE_MODES)}")
     if max_new_tokens < 1:
         raise GraceInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    output = check_output(output)
     evaluate_capability = _capability_function() if capability else None
     tasks, skipped = build_suite(suite, data_dir, full, seed)  # fails before the model loads
 
@@ -308,13 +395,16 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "versions": {"mteb": mteb.__version__, "python": platform.python_version()},
     }
     if evaluate_capability is not None:
+        if output is not None:  # the tasks' scores are safe before the probes start
+            save_results({**results, "capability": {"unfinished": "the capability probes had not "
+                                                    "finished when this file was written"}}, output)
         results["capability"] = _jsonable(
             evaluate_capability(encoder.model, encoder.tokenizer, data_dir=data_dir, full=full))
     results["seconds"] = round(time.perf_counter() - start, 2)
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
-    if show:
-        print_table(results)
+    try:
+        if output is not None:
+            save_results(results, output)  # the JSON first: a failing table loses nothing
+    finally:
+        if show:
+            print_table(results)
     return results
