@@ -5,6 +5,9 @@ Flags are either the common short ones (``--model``, ``--data``, ``--mode`` ...)
 ``--section.field VALUE`` (for example ``--rollout.max_new_tokens 32``); values are parsed and
 type-checked against the field's type. The whole config is saved with every checkpoint.
 
+Every field is checked when the config is built, before anything loads (each section's ``checks()``,
+below its fields): a value out of range, nan or inf is a ``GraceInputError`` naming field and value.
+
 Defaults follow the GRACE reference run (GRACE paper, arXiv 2510.04506) except where noted. The contrastive
 baselines (``method: infonce | simcse``, grace.contrastive.trainers) read ``baseline`` and, of ``optim``,
 only weight_decay, lr_scheduler, warmup_steps and max_grad_norm; GRACE ignores ``baseline``.
@@ -15,24 +18,55 @@ LLM2Vec-Gen (``method: llm2vec-gen``, grace.llm2vec_gen) reads ``llm2vec_gen`` a
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from grace.config.methods import METHODS, MODES, VARIANTS
+from grace.config.methods import METHODS, MODES, VARIANTS, lr_schedulers
 from grace.errors import GraceInputError
+from grace.models.backbones import DTYPES
 from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT
 
 PACKAGED_CONFIGS = Path(__file__).parent / "presets"  # usable by name: --config sup-nli
+Check = tuple[bool, str]  # (holds, "key ..." message if it does not)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _rule(ok: bool, key: str, rule: str, value) -> Check:
+    return ok, f"{key} must be {rule} (got {value!r})"
+
+
+def _choice(key: str, value, choices) -> Check:
+    return value in choices, f"{key} '{value}' (choose {', '.join(choices)})"
+
+
+def _positive(key: str, value, why: str = "") -> Check:
+    return _rule(_finite(value) and value > 0, key, f"> 0 and finite{why}", value)
+
+
+def _non_negative(key: str, value) -> Check:
+    return _rule(_finite(value) and value >= 0, key, ">= 0 and finite", value)
+
+
+def _at_least(key: str, value: int, low: int, why: str = "") -> Check:
+    return _rule(value >= low, key, f">= {low}{why}", value)
+
+
+def _fraction(key: str, value) -> Check:  # a probability such as dropout
+    return _rule(_finite(value) and 0 <= value < 1, key, "in [0, 1)", value)
 
 
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # packaged name, local folder or hub id (see grace.models.backbones)
-    dtype: str = "float32"  # float32 | bfloat16 (weights and compute)
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
     lora: bool = False  # False: full fine-tuning (paper); True: peft LoRA (small machines)
     lora_rank: int = 16  # LoRA r
     lora_alpha: int = 32  # LoRA alpha
@@ -44,6 +78,17 @@ class ModelConfig:
     # bfloat16 (weights and optimizer state stay in model.dtype). auto: bf16 for float32 weights on
     # a CPU with bf16 matrix units (AMX / AVX512-BF16: the policy update ran 2.8x faster there,
     # benchmarks/results-speed.md), no elsewhere (GPUs included: ask for bf16 there)
+
+    def checks(self) -> list[Check]:
+        return [
+            _rule(bool(self.name.strip()), "name", "a packaged name, folder or hub id", self.name),
+            _choice("dtype", self.dtype, tuple(DTYPES)),
+            _at_least("lora_rank", self.lora_rank, 1),
+            _at_least("lora_alpha", self.lora_alpha, 1),
+            _fraction("lora_dropout", self.lora_dropout),
+            (self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+             f"mixed_precision '{self.mixed_precision}' (choose auto, no, bf16)"),
+        ]
 
 
 @dataclass
@@ -58,13 +103,17 @@ class DataConfig:
     max_prompt_tokens: int = 1024  # prompts longer than this are truncated (ref), with a warning
     system_prompt: str = SYSTEM_PROMPT  # one prompt for every input (GRACE, arXiv 2510.04506)
 
+    def checks(self) -> list[Check]:
+        return [_at_least("max_prompt_tokens", self.max_prompt_tokens, 1)]
+
 
 @dataclass
 class RolloutConfig:
     num_rollouts: int = 8  # G: sampled rationales per trained text (the group)
-    temperature: float = 1.0  # temperature of the trained rollouts (ref)
-    top_p: float = 1.0  # nucleus sampling of the trained rollouts
-    context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref)
+    temperature: float = 1.0  # of the trained rollouts (ref); > 0: greedy rollouts (0) would make
+    # every rollout of a group identical (every advantage 0); log-probs are log softmax(logits / T)
+    top_p: float = 1.0  # nucleus sampling of the trained rollouts, in (0, 1]
+    context_temperature: float = 0.5  # the single anchor / query / negative rationale (ref); 0: greedy
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
     pooling: str = "mean"  # embedding of text + rationale behind the rewards: mean (paper: every
     # pooled token alike) | balanced (text mean and rationale mean, equal weight; beyond the
@@ -80,6 +129,23 @@ class RolloutConfig:
     # bfloat16 | float32: a copy of the policy in that dtype, refreshed every step (with a copy,
     # old log-probs are recomputed by the policy, so the first PPO ratio is exactly 1)
 
+    def checks(self) -> list[Check]:
+        return [
+            _at_least("num_rollouts", self.num_rollouts, 2, " (a group)"),
+            _positive("temperature", self.temperature, " for GRPO rollouts (0 would make every "
+                      "rollout of a group identical, so every advantage 0)"),
+            _rule(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p),
+            _non_negative("context_temperature", self.context_temperature),
+            _at_least("max_new_tokens", self.max_new_tokens, 1),
+            _at_least("micro_batch_size", self.micro_batch_size, 1),
+            _choice("pooling", self.pooling, POOLINGS),
+            _choice("engine", self.engine, ("fast", "simple")),
+            _at_least("generation_batch_size", self.generation_batch_size, 1),
+            _choice("decode", self.decode, ("auto", "static", "compiled", "hf")),
+            (self.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
+             f"dtype '{self.dtype}' (choose auto, policy, float32, bfloat16)"),
+        ]
+
 
 @dataclass
 class RewardConfig:
@@ -94,29 +160,55 @@ class RewardConfig:
     # lr 3e-5 without it the policy fell into loops ("in a beautiful woman in a beautiful
     # woman ...") after ~120 steps (benchmarks/results-budget.md). 0: off
 
+    def checks(self) -> list[Check]:
+        return [
+            _choice("variant", self.variant, VARIANTS),
+            _non_negative("consistency_weight", self.consistency_weight),
+            _non_negative("hard_weight", self.hard_weight),
+            _positive("scale", self.scale),
+            _rule(_finite(self.truncation_penalty), "truncation_penalty", "finite", self.truncation_penalty),
+            _non_negative("repetition_penalty", self.repetition_penalty),
+        ]
+
 
 @dataclass
 class OptimConfig:
     learning_rate: float = 1e-6  # AdamW, constant (paper/ref)
     weight_decay: float = 0.01
-    lr_scheduler: str = "constant"  # any transformers.get_scheduler name
-    warmup_steps: int = 0
+    lr_scheduler: str = "constant"  # a transformers.SchedulerType name (grace.config.methods.lr_schedulers)
+    warmup_steps: int = 0  # rollout steps of linear warmup (schedulers with warmup)
     num_mini_batches: int = 4  # optimizer steps per rollout batch (ref: 64 groups / 4)
-    clip_low: float = 0.2  # PPO clip epsilon below 1
-    clip_high: float = 0.2  # PPO clip epsilon above 1
-    dual_clip: float | None = 3.0  # dual-clip constant c for negative advantages; null disables
+    clip_low: float = 0.2  # PPO clip epsilon below 1, in (0, 1)
+    clip_high: float = 0.2  # PPO clip epsilon above 1, > 0
+    dual_clip: float | None = 3.0  # dual-clip constant c > 1 for negative advantages; null disables
     kl_coef: float = 0.0  # low-variance KL to the frozen initial policy (ref: 0)
     normalize_advantage_std: bool = False  # divide group-centred rewards by the group std
     # the update runs each text's prompt once for its rollouts in a micro-batch (one packed row,
     # block attention mask; grace.rollout.shared_prompt): same log-probs, fewer positions. Needs
     # sdpa or eager attention, else (or false) every rollout row carries its prompt
     share_prompts: bool = True
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # gradients are clipped to this total norm
     # torch's fused AdamW kernel (CPU and CUDA; same update to float rounding): the update of a
     # GRACE step (2 texts x 4, 2 optimizer steps) 3.93 -> 3.33 s on 2 Xeon cores. false: torch's
     # default (a for-loop over the parameters on CPU, foreach on CUDA), e.g. for a setup whose
     # parameters the fused kernel refuses
     fused_adamw: bool = True
+
+    def checks(self) -> list[Check]:
+        return [
+            _positive("learning_rate", self.learning_rate),
+            _non_negative("weight_decay", self.weight_decay),
+            _choice("lr_scheduler", self.lr_scheduler, lr_schedulers()),
+            _at_least("warmup_steps", self.warmup_steps, 0),
+            _at_least("num_mini_batches", self.num_mini_batches, 1),
+            _rule(_finite(self.clip_low) and 0 < self.clip_low < 1, "clip_low", "in (0, 1)",
+                  self.clip_low),
+            _positive("clip_high", self.clip_high),
+            _rule(self.dual_clip is None or (_finite(self.dual_clip) and self.dual_clip > 1),
+                  "dual_clip", "> 1 and finite, or null", self.dual_clip),
+            _non_negative("kl_coef", self.kl_coef),
+            _positive("max_grad_norm", self.max_grad_norm),
+        ]
 
 
 @dataclass
@@ -126,6 +218,13 @@ class BaselineConfig:
     learning_rate: float = 2e-5  # AdamW lr of the baselines, used instead of optim.learning_rate
     temperature: float = 0.05  # softmax temperature of InfoNCE and SimCSE (E5 / SimCSE papers)
     dropout: float = 0.1  # simcse only: attention dropout making the positives (Llama has no other)
+
+    def checks(self) -> list[Check]:
+        return [
+            _positive("learning_rate", self.learning_rate),
+            _positive("temperature", self.temperature),
+            _fraction("dropout", self.dropout),
+        ]
 
 
 @dataclass
@@ -159,6 +258,35 @@ class LLM2VecGenConfig:
     decode_max_new_tokens: int = 64  # length of the decoded samples in samples.jsonl
     grad_norm_every: int = 0  # every N steps log each weighted loss's gradient norm on the soft tokens (first micro-batch; costs a backward each); 0: never
 
+    def checks(self) -> list[Check]:
+        lr = self.align_head_learning_rate
+        return [
+            _at_least("num_tokens", self.num_tokens, 1),
+            _rule(bool(self.teacher.strip()), "teacher", "a model name or folder", self.teacher),
+            _choice("teacher_rationale", self.teacher_rationale, ("none", "greedy")),
+            _choice("head_init", self.head_init, ("scaled", "default")),
+            _choice("align_init", self.align_init, ("ridge", "none")),
+            _at_least("init_texts", self.init_texts, 5),
+            _fraction("standardize_momentum", self.standardize_momentum),
+            _rule(lr is None or (_finite(lr) and lr > 0), "align_head_learning_rate",
+                  "> 0 and finite, or null", lr),
+            _non_negative("recon_weight", self.recon_weight),
+            _non_negative("align_weight", self.align_weight),
+            (self.recon_weight + self.align_weight > 0,
+             "recon_weight and align_weight must be >= 0, not both 0"),
+            _positive("learning_rate", self.learning_rate),
+            _at_least("micro_batch_size", self.micro_batch_size, 1),
+            (self.max_input_tokens > self.num_tokens, f"max_input_tokens must exceed "
+             f"llm2vec_gen.num_tokens {self.num_tokens} (got {self.max_input_tokens})"),
+            _at_least("max_response_tokens", self.max_response_tokens, 1),
+            _at_least("response_max_new_tokens", self.response_max_new_tokens, 1),
+            _non_negative("response_temperature", self.response_temperature),
+            _at_least("response_batch_size", self.response_batch_size, 1),
+            _choice("response_dtype", self.response_dtype, ("auto", "float32", "bfloat16")),
+            _at_least("decode_max_new_tokens", self.decode_max_new_tokens, 1),
+            _at_least("grad_norm_every", self.grad_norm_every, 0),
+        ]
+
 
 @dataclass
 class TrainConfig:
@@ -174,7 +302,7 @@ class TrainConfig:
     save_every: int = 50  # checkpoint every N steps (and at the end)
     sample_every: int = 10  # log a few sample rationales every N steps
     num_samples_logged: int = 2  # how many sample rationales to log
-    seed: int = 0
+    seed: int = 0  # seeds the data order, the sampling and dropout; in [0, 2**32)
     report_to: str = "none"  # trackers beside metrics.jsonl: none | tensorboard | wandb, ... (comma list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -186,68 +314,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.method in METHODS, f"method '{self.method}' (choose {', '.join(METHODS)})"),
-            (self.mode in MODES, f"mode '{self.mode}' (choose {', '.join(MODES)})"),
-            (
-                self.reward.variant in VARIANTS,
-                f"reward.variant '{self.reward.variant}' (choose {', '.join(VARIANTS)})",
-            ),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.max_steps >= 1, "max_steps must be >= 1"),
-            (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0 (or null)"),
-            (self.reward.repetition_penalty >= 0, "reward.repetition_penalty must be >= 0"),
-            (self.save_every >= 1, "save_every must be >= 1"),
-            (self.rollout.num_rollouts >= 2, "rollout.num_rollouts must be >= 2 (a group)"),
-            (self.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
-            (self.rollout.pooling in POOLINGS,
-             f"rollout.pooling '{self.rollout.pooling}' (choose {', '.join(POOLINGS)})"),
-            (self.rollout.engine in ("fast", "simple"),
-             f"rollout.engine '{self.rollout.engine}' (choose fast, simple)"),
-            (self.rollout.generation_batch_size >= 1, "rollout.generation_batch_size must be >= 1"),
-            (self.rollout.decode in ("auto", "static", "compiled", "hf"),
-             f"rollout.decode '{self.rollout.decode}' (choose auto, static, compiled, hf)"),
-            (self.rollout.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
-             f"rollout.dtype '{self.rollout.dtype}' (choose auto, policy, float32, bfloat16)"),
-            (self.model.mixed_precision in ("auto", "no", "bf16", "fp16"),
-             f"model.mixed_precision '{self.model.mixed_precision}' (choose auto, no, bf16)"),
-            (self.optim.num_mini_batches >= 1, "optim.num_mini_batches must be >= 1"),
-            (self.baseline.temperature > 0, "baseline.temperature must be > 0"),
-            (0 <= self.baseline.dropout < 1, "baseline.dropout must be in [0, 1)"),
-            *self.llm2vec_gen_checks(),
+            _choice("method", self.method, METHODS),
+            _choice("mode", self.mode, MODES),
+            _rule(bool(str(self.output_dir).strip()), "output_dir", "a folder", self.output_dir),
+            _at_least("batch_size", self.batch_size, 1),
+            _at_least("max_steps", self.max_steps, 1),
+            _rule(self.max_minutes is None or (_finite(self.max_minutes) and self.max_minutes > 0),
+                  "max_minutes", "> 0 and finite, or null", self.max_minutes),
+            _at_least("save_every", self.save_every, 1),
+            _at_least("sample_every", self.sample_every, 0, " (0: never)"),
+            _at_least("num_samples_logged", self.num_samples_logged, 0),
+            _rule(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed),
         ]
+        for name in (f.name for f in dataclasses.fields(self)):  # each section's checks, as name.key
+            if dataclasses.is_dataclass(section := getattr(self, name)):
+                checks += [(ok, f"{name}.{what}") for ok, what in section.checks()]
         for ok, what in checks:
             if not ok:
                 raise GraceInputError(f"invalid config: {what}")
-
-    def llm2vec_gen_checks(self) -> list[tuple[bool, str]]:
-        g = self.llm2vec_gen
-        return [
-            (g.num_tokens >= 1, "llm2vec_gen.num_tokens must be >= 1"),
-            (g.head_init in ("scaled", "default"),
-             f"llm2vec_gen.head_init '{g.head_init}' (choose scaled, default)"),
-            (g.teacher_rationale in ("none", "greedy"),
-             f"llm2vec_gen.teacher_rationale '{g.teacher_rationale}' (choose none, greedy)"),
-            (g.recon_weight >= 0 and g.align_weight >= 0 and g.recon_weight + g.align_weight > 0,
-             "llm2vec_gen.recon_weight and align_weight must be >= 0, not both 0"),
-            (g.align_init in ("ridge", "none"),
-             f"llm2vec_gen.align_init '{g.align_init}' (choose ridge, none)"),
-            (g.init_texts >= 5, "llm2vec_gen.init_texts must be >= 5"),
-            (0 <= g.standardize_momentum < 1, "llm2vec_gen.standardize_momentum must be in [0, 1)"),
-            (g.learning_rate > 0, "llm2vec_gen.learning_rate must be > 0"),
-            (g.align_head_learning_rate is None or g.align_head_learning_rate > 0,
-             "llm2vec_gen.align_head_learning_rate must be > 0 (or null)"),
-            (g.micro_batch_size >= 1, "llm2vec_gen.micro_batch_size must be >= 1"),
-            (g.max_input_tokens > g.num_tokens,
-             "llm2vec_gen.max_input_tokens must exceed llm2vec_gen.num_tokens"),
-            (g.max_response_tokens >= 1, "llm2vec_gen.max_response_tokens must be >= 1"),
-            (g.response_max_new_tokens >= 1, "llm2vec_gen.response_max_new_tokens must be >= 1"),
-            (g.response_temperature >= 0, "llm2vec_gen.response_temperature must be >= 0"),
-            (g.response_dtype in ("auto", "float32", "bfloat16"),
-             f"llm2vec_gen.response_dtype '{g.response_dtype}' (choose auto, float32, bfloat16)"),
-            (g.response_batch_size >= 1, "llm2vec_gen.response_batch_size must be >= 1"),
-            (g.decode_max_new_tokens >= 1, "llm2vec_gen.decode_max_new_tokens must be >= 1"),
-            (g.grad_norm_every >= 0, "llm2vec_gen.grad_norm_every must be >= 0"),
-        ]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

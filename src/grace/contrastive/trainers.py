@@ -137,6 +137,7 @@ class ContrastiveTrainer(Trainer):
         loss, stats = self.loss(embeddings)
         # x world: DDP averages the processes' gradients (module docstring)
         self.acc.backward(loss * self.acc.num_processes + head_tie)
+        self.check_loss(loss)  # nan / inf stop the run (as a nan / inf gradient does)
         norm = self.optimizer_step()
         elapsed = time.perf_counter() - t0
         metrics = {

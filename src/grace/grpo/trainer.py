@@ -240,6 +240,7 @@ class GraceTrainer(Trainer):
         self.model.train()
         for mb in self._mini_batches(len(seqs), step):  # exactly k optimizer steps
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
+            mb_loss = torch.zeros(())  # the mini-batch's token-mean loss, checked to be finite
             for micro in mb.split(cfg.rollout.micro_batch_size):
                 part = seqs.select(micro)
                 lp = self._logprobs(part, cfg.rollout.temperature)  # (m, R)
@@ -250,9 +251,11 @@ class GraceTrainer(Trainer):
                 )
                 weight = part.response_mask.sum() / mb_tokens  # token-mean over the mini-batch
                 self.acc.backward(loss * weight)
+                mb_loss = mb_loss + (loss.detach() * weight).float().cpu()
                 for key in ("clip_frac", "dual_clip_frac", "kl"):
                     stats[key].append(float(st.get(key, 0.0)))
                 stats["loss"].append(float(loss.detach()))
+            self.check_loss(mb_loss)  # nan / inf stop the run (as a nan / inf gradient does)
             stats["grad_norm"].append(self.optimizer_step())
         return {f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}
 

@@ -24,6 +24,13 @@ so in one line and falls back to the previous good one; when no checkpoint is go
 with a ``GraceInputError`` that names each bad file. Nothing is deleted: a bad checkpoint-N is
 replaced when step N is saved again.
 The folders are assumed to be on a file system that every process sees (as on one machine).
+
+The run record: ``OUTPUT_DIR/grace_config.yaml`` holds the settings the folder's run started
+with and is never rewritten. A rerun in the same folder (a resume) is compared with the settings
+the run last trained with (its newest checkpoint's ``grace_config.yaml``, else the record):
+settings outside ``MAY_CHANGE_ON_RESUME`` may differ only when the caller overrides
+(``check_config_changes``), and every difference, allowed or overridden, is appended to
+``OUTPUT_DIR/config_history.jsonl`` with the step it applies from (``record_config``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 import re
 import shutil
 import sys
@@ -38,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from grace.errors import GraceInputError
@@ -45,6 +54,12 @@ from grace.errors import GraceInputError
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 MANIFEST = "checkpoint_manifest.json"
+RECORD = "grace_config.yaml"  # the whole config: in each checkpoint, and the run's own record
+HISTORY = "config_history.jsonl"  # the run's changes of settings on reruns, one line each
+# settings a rerun may change without overriding: budgets, logging and the folder's spelling
+# (with a decaying lr_scheduler a new max_steps also reshapes the rest of the schedule)
+MAY_CHANGE_ON_RESUME = ("max_steps", "max_minutes", "save_every", "sample_every",
+                        "num_samples_logged", "report_to", "output_dir")
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -189,7 +204,7 @@ def save_checkpoint(accelerator, model, tokenizer, config, state: dict, output_d
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        config.save(tmp / "grace_config.yaml")
+        config.save(tmp / RECORD)
     progress.state = dict(state)
     accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process, progress
     accelerator.wait_for_everyone()
@@ -243,3 +258,73 @@ def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler,
             "--model instead of resuming")
     progress.load_state_dict(json.loads((checkpoint / STATE_FILE).read_text()))
     return progress.state
+
+
+# -- the run record ---------------------------------------------------------------------------
+def _flat(values: dict, prefix: str = "") -> dict:
+    """{"optim": {"learning_rate": x}} -> {"optim.learning_rate": x}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_config(path: Path) -> dict | None:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return _flat(values) if isinstance(values, dict) else None
+
+
+def recorded_config(output_dir: str | Path) -> tuple[Path, dict] | None:
+    """(file, dotted settings) the run in ``output_dir`` last trained with: its newest checkpoint's
+    config (what a resume continues from), else the run's record (a run stopped before its first
+    checkpoint); None for a folder without a run. Unreadable files are passed over."""
+    folder = Path(output_dir)
+    for path in [c / RECORD for c in checkpoints(folder)] + [folder / RECORD]:
+        values = _read_config(path) if path.is_file() else None
+        if values is not None:
+            return path, values
+    return None
+
+
+def config_changes(output_dir: str | Path, config) -> dict[str, tuple]:
+    """{dotted key: (recorded, new)} for every setting ``config`` changes in the run of
+    ``output_dir``; keys that only one side has (another grace version's) are not compared."""
+    found = recorded_config(output_dir)
+    if found is None:
+        return {}
+    old, new = found[1], _flat(config.to_dict())
+    return {key: (old[key], new[key]) for key in new if key in old and old[key] != new[key]}
+
+
+def check_config_changes(output_dir: str | Path, config, override: bool = False) -> None:
+    """Refuse (``GraceInputError``, listing each key as old -> new) to rerun the run of
+    ``output_dir`` with settings outside ``MAY_CHANGE_ON_RESUME`` changed, unless ``override``."""
+    changes = {key: change for key, change in config_changes(output_dir, config).items()
+               if key not in MAY_CHANGE_ON_RESUME}
+    if changes and not override:
+        path = recorded_config(output_dir)[0]
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        raise GraceInputError(
+            f"{output_dir} holds a run with other settings ({path}): {listed}. Rerun with its "
+            "settings, pass another --output-dir, or pass --override-config to continue it with "
+            f"the new ones (recorded in {Path(output_dir) / HISTORY})")
+
+
+def record_config(output_dir: str | Path, config, step: int) -> None:
+    """Write the run's record (``RECORD``) for a new run; on a rerun leave it as it is and append
+    the changed settings, if any, to ``HISTORY`` with ``step``, the last step done before them."""
+    folder = Path(output_dir)
+    changes = config_changes(folder, config)
+    if not (folder / RECORD).is_file():
+        config.save(folder / RECORD)
+    if changes:
+        line = {"after_step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "changes": {key: {"old": old, "new": new} for key, (old, new) in changes.items()}}
+        with (folder / HISTORY).open("a") as handle:
+            handle.write(json.dumps(line) + "\n")

@@ -7,6 +7,10 @@ checkpoint/resume (grace.training.checkpoint), the one-run-per-folder lock
 progress bar. A method subclasses it and supplies ``step()`` plus a few small hooks; this
 module imports no method. grace.training.registry maps a method's name to its trainer.
 
+A nan or inf loss (``check_loss``) or gradient norm (``optimizer_step``) stops the run before
+that optimizer step with a ``NonFiniteTrainingError`` naming the step; nothing of the step is
+saved, so the checkpoints already written stay the run's last good state.
+
 Data order is a seeded permutation per epoch (``DataOrder``), so the data position in a
 checkpoint resumes exactly. ``gather_blocks`` / ``local_rows`` move block-laid-out rows between
 processes (the in-batch terms of a reward see the global batch).
@@ -14,6 +18,7 @@ processes (the in-batch terms of a reward see the global batch).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -25,7 +30,7 @@ from tqdm.auto import tqdm
 from grace.config.methods import MODES
 from grace.config.schema import TrainConfig
 from grace.data.readers import DataFields, load_records
-from grace.errors import GraceInputError
+from grace.errors import GraceInputError, NonFiniteTrainingError
 from grace.models.backbones import apply_lora, load_backbone, resolve_mixed_precision
 from grace.training.checkpoint import (
     TrainingProgress,
@@ -33,6 +38,7 @@ from grace.training.checkpoint import (
     load_model_weights,
     load_training_state,
     prepare_checkpointing,
+    record_config,
     resumable_checkpoint,
     save_checkpoint,
 )
@@ -267,17 +273,35 @@ class Trainer:
         """One console line for a logged sample."""
         return f"[step {sample['step']}] {sample}"
 
+    def check_loss(self, loss: torch.Tensor) -> None:
+        """Stop the run (``NonFiniteTrainingError``; the loop adds the step) if ``loss``, the loss
+        backpropagated for the coming optimizer step, is nan or inf. Summed over the processes
+        first, so they all stop together; call it before ``optimizer_step``."""
+        total = loss.detach().float().reshape(1).to(self.acc.device)
+        if self.acc.num_processes > 1:
+            total = self.acc.reduce(total, "sum")
+        if not math.isfinite(float(total)):
+            raise NonFiniteTrainingError(f"the loss is {float(total)}")
+
     def optimizer_step(self) -> float:
         """Clip the gradient norm to ``optim.max_grad_norm``, step the optimizer and the
-        scheduler, zero the gradients; returns the norm before clipping."""
+        scheduler, zero the gradients; returns the norm before clipping. A nan or inf norm
+        steps nothing: ``NonFiniteTrainingError`` stops the run with the weights as they were
+        (the norm is the same on every process)."""
         norm = self.acc.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
+        if not math.isfinite(float(norm)):
+            raise NonFiniteTrainingError(f"the gradient norm is {float(norm)}")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
         return float(norm)
 
     def seed_step(self, step: int) -> None:
-        """Seed the sampling RNG from (seed, step, process), so a resumed step repeats exactly."""
+        """Seed the sampling RNG from (seed, step, process), so a resumed step draws the same
+        random numbers as it did the first time. With one torch thread a resumed run, and a rerun,
+        end bitwise equal to an uninterrupted run on the same machine; with more threads the CPU
+        kernels' sums vary from run to run (float rounding: on 2 cores the weights of two
+        identical 4-step runs at lr 1e-3 were ~3e-5 apart). tests/test_run_record.py checks both."""
         torch.manual_seed(self.config.seed * 1_000_003 + step * 101 + self.acc.process_index)
 
     @property
@@ -297,7 +321,7 @@ class Trainer:
         main = acc.is_main_process
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.output_dir / "grace_config.yaml")
+            record_config(self.output_dir, cfg, self.start_step)  # never rewrites the run's record
         metrics_log = JsonlLogger(self.output_dir / "metrics.jsonl", self.start_step, enabled=main)
         samples_log = JsonlLogger(self.output_dir / "samples.jsonl", self.start_step, enabled=main)
         if self.start_step and main:
@@ -330,7 +354,14 @@ class Trainer:
                    disable=not main)
         for step in bar:
             started = time.perf_counter()
-            metrics, samples = self.step(step)
+            try:
+                metrics, samples = self.step(step)
+            except NonFiniteTrainingError as exc:
+                kept = latest_checkpoint(self.output_dir)
+                raise NonFiniteTrainingError(
+                    f"training stopped at step {step}: {exc}; nothing of this step was saved (last "
+                    f"checkpoint: {kept or 'none'}). A smaller optim.learning_rate (baselines: "
+                    "baseline.learning_rate) or reward.scale, or float32 weights, may help") from None
             seconds += time.perf_counter() - started  # saving and logging are not counted
             if acc.num_processes > 1:  # every process stops at the same step: the slowest's time
                 seconds = float(acc.gather(torch.tensor([seconds], device=acc.device)).max())
