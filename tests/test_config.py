@@ -115,7 +115,7 @@ def test_null_in_yaml_for_an_optional_field(tmp_path):
         ("mode", "semi", "invalid config: mode 'semi' (choose supervised, unsupervised)"),
         ("reward.variant", "x", "invalid config: reward.variant 'x' (choose paper, reference, decoupled)"),
         ("method", "dpo", "invalid config: method 'dpo' (choose grace, infonce, simcse, llm2vec-gen)"),
-        ("rollout.num_rollouts", "1", "invalid config: rollout.num_rollouts must be >= 2 (a group)"),
+        ("rollout.num_rollouts", "1", "invalid config: rollout.num_rollouts must be >= 2 (a group) (got 1)"),
         ("rollout.decode", "jit", "invalid config: rollout.decode 'jit' (choose auto, static, compiled, hf)"),
     ],
 )

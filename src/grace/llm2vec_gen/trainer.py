@@ -198,6 +198,8 @@ class LLM2VecGenTrainer(Trainer):
             sums["cosine"] += float(F.cosine_similarity(out["embedding"].detach().float(), target,
                                                         dim=-1).mean()) * share
             seen_tokens += int(enc.attention_mask.sum()) + g.num_tokens * len(rows) + int(rmask.sum())
+        # nan / inf stop the run before the step (as a nan / inf gradient norm does)
+        self.check_loss(torch.tensor(g.recon_weight * sums["recon"] + g.align_weight * sums["align"]))
         norm = self.optimizer_step()
         elapsed = time.perf_counter() - t0
         metrics = {
