@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from grace.grpo.policy_loss import kl_low_var, masked_mean, policy_loss, ppo_clip_loss, token_logprobs
+from grace.grpo.policy_loss import kl_low_var, masked_mean, policy_loss, ppo_clip_loss
+from grace.models.logprobs import token_logprobs
 
 # Two rollouts of three tokens; old log-probs 0, so ratio = exp(lp). The last token is masked
 # and holds a wild value that must not matter.

@@ -66,7 +66,7 @@ from torch.nn.utils.rnn import pad_sequence
 from grace.data.batching import length_sorted_batches
 from grace.data.readers import gensim_test_file, json_lines
 from grace.errors import GraceInputError
-from grace.grpo.policy_loss import token_logprobs
+from grace.models.logprobs import token_logprobs
 from grace.models.backbones import decoder_and_head
 
 ARC_EASY_FILE = "capability/arc-easy-test.jsonl"  # relative to the shared data folder

@@ -1,6 +1,6 @@
-"""Token log-probabilities and the GRPO policy loss, with verl's semantics.
+"""The GRPO policy loss, with verl's semantics (token log-probs: grace.models.logprobs).
 
-Pure tensor functions. N = rollouts, T = response tokens, V = vocabulary. Mask convention:
+Pure tensor functions. N = rollouts, T = response tokens. Mask convention:
 ``mask`` (N, T) is 1 on response tokens that count and 0 on padding / prompt; values at masked
 positions are ignored (they must be finite).
 
@@ -18,16 +18,6 @@ GRACE's reference run uses eps 0.2 on both sides, c = 3, kl_coef = 0 and no entr
 import torch
 
 from grace.models.pooling import masked_mean
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """logits (N, T, V), labels (N, T) valid token ids -> log p(label) (N, T), in float32.
-
-    log_softmax(x)[y] = x[y] - logsumexp(x): avoids materialising a second (N, T, V) tensor.
-    """
-    logits = logits.float()  # (N, T, V)
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (N, T)
-    return picked - torch.logsumexp(logits, dim=-1)  # (N, T)
 
 
 def ppo_clip_loss(logprobs, old_logprobs, advantages, mask, clip_low=0.2, clip_high=0.2, dual_clip=3.0):

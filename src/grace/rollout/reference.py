@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from grace.grpo.policy_loss import token_logprobs
+from grace.models.logprobs import token_logprobs
 from grace.models.backbones import decoder_and_head, end_token_ids
 from grace.models.pooling import pool_split, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grace.grpo.policy_loss import token_logprobs
+from grace.models.logprobs import token_logprobs
 from grace.rollout.batch import Sequences
 
 MASKED_ATTENTION = ("sdpa", "eager")
