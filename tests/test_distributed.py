@@ -22,7 +22,7 @@ from sample_data import TEXTS as ALL_TEXTS
 from grace.config.schema import load_config
 from grace.errors import GraceInputError
 from grace.grpo.trainer import GraceTrainer
-from grace.training.loop import gather_blocks, local_rows
+from grace.grpo.gather import gather_blocks, local_rows
 
 TEXTS = ALL_TEXTS[:4]
 

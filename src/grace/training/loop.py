@@ -5,15 +5,14 @@ via ``accelerate launch``; CPU processes use gloo).
 checkpoint/resume (grace.training.checkpoint), the one-run-per-folder lock
 (grace.training.run_lock), metrics.jsonl and samples.jsonl (grace.training.metrics) and the
 progress bar. A method subclasses it and supplies ``step()`` plus a few small hooks; this
-module imports no method. grace.training.registry maps a method's name to its trainer.
+module imports no method. grace.train maps a method's name to its trainer.
 
 A nan or inf loss (``check_loss``) or gradient norm (``optimizer_step``) stops the run before
 that optimizer step with a ``NonFiniteTrainingError`` naming the step; nothing of the step is
 saved, so the checkpoints already written stay the run's last good state.
 
 Data order is a seeded permutation per epoch (``DataOrder``), so the data position in a
-checkpoint resumes exactly. ``gather_blocks`` / ``local_rows`` move block-laid-out rows between
-processes (the in-batch terms of a reward see the global batch).
+checkpoint resumes exactly.
 """
 
 from __future__ import annotations
@@ -97,22 +96,6 @@ class DataOrder:
         local = self.sizes[(step - 1) % self.steps_per_epoch] // self.world
         start = pos["offset"] + self.rank * local
         return [self.records[i] for i in order[start : start + local].tolist()]
-
-
-def gather_blocks(accelerator, x: torch.Tensor, blocks: int) -> torch.Tensor:
-    """Gather ``x`` = [block_0; block_1; ...] (each instance-major) from every process,
-    keeping the block layout: -> [block_0 of all processes; block_1 of all processes; ...]."""
-    if accelerator.num_processes == 1:
-        return x
-    per = x.view(blocks, -1, *x.shape[1:]).transpose(0, 1).contiguous()  # (n, blocks, ...)
-    full = accelerator.gather(per)  # (world*n, blocks, ...)
-    return full.transpose(0, 1).reshape(-1, *x.shape[1:])
-
-
-def local_rows(x: torch.Tensor, blocks: int, rank: int, world: int) -> torch.Tensor:
-    """Inverse of ``gather_blocks`` for this process's rows."""
-    per_block = x.view(blocks, world, -1, *x.shape[1:])[:, rank]  # (blocks, n, ...)
-    return per_block.reshape(-1, *x.shape[1:])
 
 
 class Trainer:
