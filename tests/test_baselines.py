@@ -23,7 +23,7 @@ from grace.config.schema import load_config
 from grace.contrastive.losses import info_nce, simcse_unsup
 from grace.errors import GraceInputError
 from grace.grpo.trainer import GraceTrainer
-from grace.training.registry import trainer_class
+from grace.train import trainer_class
 
 T = torch.tensor
 Q = T([[1.0, 0.0], [0.0, 1.0]])  # two queries

@@ -156,7 +156,7 @@ def test_train_output_dir_that_is_a_file_stops_before_the_model_loads(tmp_path, 
 
 
 def test_override_config_reaches_train_and_is_documented(tmp_path, texts, monkeypatch, capsys):
-    import grace.training.registry as registry
+    import grace.train as registry
     from grace.cli import build_parser, main
 
     calls = []

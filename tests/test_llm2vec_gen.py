@@ -341,7 +341,7 @@ def test_one_step_changes_every_trainable_tensor_and_no_frozen_one(tmp_path, tex
 
 def test_resume_after_interruption_continues_exactly(tmp_path, texts, one_thread, monkeypatch):
     from grace.llm2vec_gen.trainer import LLM2VecGenTrainer
-    from grace.training.registry import train
+    from grace.train import train
 
     config = _config(tmp_path, texts, max_steps=4, save_every=2)
     original = LLM2VecGenTrainer.step
@@ -400,7 +400,7 @@ def test_overfit_a_few_responses_then_decode_them_back(tmp_path, steerable_backb
     pairs (hand-written into the response cache, so nothing is generated), the model's soft
     prompts decode greedily back into exactly those responses."""
     from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
-    from grace.training.registry import train
+    from grace.train import train
 
     data = tmp_path / "queries.txt"
     data.write_text("".join(q + "\n" for q in QUERIES))
@@ -424,7 +424,7 @@ def test_overfit_a_few_responses_then_decode_them_back(tmp_path, steerable_backb
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory, tiny):
     """A 1-step run on tiny-random (module scope: shared by the encoder tests)."""
-    from grace.training.registry import train
+    from grace.train import train
 
     root = tmp_path_factory.mktemp("l2vgen")
     data = root / "texts.txt"

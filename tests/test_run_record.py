@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from grace.config.schema import load_config
 from grace.errors import GraceInputError, NonFiniteTrainingError
 from grace.training.checkpoint import HISTORY, RECORD, check_config_changes
-from grace.training.registry import train
+from grace.train import train
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
               steps: int | None = None) -> Path:
     """Stage 1: train (or resume) until the budget is spent; returns the output folder."""
     from grace.config.schema import load_config
-    from grace.training.registry import train
+    from grace.train import train
 
     key = run_key(name, seed, minutes, steps)
     out, record = work / key, DATA / key / "train.json"

@@ -116,7 +116,7 @@ def _diagnose(out: Path, config, checkpoint, data_dir: Path, **kwargs) -> dict:
 def train_stage(name: str, config) -> Path:
     """Train ``config`` (into its output_dir) unless its last checkpoint exists; the seconds
     go to train_seconds.json. Returns the last checkpoint (make_results' stage 1 uses it too)."""
-    from grace.training.registry import train
+    from grace.train import train
 
     out = Path(config.output_dir)
     done = out / f"checkpoint-{config.max_steps}"

@@ -196,7 +196,7 @@ def _run(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
         from grace.config.schema import load_config
-        from grace.training.registry import train
+        from grace.train import train
 
         overrides = _dotted_overrides(extra)
         for flag, key in SHORT_FLAGS.items():

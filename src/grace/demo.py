@@ -24,7 +24,7 @@ from grace.data.readers import json_lines
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
 from grace.models.backbones import load_backbone
-from grace.training.registry import train
+from grace.train import train
 
 SHOWN_DOCS = (0, 1)  # whose rationales are printed
 

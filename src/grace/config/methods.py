@@ -1,7 +1,7 @@
 """The one list of training methods, data modes, reward variants and learning-rate schedules
 (every module that checks or branches on one of them imports it from here)."""
 
-METHODS = ("grace", "infonce", "simcse", "llm2vec-gen")  # grace.training.registry maps them to trainers
+METHODS = ("grace", "infonce", "simcse", "llm2vec-gen")  # grace.train maps them to trainers
 MODES = ("supervised", "unsupervised")  # data: (query, positive, negative) records | single texts
 VARIANTS = ("paper", "reference", "decoupled")  # GRACE reward variants (grace.grpo.rewards)
 # transformers schedulers the loop cannot drive: it passes only warmup and total steps, and steps

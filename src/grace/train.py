@@ -1,7 +1,10 @@
-"""Method name -> trainer class, one level above the trainers (the loop imports no method).
+"""``train(config)``: the entry point of every training run, and the one table from a method's
+name to its trainer.
 
-``METHODS`` (grace.config.methods) lists the names; ``train(config)`` checks the run already in
-the output folder, if any, then builds the method's trainer and runs it.
+It sits above the methods (grace.grpo, grace.contrastive, grace.llm2vec_gen), as the CLI and
+the demo do, so the shared machinery below them (grace.training: the loop every method runs on)
+imports no method. ``METHODS`` (grace.config.methods) lists the names; ``train`` checks the run
+already in the output folder, if any, then builds the method's trainer and runs it.
 """
 
 from __future__ import annotations
