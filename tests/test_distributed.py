@@ -179,7 +179,7 @@ def test_two_cpu_processes_train_llm2vec_gen(tmp_path):
     checkpoint = tmp_path / "OUT" / "checkpoint-2"
     assert (checkpoint / "llm2vec_gen.safetensors").is_file() and not (checkpoint / "model.safetensors").exists()
     assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
-    from grace.encoders.cache import RationaleCache
+    from grace.rollout.generation_cache import RationaleCache
 
     assert len(RationaleCache(tmp_path / "gen.sqlite")) == len(set(ALL_TEXTS))  # one per text, written once
     rows = [json.loads(line) for line in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]

@@ -6,7 +6,8 @@ import torch
 
 import grace.encoders.encode
 from grace import GraceEncoder
-from grace.encoders.cache import RationaleCache, model_fingerprint
+from grace.models.fingerprint import model_fingerprint
+from grace.rollout.generation_cache import RationaleCache
 
 TEXTS = ["The cat sat on the mat.", "Stocks fell on Monday.", "A short one"]
 

@@ -163,7 +163,7 @@ SETTINGS = {"backbone": "tiny-random", "backbone_fingerprint": "fp", "max_new_to
 
 
 def test_responses_live_in_the_generation_cache_and_survive_a_restart(tiny, tmp_path):
-    from grace.encoders.cache import RationaleCache
+    from grace.rollout.generation_cache import RationaleCache
 
     _, tok = tiny
     store = tmp_path / "gen.sqlite"

@@ -52,7 +52,7 @@ def test_train_then_decode(tmp_path, capsys):
     assert spec["backbone"] == "tiny-random" and spec["teacher"] == "all-MiniLM-L6-v2"
     rows = [json.loads(x) for x in (tmp_path / "OUT" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    from grace.encoders.cache import RationaleCache
+    from grace.rollout.generation_cache import RationaleCache
 
     store = RationaleCache(tmp_path / "gen.sqlite")  # one response per distinct query, settings in the key
     settings = {json.loads(s)["max_new_tokens"] for s in

@@ -1,5 +1,5 @@
 """Text encoders behind one sentence-transformers-like API: GRACE (base), sentence-transformers,
-LLM2Vec-Gen, and the rationale cache.
+LLM2Vec-Gen (their rationale cache is grace.rollout.generation_cache).
 
 Importing this package imports every encoder class, which registers the ones with a saved
 format of their own (``GraceEncoder.claims``), so ``GraceEncoder.from_pretrained`` picks the

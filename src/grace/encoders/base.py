@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from grace.data.readers import check_unicode
-from grace.encoders.cache import RationaleCache, model_fingerprint
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
 from grace.models.backbones import PACKAGED, cache_dir, load_backbone
+from grace.models.fingerprint import model_fingerprint
+from grace.rollout.generation_cache import RationaleCache
 from grace.training.checkpoint import STATE_FILE, checkpoint_problem, checkpoints
 
 ENCODER_CONFIG = "grace_encoder.json"

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
-from grace.encoders.cache import RationaleCache, settings_key
 from grace.models.backbones import end_token_ids
 from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
+from grace.rollout.generation_cache import RationaleCache, settings_key
 from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
 
 RATIONALE_MODES = ("none", "greedy", "sampled", "echo")
@@ -152,7 +152,7 @@ def embed_texts(
 ) -> tuple[np.ndarray, list[str]]:
     """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
 
-    ``cache`` and ``fingerprint`` (``grace.encoders.cache.model_fingerprint(model)``) go
+    ``cache`` and ``fingerprint`` (``grace.models.fingerprint.model_fingerprint(model)``) go
     together: rationales are looked up and stored under that model's fingerprint. ``record``:
     a list that gets (text, rationale token ids of the first sample) for every text (for the
     quality figures of grace.rollout.quality).

@@ -37,13 +37,13 @@ from tqdm.auto import tqdm
 from grace.data.batching import length_sorted_batches
 from grace.encoders import base
 from grace.encoders.base import GraceEncoder
-from grace.encoders.cache import model_fingerprint
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 from grace.llm2vec_gen.model import LLM2VecGenModel
 from grace.models.backbones import load_backbone
+from grace.models.fingerprint import model_fingerprint
 
 IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "pooling")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")

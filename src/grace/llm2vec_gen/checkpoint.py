@@ -46,7 +46,7 @@ class LLM2VecGenSpec:
     document_instruction: str = "Summarize the following passage:"
     max_input_tokens: int = 512  # text + soft tokens; longer texts are cut (with a warning)
     backbone_dtype: str = "float32"  # dtype the backbone was loaded in when trained
-    backbone_fingerprint: str = ""  # grace.encoders.cache.model_fingerprint of that backbone
+    backbone_fingerprint: str = ""  # grace.models.fingerprint.model_fingerprint of that backbone
     format: str = FORMAT  # marks the folder as an LLM2Vec-Gen checkpoint
 
     def save(self, folder: Path) -> None:

@@ -3,7 +3,7 @@
 Each training query (the encoder's ``input_text``) is answered by the frozen backbone under the
 tokenizer's chat template (grace.llm2vec_gen.inputs.chat_prompt), greedily by default, up to
 ``max_new_tokens``. A response is a generation like a rationale, so it is stored where
-rationales are: the SQLite cache of grace.encoders.cache (``llm2vec_gen.cache``, default
+rationales are: the SQLite cache of grace.rollout.generation_cache (``llm2vec_gen.cache``, default
 ``$GRACE_CACHE/rationales.sqlite``), keyed by (backbone fingerprint, response settings, query),
 holding the response's token ids (EOS last when the backbone ended by itself). Every generation
 batch is committed at once: a killed run keeps every batch it finished, and the next run (or any
@@ -36,11 +36,11 @@ from tqdm.auto import tqdm
 
 from grace.data.batching import length_sorted_batches
 from grace.data.readers import json_lines
-from grace.encoders.cache import RationaleCache, settings_key
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt
 from grace.models.backbones import cache_dir, cast_copy, resolve_dtype
 from grace.models.prompt import PromptBatch, left_pad
+from grace.rollout.generation_cache import RationaleCache, settings_key
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from grace.encoders.cache import model_fingerprint
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import LLM2VecGenSpec, backbone_reference
 from grace.llm2vec_gen.diagnostics import constant_baseline_cosine, mean_pairwise_cosine
@@ -43,6 +42,7 @@ from grace.llm2vec_gen.losses import alignment_loss, reconstruction_loss, token_
 from grace.llm2vec_gen.model import LLM2VecGenModel
 from grace.llm2vec_gen.responses import ensure_run_responses, run_responses
 from grace.llm2vec_gen.teacher import load_teacher
+from grace.models.fingerprint import model_fingerprint
 from grace.training.loop import DataOrder, Trainer
 
 

@@ -37,7 +37,7 @@ and the connection stays open for the next request. ``serve`` checks the port an
 before the model is loaded, so a busy or impossible port is a one-line error. The model is
 loaded once at start-up (safetensors only) and used by one thread; concurrent embedding
 requests are encoded together by grace.server.batcher.MicroBatcher. The rationale cache (on by
-default) is SQLite; each thread gets its own connection (grace.encoders.cache).
+default) is SQLite; each thread gets its own connection (grace.rollout.generation_cache).
 
 This module is the app factory: the routes, the error handlers and the model thread. Request
 parsing, the checks and the error shape are grace.server.protocol; the body limits and the

@@ -12,8 +12,8 @@ be shared by a server's request threads and its model thread. A file that is not
 database (or not one of ours) is refused with a ``GraceInputError`` naming it; nothing in it is
 changed.
 
-The model fingerprint hashes the config and a strided sample of every parameter tensor: it
-changes when the weights change (training), without reading every weight of a large model.
+The model part of the key is grace.models.fingerprint.model_fingerprint (it changes when the
+weights change).
 """
 
 from __future__ import annotations
@@ -26,28 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from grace.errors import GraceInputError
-
-SAMPLES_PER_TENSOR = 4096
-
-
-def model_fingerprint(model) -> str:
-    """A short hash of the model's config and (a strided sample of) its parameters."""
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            flat = param.detach().reshape(-1)
-            step = max(1, flat.numel() // SAMPLES_PER_TENSOR)
-            sample = flat[::step].float().cpu().numpy().tobytes()
-            digest.update(name.encode())
-            digest.update(str(tuple(param.shape)).encode())
-            digest.update(sample)
-    return digest.hexdigest()[:24]
 
 
 def settings_key(**settings) -> str:
