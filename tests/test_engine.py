@@ -16,7 +16,7 @@ from grace.rollout.engine import (
 from grace.rollout.sampling import sample_tokens
 from grace.models.prompt import build_prompts
 from grace.rollout.kv_cache import PreallocatedLayer
-from grace.rollout.reference import generate_sequences, prompt_only, score_sequences
+from grace.rollout.hf_path import generate_sequences, prompt_only, score_sequences
 
 TEXTS = [
     "hi",
@@ -185,7 +185,7 @@ def test_every_end_token_of_the_generation_config_ends_a_rollout(setup):
 def test_logprobs_are_taken_at_the_sampling_temperature(setup):
     """Rollouts sampled at T get log softmax(logits / T) as their old log-probs (as verl), in
     the engine and in the HF path's scoring pass; greedy rows are scored at T = 1."""
-    from grace.rollout.reference import response_logprobs
+    from grace.rollout.hf_path import response_logprobs
 
     model, tok, prompts = setup
     torch.manual_seed(0)

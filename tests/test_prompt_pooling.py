@@ -193,7 +193,7 @@ def test_pool_split_matches_pool_sums_and_mean_is_pool():
 
 def test_balanced_pooling_is_the_same_in_the_engine_and_the_scoring_pass(tiny):
     from grace.rollout.engine import generate_and_score
-    from grace.rollout.reference import score_sequences
+    from grace.rollout.hf_path import score_sequences
 
     model, tok = tiny
     prompts = build_prompts(tok, ["hi", "a longer text so that the first prompt is left-padded"])

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from grace.models.pooling import pooling_mask
 from grace.models.prompt import build_prompts
-from grace.rollout.reference import (
+from grace.rollout.hf_path import (
     Sequences,
     generate_sequences,
     response_logprobs,

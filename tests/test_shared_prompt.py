@@ -5,7 +5,7 @@ import torch
 
 from grace.models.backbones import load_backbone
 from grace.rollout.batch import Sequences
-from grace.rollout.reference import response_logprobs
+from grace.rollout.hf_path import response_logprobs
 from grace.rollout.shared_prompt import (
     shared_prompt_layout,
     shared_prompt_logprobs,

@@ -1,4 +1,4 @@
-"""Reference encoders (all-MiniLM-L6-v2, any sentence-transformers folder) behind the
+"""sentence-transformers models (all-MiniLM-L6-v2, any sentence-transformers folder) behind the
 GraceEncoder API, so that `grace eval` and the mteb adapter compare them with GRACE models."""
 
 import numpy as np

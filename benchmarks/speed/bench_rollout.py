@@ -13,7 +13,7 @@ log-probs of the rationale.
 
 * reference: what the GRACE reference implementation does -- Hugging Face ``generate`` on the
   left-padded prompts (prompt repeated G times), then a second full forward pass over prompt +
-  rationale to pool and score (``grace.rollout.reference.generate_sequences`` + ``score_sequences``);
+  rationale to pool and score (``grace.rollout.hf_path.generate_sequences`` + ``score_sequences``);
 * ours: ``grace.rollout.engine.generate_and_score`` (shared system-prefix KV, one prefill per group, pooling and
   log-probs from the generation pass, early exit, preallocated KV cache) with its static decode
   step (grace.rollout.decode_step, the default); *ours, HF step*: the same engine decoding
@@ -78,7 +78,7 @@ _DECODE = {"ours": "auto", "ours, HF step": "hf", COMPILED: "compiled"}
 
 def _run(pipeline: str, model, tokenizer, prompts, samples: int, temperature: float, tokens: int):
     from grace.rollout.engine import generate_and_score
-    from grace.rollout.reference import generate_sequences, score_sequences
+    from grace.rollout.hf_path import generate_sequences, score_sequences
 
     start = time.perf_counter()
     if pipeline.startswith("ours"):

@@ -178,7 +178,7 @@ def profile_update(model, tokenizer, texts, tokens: int, repeats: int, autocast:
     from grace.grpo.policy_loss import policy_loss
     from grace.models.prompt import build_prompts
     from grace.rollout.engine import generate_and_score
-    from grace.rollout.reference import response_logprobs
+    from grace.rollout.hf_path import response_logprobs
     from grace.rollout.shared_prompt import shared_prompt_logprobs
 
     torch.manual_seed(0)

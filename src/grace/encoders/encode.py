@@ -35,7 +35,7 @@ from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.generation_cache import RationaleCache, settings_key
-from grace.rollout.reference import response_token_lists, score_sequences, sequences_from_responses
+from grace.rollout.hf_path import response_token_lists, score_sequences, sequences_from_responses
 
 RATIONALE_MODES = ("none", "greedy", "sampled", "echo")
 

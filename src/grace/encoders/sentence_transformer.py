@@ -4,8 +4,8 @@
     minilm = GraceEncoder.from_pretrained("all-MiniLM-L6-v2")  # the packaged copy, offline
     minilm.encode(["a text"])                                  # (1, 384), unit length
 
-Reference encoders are what GRACE and LLM2Vec-Gen are compared against (and the default
-LLM2Vec-Gen teacher), so ``grace eval --model all-MiniLM-L6-v2`` and the mteb adapter take them
+sentence-transformers models are the baselines GRACE and LLM2Vec-Gen are compared against (and
+the default LLM2Vec-Gen teacher), so ``grace eval --model all-MiniLM-L6-v2`` and the mteb adapter take them
 like any other model. ``GraceEncoder.from_pretrained`` returns this class for
 
 - ``all-MiniLM-L6-v2`` / ``sentence-transformers/all-MiniLM-L6-v2``: the copy that the PyPI
@@ -56,7 +56,7 @@ def is_sentence_transformers_folder(path) -> bool:
 
 
 def sentence_transformers_folder(name_or_path) -> Path | None:
-    """The folder of a reference encoder name or sentence-transformers folder, else None."""
+    """The folder of a packaged name (all-MiniLM-L6-v2) or a sentence-transformers folder, else None."""
     if str(name_or_path) in MINILM_NAMES:
         return minilm_folder()
     return Path(name_or_path) if is_sentence_transformers_folder(name_or_path) else None
@@ -74,13 +74,13 @@ class SentenceTransformerEncoder(GraceEncoder):
 
     @classmethod
     def claims(cls, name_or_path) -> bool:
-        """A sentence-transformers folder (modules.json) or a packaged reference name."""
+        """A sentence-transformers folder (modules.json) or a packaged sentence-transformers name."""
         return sentence_transformers_folder(name_or_path) is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
                         cache=None, **options) -> "SentenceTransformerEncoder":
-        """Load a reference name or a sentence-transformers folder (module docstring)."""
+        """Load a packaged sentence-transformers name or folder (module docstring)."""
         del cache, trust_remote_code  # no rationales; local folders only
         folder = sentence_transformers_folder(name_or_path)
         if folder is None:

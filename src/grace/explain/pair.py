@@ -93,7 +93,7 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     from grace.encoders.encode import encode_batch
     from grace.models.prompt import build_prompts
     from grace.models.backbones import end_token_ids
-    from grace.rollout.reference import _forward_hidden, sequences_from_responses
+    from grace.rollout.hf_path import forward_hidden, sequences_from_responses
 
     opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
     if opts.pooling != "mean":
@@ -110,7 +110,7 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     device = next(model.parameters()).device
     on_device = replace(seqs, input_ids=seqs.input_ids.to(device),
                         attention_mask=seqs.attention_mask.to(device))
-    hidden = _forward_hidden(model, on_device)  # (N, L, D) after the final norm
+    hidden = forward_hidden(model, on_device)  # (N, L, D) after the final norm
     out = []
     for row in range(len(texts)):
         keep = seqs.pool_mask[row].bool()  # (L,)

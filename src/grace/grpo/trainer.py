@@ -45,14 +45,14 @@ from grace.models.backbones import cast_copy, cpu_has_bf16_units, end_token_ids,
 from grace.models.prompt import build_prompts
 from grace.rollout.batch import ScoredSequences, Sequences
 from grace.rollout.engine import generate_and_score
-from grace.rollout.quality import repetition_rate, sequence_quality, without_end
-from grace.rollout.reference import (
+from grace.rollout.hf_path import (
     decode_rationales,
     generate_sequences,
     response_logprobs,
     response_token_lists,
     score_sequences,
 )
+from grace.rollout.quality import repetition_rate, sequence_quality, without_end
 from grace.rollout.roles import (
     context_blocks,
     num_groups_per_instance,

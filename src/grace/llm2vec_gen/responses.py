@@ -184,7 +184,7 @@ def generate_batch(backbone, tokenizer, texts: list[str], max_new_tokens: int,
     ended by itself), greedy at temperature 0, decoded by grace.rollout.engine (shared template
     prefix run once, early exit; no log-probs)."""
     from grace.rollout.engine import generate_and_score
-    from grace.rollout.reference import response_token_lists
+    from grace.rollout.hf_path import response_token_lists
 
     scored = generate_and_score(backbone, tokenizer, chat_prompt_batch(tokenizer, texts),
                                 num_samples=1, temperature=temperature,

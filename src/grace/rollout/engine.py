@@ -2,9 +2,9 @@
 
 Training rollouts and greedy/sampled encoding both need, for every prompt, sampled rationale
 tokens, their log-probabilities and the pooled embedding of prompt + rationale (GRACE paper, arXiv 2510.04506).
-The simple pipeline (``rollout.generate_sequences`` then ``rollout.score_sequences``) runs
-``generate`` and then a second full forward pass over prompt + rationale. This engine does it
-in one pass:
+The simple pipeline (``--rollout.engine simple``: grace.rollout.hf_path's ``generate_sequences``
+then ``score_sequences``) runs ``generate`` and then a second full forward pass over prompt +
+rationale. This engine does it in one pass:
 
 - **shared system prefix**: every prompt starts with the same rendered system message, which
   pooling skips anyway; its KV cache is computed once (batch 1) and copied to every row, so the
@@ -41,12 +41,13 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
 from grace.models.backbones import decoder_and_head, end_token_ids
-from grace.models.prompt import PromptBatch
 from grace.models.pooling import POOLINGS, pool_sums
-from grace.rollout.decode_step import head_logits
+from grace.models.prompt import PromptBatch
+from grace.rollout.batch import ScoredSequences
 from grace.rollout.buckets import length_buckets
+from grace.rollout.decode_step import head_logits
+from grace.rollout.hf_path import sequences_from_response_tensor
 from grace.rollout.kv_cache import PreallocatedLayer, cache_kwargs, fill_to, make_cache, place_rows, repeated_cache
-from grace.rollout.reference import ScoredSequences, sequences_from_response_tensor
 from grace.rollout.sampling import sample_and_score
 
 

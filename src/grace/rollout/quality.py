@@ -80,7 +80,7 @@ def sequence_quality(tokenizer, seqs, texts: list[str], samples_per_text: int = 
                      end_ids=None) -> dict[str, float]:
     """``rationale_quality`` of the rationales in ``seqs`` (grace.rollout.batch.Sequences, rows
     group-major: ``samples_per_text`` per text of ``texts``) against their texts' tokens."""
-    from grace.rollout.reference import response_token_lists
+    from grace.rollout.hf_path import response_token_lists
 
     rows = response_token_lists(seqs)  # up to and including the end token
     records = [(texts[i // samples_per_text], ids) for i, ids in enumerate(rows)]

@@ -1,6 +1,6 @@
 """Rationale log-probs with each prompt run once: the G rollouts of a text share their prompt.
 
-The plain layout (``reference.response_logprobs``) gives every rollout row its own copy of the
+The plain layout (``hf_path.response_logprobs``) gives every rollout row its own copy of the
 prompt, so a forward over G rollouts of a P-token prompt with R-token rationales costs
 G (P + R) token positions. Here the rows of a micro-batch that carry the same prompt become one
 *packed* row, ``prompt ++ rationale_1 ++ ... ++ rationale_k`` (P + k R positions), with a block
@@ -141,7 +141,7 @@ def _mask_for(model, attention: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
 
 
 def shared_prompt_logprobs(model, seqs: Sequences, temperature: float = 1.0) -> torch.Tensor:
-    """``reference.response_logprobs`` with each distinct prompt run once. -> (N, R) float32."""
+    """``hf_path.response_logprobs`` with each distinct prompt run once. -> (N, R) float32."""
     R = seqs.response_ids.shape[1]
     inner = getattr(model, "module", model)
     config = inner.get_base_model().config if hasattr(inner, "get_base_model") else inner.config

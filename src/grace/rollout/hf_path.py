@@ -1,17 +1,21 @@
-"""Rollouts (GRACE paper, arXiv 2510.04506): sample rationales, then score them in one no-grad forward pass.
+"""Sequences through the plain Hugging Face model: HF ``generate``, then one no-grad scoring
+pass (GRACE paper, arXiv 2510.04506). It is the simple pipeline (``--rollout.engine simple``)
+that the fast engine (grace.rollout.engine) replaces, and the forward passes every path shares.
 
 ``generate_sequences`` samples rationales for a batch of prompts (``num_samples`` per prompt,
 rows group-major: prompt 0's samples first). ``score_sequences`` runs the policy once over
-prompt + rationale (no gradient, as in the reference) and returns both the pooled, normalised
-embeddings (GRACE paper, arXiv 2510.04506) and the per-token log-probabilities of the rationale under the policy
+prompt + rationale (no gradient, as in GRACE's public code) and returns both the pooled,
+normalised embeddings and the per-token log-probabilities of the rationale under the policy
 (the "old" log-probs of PPO). ``response_logprobs`` is the same log-prob computation with
-gradient, used by the policy update.
+gradient, used by the policy update; ``forward_hidden`` the last-layer states of a batch
+(explanations read them). ``sequences_from_responses`` rebuilds sequences from known rationale
+ids (a cache hit, the echo mode).
 
-Conventions (one for every tensor here):
+Conventions (one for every tensor here; grace.rollout.batch):
 - prompts are left-padded, responses right-padded; ``P`` prompt width, ``R`` response width;
 - ``response_mask`` (N, R) is 1 for rationale tokens up to and including the first EOS;
 - ``truncated`` (N,) is True when a rationale hit ``max_new_tokens`` without EOS;
-- log-probs are at temperature 1 (the trained rollouts are sampled at T=1.0).
+- log-probs are at the ``temperature`` passed (default 1: log softmax(logits / T)).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig
 
-from grace.models.logprobs import token_logprobs
 from grace.models.backbones import decoder_and_head, end_token_ids
+from grace.models.logprobs import token_logprobs
 from grace.models.pooling import pool_split, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch
 from grace.rollout.batch import ScoredSequences, Sequences
@@ -126,7 +130,8 @@ def sequences_from_response_tensor(prompts: PromptBatch, num_samples, response: 
     )
 
 
-def _forward_hidden(model, seqs: Sequences) -> torch.Tensor:
+def forward_hidden(model, seqs: Sequences) -> torch.Tensor:
+    """Last-layer hidden states (N, P+R, D) of ``seqs`` (after the final norm), no head."""
     decoder, _ = decoder_and_head(model)
     out = decoder(
         input_ids=seqs.input_ids,
@@ -151,7 +156,7 @@ def score_sequences(
     embeddings, logprobs = [], []
     for start in range(0, len(seqs), micro_batch_size):
         part = seqs.select(slice(start, start + micro_batch_size))
-        hidden = _forward_hidden(model, part)  # (n, P+R, D)
+        hidden = forward_hidden(model, part)  # (n, P+R, D)
         embeddings.append(pool_split(hidden, part.pool_mask, part.prompt_len, pooling))  # (n, D)
         if with_logprobs:
             logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
