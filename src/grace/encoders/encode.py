@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.models.backbones import end_token_ids
 from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.encoders import base
 from grace.encoders.base import GraceEncoder
 from grace.encoders.encode import EncodeOptions

@@ -63,11 +63,11 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.data.readers import gensim_test_file, json_lines
 from grace.errors import GraceInputError
-from grace.models.logprobs import token_logprobs
 from grace.models.backbones import decoder_and_head
+from grace.models.logprobs import token_logprobs
 
 ARC_EASY_FILE = "capability/arc-easy-test.jsonl"  # relative to the shared data folder
 DEFAULT_ARC_QUESTIONS = 300  # seeded subsample used unless ``full``

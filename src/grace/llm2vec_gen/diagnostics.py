@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.llm2vec_gen.diagnostics import RIDGE_ALPHAS
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 

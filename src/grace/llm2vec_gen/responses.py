@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from grace.data.batching import length_sorted_batches
+from grace.data.length_sorted import length_sorted_batches
 from grace.data.readers import json_lines
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.inputs import chat_prompt

@@ -1,4 +1,6 @@
-"""Length-sorted batching: the one helper every batched loop over texts or sequences uses."""
+"""Texts in length-sorted batches: the order in which every inference loop over texts runs them
+(encoding, LLM2Vec-Gen's responses and head fit, the capability probe), so similar lengths share
+a batch. Training batches are not made here: their order is grace.training.loop.DataOrder."""
 
 from __future__ import annotations
 
