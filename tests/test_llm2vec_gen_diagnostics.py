@@ -157,7 +157,7 @@ def test_soft_token_gradient_norms_per_loss(tmp_path, head_init, align_init, one
 
 def test_training_texts_are_distinct_and_stop_with_the_epoch(tmp_path):
     from grace.config.schema import load_config
-    from grace.llm2vec_gen.diagnose import training_texts
+    from benchmarks.quality.llm2vec_gen_diagnostics import training_texts
 
     data = tmp_path / "texts.txt"
     data.write_text("same\nsame\nother\nsame\n")  # 2 distinct texts among 4 records

@@ -12,6 +12,9 @@ decodings against the backbone's answers (and against shuffled answers). An untr
 the run's start first (standardisation, ridge head; --no-fit-start: the bare init). Prints the
 figures; ``--output`` writes JSON (with the decoded samples).
 Config overrides as for ``grace train``: ``--llm2vec_gen.teacher X``, ``--data.path F`` ...
+
+``diagnose_run`` (also called by benchmarks.quality.llm2vec_gen_results) computes the figures;
+grace.llm2vec_gen.diagnostics holds the measures themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +23,99 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+def training_texts(config, n: int, skip: int = 0) -> list[str]:
+    """Distinct encoder inputs of the first epoch of ``config``'s run, in its data order: the
+    ``n`` that follow the first ``skip`` (fewer if the epoch holds fewer). With ``skip`` =
+    max_steps * batch_size they are texts the run never trained on."""
+    from grace.data.readers import DataFields, load_records
+    from grace.llm2vec_gen.inputs import input_text
+    from grace.training.loop import DataOrder
+
+    d = config.data
+    records = load_records(d.path, "unsupervised", DataFields(text=d.text_field), split=d.split)
+    order = DataOrder(records, config.batch_size, config.seed, d.shuffle, 0, 1)
+    texts: dict[str, None] = {}  # ordered set: repeated records count once
+    for step in range(1, order.steps_per_epoch + 1):
+        if len(texts) >= skip + n:
+            break
+        for record in order.batch(step):
+            texts[input_text(config.llm2vec_gen.train_instruction, record)] = None
+    return list(texts)[skip: skip + n]
+
+
+def sts_spearman(encoder, path, pairs: int = 500, seed: int = 0) -> float:
+    """Spearman correlation of cos(e_1, e_2) with the gold scores on a seeded subsample of
+    ``pairs`` rows of an STS JSON-lines file (``sentence1``, ``sentence2``, ``score``), both
+    sides encoded with ``encoder.encode`` (the query instruction, as symmetric tasks get it)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from grace.data.readers import json_lines
+
+    rows = [row for _, row in json_lines(Path(path))]
+    keep = np.random.default_rng(seed).permutation(len(rows))[:pairs]
+    rows = [rows[i] for i in sorted(keep)]
+    a = encoder.encode([r["sentence1"] for r in rows], convert_to_tensor=True, normalize_embeddings=True)
+    b = encoder.encode([r["sentence2"] for r in rows], convert_to_tensor=True, normalize_embeddings=True)
+    return float(spearmanr((a * b).sum(dim=-1).numpy(), [float(r["score"]) for r in rows]).statistic)
+
+
+def diagnose_run(config, checkpoint=None, n: int = 256, seed: int = 0, skip: int = 0,
+                 decode: int = 0, decode_tokens: int = 48, fit_start: bool = True,
+                 sts_file=None, sts_pairs: int = 500) -> dict:
+    """The figures for ``checkpoint`` (an LLM2Vec-Gen checkpoint folder) or, without one, for
+    the untrained model ``config`` starts from, on ``n`` of its training texts (after the first
+    ``skip``: ``training_texts``). The backbone's responses come from the
+    run's response cache; missing ones are generated (and cached). With ``decode`` > 0 the first
+    ``decode`` of the texts are also decoded from their soft prompts (greedy, ``decode_tokens``)
+    and compared with the backbone's answers (unigram F1, paired vs shuffled); the pairs are
+    returned under ``samples``. Without a checkpoint and with ``fit_start``, the untrained model
+    first gets the start a run gives it before step 1 (``standardize``, ``align_init``: fitted on
+    the run's first ``init_texts`` texts, grace.llm2vec_gen.head_fit). With ``sts_file`` (a dev
+    split) the Spearman correlation on ``sts_pairs`` of its pairs is added (``sts_spearman``)."""
+    from grace.encoders.llm2vec_gen import LLM2VecGenEncoder
+    from grace.llm2vec_gen.diagnostics import decoding_overlap, diagnose
+    from grace.llm2vec_gen.head_fit import start_alignment_head
+    from grace.llm2vec_gen.responses import ensure_run_responses, run_responses
+    from grace.llm2vec_gen.teacher import load_teacher
+    from grace.llm2vec_gen.trainer import new_model
+    from grace.models.backbones import load_backbone
+
+    g = config.llm2vec_gen
+    teacher = load_teacher(g.teacher, g.teacher_rationale)
+    if checkpoint is not None:
+        encoder = LLM2VecGenEncoder.from_pretrained(str(checkpoint))
+        model, tokenizer = encoder.model, encoder.tokenizer
+    else:
+        backbone, tokenizer = load_backbone(config.model.name, config.model.dtype)
+        model = new_model(backbone, config, teacher)
+    cache = run_responses(tokenizer, model.spec, g)
+
+    def answers_to(texts: list[str]) -> list[str]:
+        ensure_run_responses(model.backbone, tokenizer, texts, cache, g, seed=seed)
+        return [cache[t].text for t in texts]
+
+    if checkpoint is None and fit_start:  # the start training begins from (before step 1)
+        start = training_texts(config, g.init_texts)
+        start_alignment_head(model, tokenizer, teacher, start, answers_to(start), g)
+    texts = training_texts(config, n, skip)
+    answers = answers_to(texts)
+    figures = diagnose(model, tokenizer, teacher, texts, answers, seed=seed)
+    out = {"checkpoint": None if checkpoint is None else str(checkpoint),
+           "model": config.model.name, "teacher": g.teacher, "skip": skip, **figures}
+    encoder = LLM2VecGenEncoder(model, tokenizer)
+    if sts_file:
+        out["sts_spearman"] = sts_spearman(encoder, sts_file, sts_pairs, seed)
+        out["sts_pairs"] = sts_pairs
+    if decode:
+        decoded = encoder.decode(
+            texts[:decode], max_new_tokens=decode_tokens, instruction="", show_progress_bar=False)
+        out.update(decoding_overlap(decoded, answers[:decode], seed=seed))
+        out["samples"] = [{"text": t, "decoded": d, "answer": a}
+                          for t, d, a in zip(texts, decoded, answers)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     from grace.config.schema import load_config
     from grace.errors import GraceInputError
     from grace.llm2vec_gen.checkpoint import resolve_folder
-    from grace.llm2vec_gen.diagnose import diagnose_run
 
     try:
         overrides = _dotted_overrides(extra)

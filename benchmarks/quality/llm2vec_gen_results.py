@@ -105,7 +105,7 @@ def _config(overrides: dict, out: Path, data_dir: Path):
 
 def _diagnose(out: Path, config, checkpoint, data_dir: Path, **kwargs) -> dict:
     if not out.is_file():
-        from grace.llm2vec_gen.diagnose import diagnose_run
+        from benchmarks.quality.llm2vec_gen_diagnostics import diagnose_run
 
         figures = diagnose_run(config, checkpoint, n=HELD_OUT["n"], skip=HELD_OUT["skip"],
                                sts_file=data_dir / "sts/stsb-dev.jsonl", **kwargs)
