@@ -9,7 +9,7 @@ import torch
 from grace.models.prompt import build_prompts
 from grace.rollout import engine
 from grace.rollout.decode_step import StaticDecodeStep, unsupported
-from grace.rollout.engine import _prefill, generate_and_score
+from grace.rollout.engine import generate_and_score, prefill
 from grace.rollout.kv_cache import cache_kwargs
 
 TEXTS = ["hi", "a somewhat longer text, so that the first prompt is left-padded",
@@ -61,7 +61,7 @@ def _same_as_hf(model, tok, texts, weights_first=None):
             _same_as_hf(model, tok, texts, first)
         return
     prompts = build_prompts(tok, texts)
-    ours, theirs = (_prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
+    ours, theirs = (prefill(model, prompts, tok.pad_token_id, True, room=4) for _ in range(2))
     step = StaticDecodeStep(model, weights_first=weights_first)
     attn, pos = ours.attn, ours.next_pos
     n = len(texts)
@@ -143,9 +143,9 @@ def test_weights_are_read_at_each_call(setup):
     model, tok, prompts = setup
     changed = copy.deepcopy(model)
     step = StaticDecodeStep(changed)
-    before = _prefill(changed, prompts, tok.pad_token_id, True, room=1)
+    before = prefill(changed, prompts, tok.pad_token_id, True, room=1)
     changed.model.layers[0].mlp.down_proj.weight.mul_(3.0)
-    after = _prefill(changed, prompts, tok.pad_token_id, True, room=1)
+    after = prefill(changed, prompts, tok.pad_token_id, True, room=1)
     attn = torch.cat([after.attn, torch.ones(3, 1, dtype=torch.long)], dim=1)
     mine = step(torch.tensor([5, 6, 7]), after.next_pos, after.cache, attn.bool())
     hf = changed.model(input_ids=torch.tensor([[5], [6], [7]]), attention_mask=attn,
@@ -155,7 +155,7 @@ def test_weights_are_read_at_each_call(setup):
     torch.testing.assert_close(
         mine, changed.model(input_ids=torch.tensor([[5], [6], [7]]), attention_mask=attn,
                             position_ids=after.next_pos[:, None],
-                            **cache_kwargs(changed.model, _prefill(changed, prompts, tok.pad_token_id, True, 1).cache),
+                            **cache_kwargs(changed.model, prefill(changed, prompts, tok.pad_token_id, True, 1).cache),
                             use_cache=True).last_hidden_state[:, 0], atol=1e-5, rtol=1e-5)
 
 
@@ -339,7 +339,7 @@ def test_bf16_attention_over_the_whole_buffer_is_attention_over_the_filled_colum
     runs = {}
     for whole in (True, False, "hf"):
         monkeypatch.setattr(decode_step, "whole_buffer_attention", lambda keys, width, w=whole: w is True)
-        pre = _prefill(model, prompts, tok.pad_token_id, True, room=6)
+        pre = prefill(model, prompts, tok.pad_token_id, True, room=6)
         assert pre.cache.layers[0]._k.shape[2] > pre.cache.layers[0].length + 3  # room left unfilled
         step = StaticDecodeStep(model)
         attn, pos, states = pre.attn, pre.next_pos, []

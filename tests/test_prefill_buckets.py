@@ -40,13 +40,13 @@ def _one_bucket(lengths):
 @torch.no_grad()
 def test_bucketed_prefill_is_the_batched_prefill(setup, monkeypatch):
     model, tok, prompts = setup
-    batched = engine._prefill(model, prompts, tok.pad_token_id, True, room=3)  # tiny prompts: one bucket
+    batched = engine.prefill(model, prompts, tok.pad_token_id, True, room=3)  # tiny prompts: one bucket
     assert len(engine.length_buckets(engine.split_shared_prefix(prompts, tok.pad_token_id).lengths.tolist())) == 1
     monkeypatch.setattr(engine, "length_buckets", functools.partial(length_buckets, overhead=0))
     calls = []
     run = engine._bucketed_suffixes
     monkeypatch.setattr(engine, "_bucketed_suffixes", lambda *a: calls.append(len(a[3])) or run(*a))
-    bucketed = engine._prefill(model, prompts, tok.pad_token_id, True, room=3)
+    bucketed = engine.prefill(model, prompts, tok.pad_token_id, True, room=3)
     assert calls == [len(set(engine.split_shared_prefix(prompts, tok.pad_token_id).lengths.tolist()))] and calls[0] > 1
     assert torch.equal(bucketed.attn, batched.attn) and torch.equal(bucketed.next_pos, batched.next_pos)
     for name in ("pool_sum", "pool_count", "last_hidden"):

@@ -139,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help="write the figures as JSON")
     args, extra = p.parse_known_args(argv)
 
-    from grace.cli import _dotted_overrides
+    from grace.config.overrides import dotted_overrides
     from grace.config.schema import load_config
     from grace.errors import GraceInputError
     from grace.llm2vec_gen.checkpoint import resolve_folder
 
     try:
-        overrides = _dotted_overrides(extra)
+        overrides = dotted_overrides(extra)
         if args.model:
             overrides["model.name"] = args.model
         checkpoint = None

@@ -120,11 +120,11 @@ def _profiled(fn, repeats: int) -> tuple[float, dict]:
 def _decode_setup(model, tokenizer, texts, decoded: int):
     """A prefilled batch of len(texts) rows with ``decoded`` tokens already fed (HF decoder)."""
     from grace.models.prompt import build_prompts
-    from grace.rollout.engine import _prefill
+    from grace.rollout.engine import prefill
     from grace.rollout.kv_cache import cache_kwargs
 
     prompts = build_prompts(tokenizer, texts)
-    pre = _prefill(model, prompts, tokenizer.pad_token_id, True, room=2 * decoded)  # a 2x-decoded-token rollout at its middle step
+    pre = prefill(model, prompts, tokenizer.pad_token_id, True, room=2 * decoded)  # a 2x-decoded-token rollout at its middle step
     attn, pos = pre.attn, pre.next_pos
     tok = torch.full((len(texts),), 198)
     for _ in range(decoded):
@@ -139,7 +139,7 @@ def _decode_setup(model, tokenizer, texts, decoded: int):
 def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
     """Seconds and split of one decode step (HF decoder, static step), and of one prefill."""
     from grace.rollout.decode_step import StaticDecodeStep
-    from grace.rollout.engine import _prefill
+    from grace.rollout.engine import prefill
     from grace.rollout.sampling import sample_and_score
     from grace.rollout.kv_cache import cache_kwargs
 
@@ -165,12 +165,12 @@ def profile_decode(model, tokenizer, texts, repeats: int) -> dict:
         rewind()
         sample_and_score(head(static(tok, pos, cache, mask.bool())), 1.0)
 
-    def prefill():
-        _prefill(model, prompts, tokenizer.pad_token_id, True, room=32)
+    def prefill_prompts():
+        prefill(model, prompts, tokenizer.pad_token_id, True, room=32)
 
     return {"decode step (HF decoder)": _profiled(hf_step, repeats),
             "decode step (static)": _profiled(static_step, repeats),
-            "prefill": _profiled(prefill, max(2, repeats // 2))}
+            "prefill": _profiled(prefill_prompts, max(2, repeats // 2))}
 
 
 def profile_update(model, tokenizer, texts, tokens: int, repeats: int, autocast: bool) -> dict:

@@ -41,25 +41,6 @@ SHORT_FLAGS = {
 }
 
 
-def _dotted_overrides(extra: list[str]) -> dict[str, str]:
-    """Parse ``--section.field VALUE`` (or ``--section.field=VALUE``) pairs."""
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--"):
-            raise GraceInputError(f"unexpected argument '{arg}'")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise GraceInputError(f"flag --{key} needs a value")
-            value = extra[i + 1]
-            i += 1
-        overrides[key.replace("-", "_")] = value
-        i += 1
-    return overrides
-
-
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (GRACE)",
                        description="Train with a YAML config plus overrides; any config field "
@@ -195,10 +176,11 @@ def _run(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "train":
+        from grace.config.overrides import dotted_overrides
         from grace.config.schema import load_config
         from grace.train import train
 
-        overrides = _dotted_overrides(extra)
+        overrides = dotted_overrides(extra)
         for flag, key in SHORT_FLAGS.items():
             value = getattr(args, flag, None)
             if value is not None:

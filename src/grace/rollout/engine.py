@@ -86,7 +86,7 @@ def split_shared_prefix(prompts: PromptBatch, pad_id: int, share: bool = True) -
 
 
 @dataclass
-class _Prefilled:
+class Prefilled:
     """State after the prefill of a chunk of prompts (b rows)."""
 
     cache: DynamicCache
@@ -98,7 +98,7 @@ class _Prefilled:
 
 
 @torch.no_grad()
-def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room: int) -> _Prefilled:
+def prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room: int) -> Prefilled:
     """Run the prompts (shared prefix once, then the suffixes) and pool their hidden states;
     the cache keeps ``room`` free positions for generation."""
     decoder, _ = decoder_and_head(model)
@@ -121,7 +121,7 @@ def _prefill(model, prompts: PromptBatch, pad_id: int, share_prefix: bool, room:
                          position_ids=(S + torch.arange(L, device=device))[None].expand(b, L),
                          **cache_kwargs(decoder, cache), use_cache=True).last_hidden_state  # (b, L, D)
     weights = lay.pool_mask.to(device, torch.float32).unsqueeze(-1)  # (b, L, 1)
-    return _Prefilled(
+    return Prefilled(
         cache=cache,
         attn=attn,
         pool_sum=(hidden.float() * weights).sum(dim=1),
@@ -165,7 +165,7 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
     counts; T <= max_new_tokens (early exit)."""
     decoder, head = decoder_and_head(model)
     device = next(model.parameters()).device
-    pre = _prefill(model, prompts, pad_id, share_prefix, max_new_tokens)
+    pre = prefill(model, prompts, pad_id, share_prefix, max_new_tokens)
     cache, attn, pool_sum, pool_count, next_pos = (
         pre.cache, pre.attn, pre.pool_sum, pre.pool_count, pre.next_pos)
     step = _decode_step(model, cache, decode)
@@ -335,7 +335,7 @@ def pool_prompts(model, tokenizer, prompts: PromptBatch, *, batch_size: int = 64
     model.eval()
     out = []
     for start in range(0, prompts.input_ids.shape[0], batch_size):
-        pre = _prefill(model, prompts.select(slice(start, start + batch_size)), tokenizer.pad_token_id, share_prefix, room=0)
+        pre = prefill(model, prompts.select(slice(start, start + batch_size)), tokenizer.pad_token_id, share_prefix, room=0)
         out.append(F.normalize(pre.pool_sum / pre.pool_count.clamp(min=1)[:, None], dim=-1))
     model.train(was_training)
     return torch.cat(out)
