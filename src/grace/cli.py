@@ -139,8 +139,8 @@ def _explain_parser(sub) -> None:
 
 def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="HTTP embeddings API (OpenAI shape) and the web explorer",
-                       description="Serve /v1/embeddings, /v1/explain, /health and the explorer "
-                       "page at / (grace.server).")
+                       description="Serve /v1/embeddings, /v1/explain, /health, the explorer "
+                       "page at /, TEI's /embed, /tokenize and /info, and /metrics (grace.server).")
     p.add_argument("--model", required=True, help="what GraceEncoder.from_pretrained loads")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -154,6 +154,10 @@ def _serve_parser(sub) -> None:
                    help="characters per text (default: ServerConfig.max_chars)")
     p.add_argument("--max-batch", dest="max_batch", type=int, default=None,
                    help="texts encoded together across concurrent requests")
+    p.add_argument("--max-batch-tokens", dest="max_batch_tokens", type=int, default=None,
+                   help="input tokens per model call (default: ServerConfig.max_batch_tokens)")
+    p.add_argument("--max-input-tokens", dest="max_input_tokens", type=int, default=None,
+                   help="tokens per text; more -> 413 (default: ServerConfig.max_input_tokens)")
     p.add_argument("--max-pending-texts", dest="max_pending_texts", type=int, default=None,
                    help="texts accepted and not yet answered; more -> 429 "
                    "(default: ServerConfig.max_pending_texts)")
@@ -224,6 +228,7 @@ def _run(argv: list[str]) -> int:
         from grace.server import ServerConfig, serve
 
         limits = {k: getattr(args, k) for k in ("max_texts", "max_chars", "max_batch",
+                                                "max_batch_tokens", "max_input_tokens",
                                                 "max_pending_texts")
                   if getattr(args, k) is not None}
         serve(ServerConfig(model=args.model, host=args.host, port=args.port,

@@ -1,8 +1,8 @@
 """The two ASGI middlewares around the app: ``BodyLimit`` (a body too large -> 413, a body not
 received in time -> 408 and the connection closed, both before the app reads it) and
 ``InternalErrors`` (an exception no handler took -> a JSON 500, so the connection stays open for
-the next request). Both answer in OpenAI's error shape (grace.server.protocol); they know
-nothing of the routes or the model."""
+the next request). Both answer in the error shape of the path (grace.server.protocol: OpenAI's, or
+TEI's on its routes); they know nothing else of the routes, nor of the model."""
 
 from __future__ import annotations
 
@@ -27,23 +27,24 @@ class BodyLimit:
     def __init__(self, app, limit: int, timeout_s: float):
         self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
-    def _too_large(self, size: str) -> JSONResponse:
+    def _too_large(self, size: str, path: str) -> JSONResponse:
         return error_response(413, f"request body of {size} bytes; at most {self.limit}",
-                              "request_too_large", None, "body_too_large")
+                              "request_too_large", None, "body_too_large", path=path)
 
-    def _timed_out(self, received: int) -> JSONResponse:
+    def _timed_out(self, received: int, path: str) -> JSONResponse:
         response = error_response(408, f"the request body was not received within "
                                   f"{self.timeout_s:g} s ({received} bytes arrived)",
-                                  "invalid_request_error", None, "body_timeout")
+                                  "invalid_request_error", None, "body_timeout", path=path)
         response.headers["connection"] = "close"  # the rest of the body may still come
         return response
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope.get("path")
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit:
-            return await self._too_large(length.decode())(scope, receive, send)
+            return await self._too_large(length.decode(), path)(scope, receive, send)
         chunks, total, more = [], 0, True
         deadline = time.monotonic() + self.timeout_s
         while more:
@@ -52,13 +53,13 @@ class BodyLimit:
             except asyncio.TimeoutError:
                 log.warning("%s %s: no whole body within %g s", scope.get("method"),
                             scope.get("path"), self.timeout_s)
-                return await self._timed_out(total)(scope, receive, send)
+                return await self._timed_out(total, path)(scope, receive, send)
             if message["type"] != "http.request":  # the client left
                 return None
             chunks.append(message.get("body", b""))
             total += len(chunks[-1])
             if total > self.limit:
-                return await self._too_large(f"more than {self.limit}")(scope, receive, send)
+                return await self._too_large(f"more than {self.limit}", path)(scope, receive, send)
             more = message.get("more_body", False)
         replayed = False
 
@@ -97,4 +98,4 @@ class InternalErrors:
             if started:  # half a response was sent: nothing sensible left to do
                 raise
             await error_response(500, f"internal error: {type(exc).__name__}: {exc}",
-                                 "server_error")(scope, receive, send)
+                                 "server_error", path=scope.get("path"))(scope, receive, send)

@@ -1,9 +1,11 @@
 """The wire format of the API: request bodies parsed and checked (wrong UTF-8, JSON, fields,
-types, sizes or texts become an ``ApiError`` naming where), OpenAI's error shape
-``{"error": {"message", "type", "param", "code"}}``, and the JSON answers built from what the
-model returned (embedding vectors as floats or base64, explanations with their top tokens and
-the rationale as the page shows it). Pure functions of their inputs: no routes, no model calls;
-grace.server.app wires them to the routes."""
+types, sizes or texts become an ``ApiError`` naming where), the two error shapes (OpenAI's
+``{"error": {"message", "type", "param", "code"}}``; text-embeddings-inference's
+``{"error", "error_type"}`` on its routes, ``TEI_PATHS``), and the JSON answers built from what
+the model returned (embedding vectors cut to ``dimensions`` and normalised, as floats or base64;
+explanations with their top tokens and the rationale as the page shows it). Pure functions of
+their inputs: no routes, no model calls; grace.server.app and grace.server.tei wire them to the
+routes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 from typing import Any, Literal
 
 import numpy as np
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +30,7 @@ class EmbeddingsRequest(BaseModel):
     input: Any  # a string or a list of strings: checked by input_texts, which names the index
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, strict=True)  # the first N, renormalised (check_dimensions)
 
 
 class ExplainRequest(BaseModel):
@@ -42,10 +46,39 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
 
 
-def error_response(status: int, message: str, kind: str, param=None, code=None) -> JSONResponse:
-    """An error in OpenAI's shape."""
+# The routes that answer errors in TEI's shape (POST / is TEI's /embed; GET / never fails).
+TEI_PATHS = ("/", "/embed", "/tokenize", "/info", "/metrics")
+
+
+def tei_error_type(status: int, code: str | None) -> str:
+    """TEI's ``error_type`` for an error (its serde names, as on the wire: TEI's OpenAPI examples
+    show them lower-case, its server sends ``Validation``)."""
+    if status == 429:
+        return "Overloaded"
+    if code == "empty_input":
+        return "Empty"
+    if code == "invalid_text":  # a text the tokenizer cannot take
+        return "Tokenizer"
+    return "Backend" if status == 424 or status >= 500 else "Validation"
+
+
+def error_response(status: int, message: str, kind: str, param=None, code=None,
+                   path: str | None = None) -> JSONResponse:
+    """An error in OpenAI's shape, or in TEI's (``{"error", "error_type"}``) if ``path`` is one
+    of ``TEI_PATHS``."""
+    if path in TEI_PATHS:
+        return JSONResponse(status_code=status, content={
+            "error": message, "error_type": tei_error_type(status, code)})
     return JSONResponse(status_code=status, content={
         "error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+async def client_left(request: Request) -> None:
+    """Returns when the client has closed the connection (the body was already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def body_schema(schema: type[BaseModel]) -> dict:
@@ -91,20 +124,20 @@ def parse_body(raw: bytes, schema: type[BaseModel]) -> BaseModel:
                        "invalid_body") from None
 
 
-def input_texts(value) -> tuple[list[str], bool]:
-    """``input`` as a list of texts, and whether it was one string; anything else -> 422 naming
-    the first items that are not strings and their types."""
+def input_texts(value, param: str = "input") -> tuple[list[str], bool]:
+    """``param`` (OpenAI's ``input``, TEI's ``inputs``) as a list of texts, and whether it was one
+    string; anything else -> 422 naming the first items that are not strings and their types."""
     if isinstance(value, str):
         return [value], True
     if not isinstance(value, list):
-        raise ApiError(422, f"input must be a string or an array of strings, got {json_type(value)}",
-                       "invalid_request_error", "input", "invalid_body")
+        raise ApiError(422, f"{param} must be a string or an array of strings, got "
+                       f"{json_type(value)}", "invalid_request_error", param, "invalid_body")
     bad = [i for i, item in enumerate(value) if not isinstance(item, str)]
     if bad:
-        named = ", ".join(f"input[{i}] is {json_type(value[i])}" for i in bad[:5])
+        named = ", ".join(f"{param}[{i}] is {json_type(value[i])}" for i in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise ApiError(422, f"{named}{more}: every input must be a string (token arrays are not "
-                       "supported)", "invalid_request_error", f"input[{bad[0]}]", "invalid_body")
+                       "supported)", "invalid_request_error", f"{param}[{bad[0]}]", "invalid_body")
     return list(value), False
 
 
@@ -131,10 +164,11 @@ def check_texts(texts: list[str], config: ServerConfig, param: str, single: bool
             raise ApiError(422, str(exc), "invalid_request_error", where, "invalid_text") from None
 
 
-def count_tokens(tokenizer, texts: list[str], param: str, single: bool = False) -> int:
-    """Tokens of ``texts`` (the usage figure); a text the tokenizer refuses -> 422 naming it."""
+def token_counts(tokenizer, texts: list[str], param: str, single: bool = False) -> list[int]:
+    """Tokens of each text (no special tokens: the usage figure, the input limit and the batch
+    token budget); a text the tokenizer refuses -> 422 naming it."""
     try:
-        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     except Exception:  # find which text it refuses
         for i, text in enumerate(texts):
             try:
@@ -145,6 +179,35 @@ def count_tokens(tokenizer, texts: list[str], param: str, single: bool = False) 
                                f"({type(exc).__name__}: {exc})", "invalid_request_error", where,
                                "invalid_text") from None
         raise
+
+
+def check_token_limit(counts: list[int], config: ServerConfig, param: str,
+                      single: bool = False) -> None:
+    """413 for a text of more than ``config.max_input_tokens`` tokens, naming it."""
+    for i, n in enumerate(counts):
+        if n > config.max_input_tokens:
+            where = param if single else f"{param}[{i}]"
+            raise ApiError(413, f"{where} has {n} tokens; at most {config.max_input_tokens} per "
+                           "text", "request_too_large", where, "text_too_long")
+
+
+def check_dimensions(dimensions: int | None, dim: int) -> None:
+    """``dimensions`` absent or 1..``dim`` (the model's); any other -> 422 naming the field."""
+    if dimensions is not None and not 1 <= dimensions <= dim:
+        raise ApiError(422, f"dimensions must be between 1 and {dim} (this model's embedding "
+                       f"size), got {dimensions}", "invalid_request_error", "dimensions",
+                       "invalid_dimensions")
+
+
+def finish_vectors(rows: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """(N, D) -> (N, d): each row's first ``dimensions`` values (all if None), L2-normalised if
+    ``normalize`` (a zero row stays zero), as OpenAI shortens its v3 embeddings and TEI its
+    Matryoshka ones."""
+    rows = np.asarray(rows, dtype=np.float64)[:, :dimensions]  # (N, d)
+    if normalize:
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)  # (N, 1)
+        rows = rows / np.where(norms > 0, norms, 1.0)
+    return rows.astype(np.float32)
 
 
 def vector_json(row: np.ndarray, encoding: str):

@@ -46,7 +46,8 @@ def serve(config: ServerConfig) -> None:
         host, port = sock.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host  # IPv6
         print(f"grace serve: {config.model} on http://{host}:{port} "
-              f"(explorer at /, API at /v1/embeddings, /v1/explain, /health)", flush=True)
+              f"(explorer at /, API at /v1/embeddings, /v1/explain, /health; TEI's /embed, "
+              f"/tokenize, /info; /metrics)", flush=True)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         sock.close()
