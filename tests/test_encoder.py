@@ -34,6 +34,19 @@ def test_encode_contract(encoder):
     assert len(rationales) == 3 and all(isinstance(r, str) for r in rationales)
 
 
+def test_rationale_ids_come_back_as_a_return_value(encoder):
+    """What the mteb adapter reads for the quality figures: a return value, not an attribute."""
+    emb, rationales = encoder.encode(TEXTS, return_rationales=True)
+    same, ids = encoder.encode(TEXTS, return_rationale_ids=True)
+    np.testing.assert_array_equal(same, emb)
+    assert [encoder.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids] == rationales
+    _, texts_again, ids_again = encoder.encode(TEXTS, return_rationales=True, return_rationale_ids=True)
+    assert texts_again == rationales and ids_again == ids
+    vector, one = encoder.encode(TEXTS[1], return_rationale_ids=True)
+    assert vector.shape == (encoder.embedding_dim,) and one == ids[1]
+    assert not hasattr(encoder, "rationale_record")
+
+
 def test_greedy_twice_is_identical_and_second_time_comes_from_cache(encoder, monkeypatch):
     first = encoder.encode(TEXTS)
     assert encoder.cache.misses == 3 and encoder.cache.hits == 0
@@ -238,3 +251,18 @@ def test_echo_mode_pools_the_text_copied_as_its_rationale(encoder, tiny, monkeyp
     expected = torch.nn.functional.normalize(hidden[int(prompt.pool_start[0]):].mean(dim=0), dim=0)
     np.testing.assert_allclose(emb[1], expected.numpy(), atol=1e-4)
     assert not np.allclose(emb, encoder.encode(TEXTS, rationale="none"), atol=1e-3)
+
+
+def test_from_pretrained_asks_one_explicit_table_of_formats():
+    """The classes from_pretrained may return are listed in grace/encoders/__init__.py; defining
+    a subclass registers nothing (no registration by side effect)."""
+    from grace.encoders import LLM2VecGenEncoder, SentenceTransformerEncoder
+
+    assert GraceEncoder.formats == (LLM2VecGenEncoder, SentenceTransformerEncoder)
+
+    class ClaimsEverything(GraceEncoder):
+        @classmethod
+        def claims(cls, name_or_path) -> bool:
+            return True
+
+    assert ClaimsEverything not in GraceEncoder.formats

@@ -14,7 +14,7 @@ __all__ = ["GraceEncoder"]
 
 def __getattr__(name):
     if name == "GraceEncoder":
-        from grace.encoders import GraceEncoder  # the package registers every encoder class
+        from grace.encoders import GraceEncoder  # the package holds the table of encoder formats
 
         return GraceEncoder
     raise AttributeError(f"module 'grace' has no attribute {name!r}")

@@ -96,7 +96,9 @@ def trained_pooling(folder) -> dict:
     return {"pooling": pooling} if isinstance(pooling, str) else {}
 
 
-def _validate(texts) -> list[str]:
+def validate_texts(texts) -> list[str]:
+    """``texts`` as a list of strings: ``TypeError`` naming a non-string item, a check of each
+    text's Unicode, and a warning that counts empty or whitespace-only texts."""
     if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
         raise TypeError(f"encode() takes a string or a list of strings, got {type(texts).__name__}")
     texts = list(texts)
@@ -135,9 +137,9 @@ def show_progress(show_progress_bar: bool | None, n: int, batch_size: int) -> bo
 
 
 def encode_output(emb, rationales: list[str], single: bool, convert_to_numpy: bool,
-                  convert_to_tensor: bool, return_rationales: bool):
+                  convert_to_tensor: bool, return_rationales: bool, rationale_ids=None):
     """The end of every ``encode``: a tensor or a float32 numpy array (N, D), 1-D for a single
-    string, with the rationales when asked."""
+    string; then the rationales when asked, then ``rationale_ids`` when given."""
     as_tensor = convert_to_tensor or not convert_to_numpy
     if torch.is_tensor(emb):
         out = emb if as_tensor else emb.numpy().astype(np.float32)
@@ -145,7 +147,11 @@ def encode_output(emb, rationales: list[str], single: bool, convert_to_numpy: bo
         out = torch.from_numpy(emb) if as_tensor else emb
     if single:
         out, rationales = out[0], rationales[0]
-    return (out, rationales) if return_rationales else out
+        rationale_ids = rationale_ids[0] if rationale_ids is not None else None
+    result = (out, rationales) if return_rationales else (out,)
+    if rationale_ids is not None:
+        result += (rationale_ids,)
+    return result if len(result) > 1 else out
 
 
 class GraceEncoder:
@@ -153,12 +159,11 @@ class GraceEncoder:
 
     uses_instructions = False  # encode_query == encode_document (LLM2Vec-Gen's differ)
     writes_rationales = True  # rationale settings apply (with_options rebuilds the encoder)
-    _formats: list[type["GraceEncoder"]] = []  # subclasses that load a saved format of their own
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "claims" in cls.__dict__:  # a format of its own: from_pretrained may pick it
-            GraceEncoder._formats.append(cls)
+    # The subclasses with a saved format of their own, in the order from_pretrained asks them
+    # (``claims``). The table is written in grace/encoders/__init__.py, which imports every class
+    # and which Python runs before any grace.encoders module: this module cannot import its
+    # subclasses (they import it).
+    formats: tuple[type["GraceEncoder"], ...] = ()
 
     @classmethod
     def claims(cls, name_or_path) -> bool:
@@ -177,7 +182,6 @@ class GraceEncoder:
             cache = RationaleCache(cache)
         self.cache = cache if isinstance(cache, RationaleCache) else None
         self._fingerprint = None
-        self.rationale_record: list | None = None  # a list: encode appends (text, rationale ids)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -190,9 +194,9 @@ class GraceEncoder:
         ``grace_config.yaml`` gives the pooling its rewards were computed with
         (``rollout.pooling``).
 
-        ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: each
-        subclass with a saved format of its own says so in ``claims`` and is registered when
-        its module is imported (``grace.encoders`` imports them all). An LLM2Vec-Gen checkpoint
+        ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: it asks
+        each class of ``GraceEncoder.formats`` (the table in grace/encoders/__init__.py) whether
+        it ``claims`` the folder, and loads a GRACE policy when none does. An LLM2Vec-Gen checkpoint
         (or training output folder) gives a ``grace.encoders.llm2vec_gen.LLM2VecGenEncoder``, a
         sentence-transformers folder or ``all-MiniLM-L6-v2`` a
         ``grace.encoders.sentence_transformer.SentenceTransformerEncoder``: same API.
@@ -202,7 +206,7 @@ class GraceEncoder:
         """
         name_or_path = training_output_checkpoint(name_or_path)
         if cls is GraceEncoder:
-            for fmt in GraceEncoder._formats:
+            for fmt in GraceEncoder.formats:
                 if fmt.claims(name_or_path):
                     return fmt.from_pretrained(name_or_path, dtype=dtype, cache=cache,
                                                trust_remote_code=trust_remote_code, **options)
@@ -252,28 +256,31 @@ class GraceEncoder:
 
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
-               convert_to_tensor: bool = False, return_rationales: bool = False, **options):
+               convert_to_tensor: bool = False, return_rationales: bool = False,
+               return_rationale_ids: bool = False, **options):
         """Embed ``sentences``: (N, D) numpy array (or tensor), 1-D for a single string.
 
         ``options`` override the encoder's ``EncodeOptions`` for this call (e.g.
         ``rationale="none"``). Embeddings are L2-normalised; ``normalize_embeddings`` is kept for
         the sentence-transformers contract (the pooled vectors are always unit length).
+        ``return_rationales`` adds the rationales' texts, ``return_rationale_ids`` (after them)
+        their token ids up to and including the end token (the quality figures'
+        input, grace.rollout.quality.records_quality).
         """
         single = isinstance(sentences, str)
-        texts = _validate([sentences] if single else sentences)
+        texts = validate_texts([sentences] if single else sentences)
         opts = EncodeOptions(**{**asdict(self.options), **options,
                                 "batch_size": resolve_batch_size(
                                     batch_size, options.get("batch_size", self.options.batch_size))})
         show = show_progress(show_progress_bar, len(texts), opts.batch_size)
         use_cache = self.cache if opts.rationale != "none" else None
-        emb, rationales = embed_texts(
+        emb, rationales, ids = embed_texts(
             self.model, self.tokenizer, texts, opts, show_progress=show, cache=use_cache,
-            fingerprint=self.fingerprint if use_cache is not None else None,
-            record=self.rationale_record,
+            fingerprint=self.fingerprint if use_cache is not None else None, return_ids=True,
         )
         del normalize_embeddings  # always unit length (see docstring)
         return encode_output(emb, rationales, single, convert_to_numpy, convert_to_tensor,
-                             return_rationales)
+                             return_rationales, ids if return_rationale_ids else None)
 
     def encode_query(self, sentences, **kwargs):
         """GRACE uses one prompt for every input (GRACE paper, arXiv 2510.04506): same as ``encode``."""

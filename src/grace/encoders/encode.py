@@ -148,27 +148,29 @@ def embed_texts(
     show_progress: bool = False,
     cache: RationaleCache | None = None,
     fingerprint: str | None = None,
-    record: list | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample).
+    return_ids: bool = False,
+):
+    """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample);
+    with ``return_ids`` also each text's rationale token ids (first sample, up to and including
+    the end token: what the quality figures of grace.rollout.quality read).
 
     ``cache`` and ``fingerprint`` (``grace.models.fingerprint.model_fingerprint(model)``) go
-    together: rationales are looked up and stored under that model's fingerprint. ``record``:
-    a list that gets (text, rationale token ids of the first sample) for every text (for the
-    quality figures of grace.rollout.quality).
+    together: rationales are looked up and stored under that model's fingerprint.
     """
     opts = options or EncodeOptions()
     if cache is not None and fingerprint is None:
         raise ValueError("a rationale cache needs the model fingerprint")
     embeddings: list[torch.Tensor | None] = [None] * len(texts)
     rationales: list[str] = [""] * len(texts)
+    rationale_ids: list[list[int]] = [[] for _ in texts]
     batches = length_sorted_batches([len(t) for t in texts], opts.batch_size)
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
         emb, rat, ids = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
-        if record is not None:
-            record.extend((texts[i], list(x)) for i, x in zip(batch, ids))
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
-    if not texts:
-        return np.zeros((0, model.config.hidden_size), dtype=np.float32), []
-    return torch.stack(embeddings).cpu().numpy(), rationales
+            rationale_ids[index] = list(ids[row])
+    if texts:
+        out = torch.stack(embeddings).cpu().numpy()  # (N, D)
+    else:
+        out = np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    return (out, rationales, rationale_ids) if return_ids else (out, rationales)

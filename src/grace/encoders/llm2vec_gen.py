@@ -35,8 +35,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from grace.data.length_sorted import length_sorted_batches
-from grace.encoders import base
-from grace.encoders.base import GraceEncoder
+from grace.encoders.base import (
+    GraceEncoder,
+    check_options,
+    encode_output,
+    resolve_batch_size,
+    show_progress,
+    training_output_checkpoint,
+    validate_texts,
+)
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
@@ -92,11 +99,11 @@ class LLM2VecGenEncoder(GraceEncoder):
                         cache=None, query_instruction: str | None = None,
                         document_instruction: str | None = None, **options) -> "LLM2VecGenEncoder":
         """Load a checkpoint folder or a training output folder (its newest good checkpoint,
-        ``base.training_output_checkpoint``).
+        ``grace.encoders.base.training_output_checkpoint``).
         ``cache`` and the rationale options are accepted and ignored (module docstring)."""
         del cache  # no rationales, nothing to cache
-        base.check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
-        name_or_path = base.training_output_checkpoint(name_or_path)  # its newest good checkpoint
+        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
+        name_or_path = training_output_checkpoint(name_or_path)  # its newest good checkpoint
         model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,
@@ -149,17 +156,17 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Embed ``sentences`` under ``instruction`` (default: the query instruction): (N, d_t)
         numpy array (or tensor), 1-D for a single string; unnormalised unless
         ``normalize_embeddings``. ``return_rationales``: also each text's decoding."""
-        base.check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
+        check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         single = isinstance(sentences, str)
-        texts = base._validate([sentences] if single else sentences)
-        batch_size = base.resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
-        show = base.show_progress(show_progress_bar, len(texts), batch_size)
+        texts = validate_texts([sentences] if single else sentences)
+        batch_size = resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
+        show = show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         tokens = options.get("max_new_tokens", self.options.max_new_tokens) if return_rationales else None
         emb, decoded = self._run(texts, instruction, batch_size, show, tokens)
         if normalize_embeddings:
             emb = F.normalize(emb, dim=-1)
-        return base.encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
+        return encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
                              return_rationales)
 
     def encode_query(self, sentences, **kwargs):
@@ -175,12 +182,12 @@ class LLM2VecGenEncoder(GraceEncoder):
         """Greedy decoding of each text's soft prompts by the frozen LM: what the embedding
         holds, as text. A string gives a string, a list a list."""
         single = isinstance(sentences, str)
-        texts = base._validate([sentences] if single else sentences)
+        texts = validate_texts([sentences] if single else sentences)
         tokens = max_new_tokens or self.options.max_new_tokens
         if tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {tokens}")
-        batch_size = base.resolve_batch_size(batch_size, self.options.batch_size)
-        show = base.show_progress(show_progress_bar, len(texts), batch_size)
+        batch_size = resolve_batch_size(batch_size, self.options.batch_size)
+        show = show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
         _, decoded = self._run(texts, instruction, batch_size, show, tokens)
         return decoded[0] if single else decoded

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import torch
 
-from grace.encoders import base
-from grace.encoders.base import GraceEncoder
+from grace.encoders.base import (
+    GraceEncoder,
+    check_options,
+    encode_output,
+    resolve_batch_size,
+    show_progress,
+    validate_texts,
+)
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
 
@@ -86,7 +92,7 @@ class SentenceTransformerEncoder(GraceEncoder):
         if folder is None:
             raise GraceInputError(f"'{name_or_path}' is not a sentence-transformers folder "
                                   f"(no modules.json) nor one of {', '.join(MINILM_NAMES)}")
-        base.check_options(options, set(OPTIONS) | set(IGNORED), OPTIONS)
+        check_options(options, set(OPTIONS) | set(IGNORED), OPTIONS)
         from sentence_transformers import SentenceTransformer
 
         from grace.models.backbones import resolve_dtype
@@ -115,13 +121,13 @@ class SentenceTransformerEncoder(GraceEncoder):
         False (then as the model's own modules leave them); rationales are empty strings."""
         del options  # no rationale options apply
         single = isinstance(sentences, str)
-        texts = base._validate([sentences] if single else sentences)
-        batch = base.resolve_batch_size(batch_size, self.options.batch_size)
-        show = base.show_progress(show_progress_bar, len(texts), batch)
+        texts = validate_texts([sentences] if single else sentences)
+        batch = resolve_batch_size(batch_size, self.options.batch_size)
+        show = show_progress(show_progress_bar, len(texts), batch)
         with torch.no_grad():
             emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,
                                     normalize_embeddings=normalize_embeddings,
                                     show_progress_bar=show)  # (N, D)
-        return base.encode_output(emb.float().cpu(), [""] * len(texts), single, convert_to_numpy,
+        return encode_output(emb.float().cpu(), [""] * len(texts), single, convert_to_numpy,
                              convert_to_tensor, return_rationales)
 

@@ -153,16 +153,12 @@ class GraceMTEBModel(AbsEncoder):
         new = [t for t in dict.fromkeys(texts) if (role, t) not in self._memo]
         self.requested.extend((role, t) for t in texts)
         if new:
-            writes = self.encoder.writes_rationales and self.encoder.options.rationale != "none"
-            if writes:
-                self.encoder.rationale_record = []
-            try:
-                emb = encode(new, show_progress_bar=kwargs.get("show_progress_bar"))  # (U, D)
-                for text, ids in (self.encoder.rationale_record or []) if writes else []:
-                    self.rationale_ids[(role, text)] = ids
-            finally:
-                if writes:
-                    self.encoder.rationale_record = None
+            show = kwargs.get("show_progress_bar")
+            if self.encoder.writes_rationales and self.encoder.options.rationale != "none":
+                emb, ids = encode(new, show_progress_bar=show, return_rationale_ids=True)  # (U, D)
+                self.rationale_ids.update(zip(((role, t) for t in new), ids))
+            else:
+                emb = encode(new, show_progress_bar=show)  # (U, D)
             self._memo.update(zip(((role, t) for t in new), emb))
             self.texts_encoded += len(new)
         if not texts:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from grace.encoders import GraceEncoder, LLM2VecGenEncoder, SentenceTransformerEncoder
-from grace.encoders.base import _validate
+from grace.encoders.base import validate_texts
 from grace.errors import GraceInputError
 from grace.explain.attribution import pair_attributions
 
@@ -174,7 +174,7 @@ def _sentence_transformers_states(encoder: SentenceTransformerEncoder, texts: li
 def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> Explanation:
     """The cosine of ``text_a`` and ``text_b`` under ``encoder`` and each token's exact share
     (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
-    texts = _validate([text_a, text_b])
+    texts = validate_texts([text_a, text_b])
     kind, states, rationales, decoded = pooled_states(encoder, texts, decode_tokens)
     (h_a, labels_a, seg_a), (h_b, labels_b, seg_b) = states
     cosine, shares_a, shares_b = pair_attributions(h_a, h_b)

@@ -90,7 +90,7 @@ def sequence_quality(tokenizer, seqs, texts: list[str], samples_per_text: int = 
 
 def records_quality(tokenizer, records: list[tuple[str, list[int]]], end_ids) -> dict[str, float]:
     """``rationale_quality`` of (text, rationale token ids up to and including the end token)
-    pairs, as an encoder records them (grace.encoders.base.GraceEncoder.rationale_record);
+    pairs (the ids as ``GraceEncoder.encode(..., return_rationale_ids=True)`` returns them);
     each distinct text is tokenised once."""
     ends = set(end_ids)
     rationales = [without_end(ids, ends) for _, ids in records]
