@@ -77,7 +77,7 @@ class ModelConfig:
     mixed_precision: str = "auto"  # auto | no | bf16: autocast the training forward/backward in
     # bfloat16 (weights and optimizer state stay in model.dtype). auto: bf16 for float32 weights on
     # a CPU with bf16 matrix units (AMX / AVX512-BF16: the policy update ran 2.8x faster there,
-    # benchmarks/results-speed.md), no elsewhere (GPUs included: ask for bf16 there)
+    # benchmarks/speed/results-speed.md), no elsewhere (GPUs included: ask for bf16 there)
 
     def checks(self) -> list[Check]:
         return [
@@ -158,7 +158,7 @@ class RewardConfig:
     repetition_penalty: float = 0.0  # beyond the paper: each rollout's reward loses this times its
     # repetition rate (share of its token bigrams it already used: grace.rollout.quality). At
     # lr 3e-5 without it the policy fell into loops ("in a beautiful woman in a beautiful
-    # woman ...") after ~120 steps (benchmarks/results-budget.md). 0: off
+    # woman ...") after ~120 steps (benchmarks/quality/results-budget.md). 0: off
 
     def checks(self) -> list[Check]:
         return [

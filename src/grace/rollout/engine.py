@@ -283,7 +283,7 @@ def generate_and_score(
     grace.rollout.decode_step where the model allows it, else the HF decoder), ``static``
     (that step or an error), ``compiled`` (that step under ``torch.compile``: 3-4 minutes to
     build once per process on 2 cores, and slower than uncompiled on our 2-core machine, 0.75x
-    in benchmarks/bench_rollout.py; it falls back uncompiled where compilation fails)
+    in benchmarks/speed/bench_rollout.py; it falls back uncompiled where compilation fails)
     or ``hf``. ``pooling``: ``mean`` (the paper: every pooled prompt and rationale token alike)
     or ``balanced`` (prompt mean and rationale mean with equal weight;
     grace.models.pooling.pool_sums).

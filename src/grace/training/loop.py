@@ -118,7 +118,7 @@ class Trainer:
         # Without GPUs a multi-process launch needs accelerate's CPU mode (gloo process group).
         if accelerator is None and launched == 1:
             # accelerate keeps one global state; a new trainer in the same process (notebooks,
-            # benchmarks/make_results.py) may ask for another mixed precision
+            # benchmarks/quality/make_results.py) may ask for another mixed precision
             from accelerate.state import AcceleratorState
 
             AcceleratorState._reset_state()
