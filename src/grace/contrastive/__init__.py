@@ -1,1 +1,4 @@
-"""The contrastive baselines: InfoNCE and SimCSE losses and their trainers."""
+"""The contrastive baselines: InfoNCE and SimCSE losses and their trainers.
+
+May import: training, models, errors.
+"""

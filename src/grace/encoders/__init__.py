@@ -6,6 +6,10 @@ LLM2Vec-Gen (their rationale cache is grace.rollout.generation_cache).
 written here, the one module that imports every class, and not in base (its subclasses import
 base, so base cannot import them). Python runs this file before any ``grace.encoders`` module, so
 the table is there whichever module a caller imports. A new format is a class plus a row here.
+
+May import: llm2vec_gen, training, rollout, data, models, errors.
+(llm2vec_gen: what its encoder loads and runs; training: a training output folder's newest good
+checkpoint.)
 """
 
 from grace.encoders.base import GraceEncoder

@@ -78,7 +78,7 @@ def _from_file(factory: str, filename: str, description: str):
     """A builder of a derived-file task: grace.evaluation.tasks' ``factory`` on ``filename`` of
     the derived folder (used with ``_derived``)."""
     def build(name, derived, data_dir, seed, **limits):
-        from grace.evaluation import tasks
+        import grace.evaluation.tasks as tasks
 
         return getattr(tasks, factory)(name, derived / filename, seed=seed, description=description,
                                        **limits)
@@ -129,7 +129,7 @@ def _labelled(train: str, test: str, description: str):
 def _file(factory: str, path: str, description: str):
     """grace.evaluation.tasks' ``factory`` on the file ``path`` under data_dir."""
     def build(name, data_dir, seed, **limits):
-        from grace.evaluation import tasks
+        import grace.evaluation.tasks as tasks
 
         return getattr(tasks, factory)(name, data_dir / path, seed=seed, description=description,
                                        **limits)

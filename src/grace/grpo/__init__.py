@@ -1,1 +1,5 @@
-"""GRPO for GRACE: rewards, group advantages, the clipped policy loss, the GRACE trainer."""
+"""GRPO for GRACE: rewards, group advantages, the clipped policy loss, the step batch
+(RolloutBatch) and its rows across processes, the GRACE trainer.
+
+May import: training, rollout, config, models, errors.
+"""

@@ -1,4 +1,8 @@
-"""``grace serve``: the embeddings HTTP API and the web explorer (see grace.server.app)."""
+"""``grace serve``: the embeddings HTTP API and the web explorer (see grace.server.app).
+
+May import: grace, explain, encoders, data, errors.
+(grace: the package's ``__version__``, in the same layer of entry points.)
+"""
 
 from grace.server.app import create_app
 from grace.server.config import ServerConfig
