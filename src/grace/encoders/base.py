@@ -56,8 +56,9 @@ def training_output_checkpoint(name_or_path, say=_say):
     a model folder, a packaged name, a hub id) is returned unchanged.
     """
     folder = Path(str(name_or_path))
-    if str(name_or_path) in PACKAGED or not folder.is_dir() or (folder / STATE_FILE).is_file():
-        return name_or_path  # not a folder, or a checkpoint itself
+    if (str(name_or_path) in PACKAGED or not folder.is_dir() or (folder / STATE_FILE).is_file()
+            or (folder / "config.json").is_file()):
+        return name_or_path  # not a folder, a checkpoint, or a model folder (records or not)
     found = checkpoints(folder)
     if not found and not any((folder / name).is_file() for name in RUN_RECORDS):
         return name_or_path
