@@ -8,7 +8,11 @@
     encoder.decode("how do plants make food?")               # what the embedding holds, as text
 
 ``GraceEncoder.from_pretrained`` returns this class when the folder holds an LLM2Vec-Gen
-checkpoint (``llm2vec_gen.json``), so ``grace eval`` and the mteb adapter work unchanged. The
+checkpoint: ours (``llm2vec_gen.json``) or one saved by the official llm2vec-gen code
+(McGill-NLP/LLM2Vec-Gen-*: ``run_config.yml`` + a peft adapter under ``encoder/``, converted in
+memory by grace.llm2vec_gen.official; its backbone comes from the hub id it names, or from
+``backbone=``), so ``grace eval``, ``grace serve``, ``grace decode`` and the mteb adapter work
+unchanged. ``save_pretrained`` writes any of them in our format. The
 embedding is one forward pass: input + K soft tokens -> heads -> mean of the aligned vectors.
 It is unnormalised (as in the paper: cosine at use); ``normalize_embeddings=True`` L2-normalises it.
 
@@ -22,7 +26,9 @@ Options of GRACE encoding that do not apply (``rationale``, ``num_samples``, ``t
 ``top_p``, ``system_prompt``: there is no rationale) are accepted and ignored, so the same
 evaluation command runs every model; ``options.rationale`` is always ``"none"``.
 ``max_new_tokens`` is the length of ``decode``; ``return_rationales=True`` returns each text's
-decoding in place of a rationale.
+decoding in place of a rationale. A decoding ends at any end token of the tokenizer and of the
+backbone's generation config (grace.models.backbones.end_token_ids), and where the spec's
+``end_text`` starts (official Qwen checkpoints: ``<|end_of_text|>``).
 """
 
 from __future__ import annotations
@@ -46,31 +52,46 @@ from grace.encoders.base import (
 )
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
-from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, resolve_folder
+from grace.llm2vec_gen.checkpoint import SPEC_FILE, LLM2VecGenSpec, backbone_reference, resolve_folder
 from grace.llm2vec_gen.inputs import build_encoder_inputs
 from grace.llm2vec_gen.model import LLM2VecGenModel
-from grace.models.backbones import load_backbone
+from grace.llm2vec_gen.official import is_official, load_official
+from grace.models.backbones import end_token_ids, load_backbone
 from grace.models.fingerprint import model_fingerprint
 
 IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "pooling")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")
 
 
-def load_model(name_or_path, dtype: str = "float32", trust_remote_code: bool = False):
-    """(LLM2VecGenModel, tokenizer, checkpoint folder) of a checkpoint or training output folder."""
+def load_model(name_or_path, dtype: str = "float32", trust_remote_code: bool = False,
+               backbone: str | None = None):
+    """(LLM2VecGenModel, tokenizer, checkpoint folder) of a checkpoint, a training output folder
+    or an official llm2vec-gen folder; ``backbone`` replaces the backbone the checkpoint names
+    (e.g. a local copy of it; ours still checks its fingerprint)."""
+    if is_official(name_or_path):
+        model, tokenizer = load_official(name_or_path, backbone, dtype, trust_remote_code)
+        return model, tokenizer, Path(str(name_or_path))
     folder = resolve_folder(name_or_path)
     if folder is None:
         raise GraceInputError(f"'{name_or_path}' is not an LLM2Vec-Gen checkpoint: no {SPEC_FILE} "
                               "in it nor in its latest checkpoint-N folder")
     spec = LLM2VecGenSpec.load(folder)
-    backbone, tokenizer = load_backbone(spec.backbone, dtype, trust_remote_code)
+    if backbone is not None:
+        spec = dataclasses.replace(spec, backbone=backbone_reference(backbone))
+    lm, tokenizer = load_backbone(spec.backbone, dtype, trust_remote_code)
     if (dtype == spec.backbone_dtype and spec.backbone_fingerprint
-            and model_fingerprint(backbone) != spec.backbone_fingerprint):
+            and model_fingerprint(lm) != spec.backbone_fingerprint):
         raise GraceInputError(f"{folder}: the backbone '{spec.backbone}' is not the one this "
                               "checkpoint was trained on (its weights fingerprint differs)")
-    model = LLM2VecGenModel(backbone, spec)
+    model = LLM2VecGenModel(lm, spec)
     model.load_trainable(folder)
     return model.eval(), tokenizer, folder
+
+
+def decoded_text(tokenizer, ids: list[int], end_text: str = "") -> str:
+    """A decoding's text (special tokens dropped), cut where ``end_text`` starts if given."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return (text.split(end_text, 1)[0] if end_text else text).strip()
 
 
 class LLM2VecGenEncoder(GraceEncoder):
@@ -91,20 +112,24 @@ class LLM2VecGenEncoder(GraceEncoder):
 
     @classmethod
     def claims(cls, name_or_path) -> bool:
-        """An LLM2Vec-Gen checkpoint, or a training output folder whose latest checkpoint is one."""
-        return resolve_folder(name_or_path) is not None
+        """An LLM2Vec-Gen checkpoint (ours or an official folder), or a training output folder
+        whose latest checkpoint is one."""
+        return is_official(name_or_path) or resolve_folder(name_or_path) is not None
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
                         cache=None, query_instruction: str | None = None,
-                        document_instruction: str | None = None, **options) -> "LLM2VecGenEncoder":
-        """Load a checkpoint folder or a training output folder (its newest good checkpoint,
-        ``grace.encoders.base.training_output_checkpoint``).
-        ``cache`` and the rationale options are accepted and ignored (module docstring)."""
+                        document_instruction: str | None = None, backbone: str | None = None,
+                        **options) -> "LLM2VecGenEncoder":
+        """Load a checkpoint folder, a training output folder (its newest good checkpoint,
+        ``grace.encoders.base.training_output_checkpoint``) or an official llm2vec-gen folder.
+        ``backbone``: a local copy (or another reference) of the backbone to use in place of the
+        one the checkpoint names. ``cache`` and the rationale options are accepted and ignored
+        (module docstring)."""
         del cache  # no rationales, nothing to cache
         check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         name_or_path = training_output_checkpoint(name_or_path)  # its newest good checkpoint
-        model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code)
+        model, tokenizer, _ = load_model(name_or_path, dtype, trust_remote_code, backbone)
         kept = {k: v for k, v in options.items() if k in OPTIONS}
         opts = EncodeOptions(**{"max_prompt_tokens": model.spec.max_input_tokens, **kept,
                                 "rationale": "none"})
@@ -144,9 +169,10 @@ class LLM2VecGenEncoder(GraceEncoder):
             emb[batch] = out["embedding"].float().cpu()  # (b, d_t)
             if decode_tokens:
                 ids = self.model.decode(out["soft_prompts"], decode_tokens,
-                                        self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                                        end_token_ids(self.model.backbone, self.tokenizer),
+                                        self.tokenizer.pad_token_id)
                 for i, row in zip(batch, ids):
-                    decoded[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                    decoded[i] = decoded_text(self.tokenizer, row, self.model.spec.end_text)
         return emb, decoded
 
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,

@@ -17,6 +17,8 @@ Module map, in pipeline order:
   cosines, a ridge ceiling, decoding overlap; the first ones are logged every step);
 - ``trainer``: ``grace train --method llm2vec-gen`` on the shared loop (grace.training.loop.Trainer);
 - ``checkpoint``: trainable parts + a backbone reference, never a copy of the backbone;
+- ``official``: a folder saved by the official llm2vec-gen code (McGill-NLP/LLM2Vec-Gen-*),
+  converted in memory into ``checkpoint``'s spec and tensors and the ``model``;
 - its encoder lives with the others, in ``grace.encoders.llm2vec_gen``: ``LLM2VecGenEncoder``, what ``GraceEncoder.from_pretrained`` returns for these
   checkpoints (``encode_query`` / ``encode_document`` with the paper's two instructions, ``decode``),
   so ``grace eval`` and the mteb adapter work unchanged; ``grace decode`` calls it.

@@ -47,6 +47,7 @@ class LLM2VecGenSpec:
     max_input_tokens: int = 512  # text + soft tokens; longer texts are cut (with a warning)
     backbone_dtype: str = "float32"  # dtype the backbone was loaded in when trained
     backbone_fingerprint: str = ""  # grace.models.fingerprint.model_fingerprint of that backbone
+    end_text: str = ""  # a decoding also ends where this literal text starts ("" none; grace.llm2vec_gen.official)
     format: str = FORMAT  # marks the folder as an LLM2Vec-Gen checkpoint
 
     def save(self, folder: Path) -> None:

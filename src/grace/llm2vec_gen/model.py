@@ -173,18 +173,22 @@ class LLM2VecGenModel(nn.Module):
         save_trainable(folder, self.trainable_state_dict(state_dict), self.spec)
 
     def load_trainable(self, folder) -> None:
-        tensors = load_trainable(folder)
+        self.load_tensors(load_trainable(folder), folder)
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor], source) -> None:
+        """Load the parts a checkpoint holds (``SAVED_PREFIXES``; the standardisation may be
+        missing: identity), checking names and shapes; ``source`` names them in errors."""
         expected = set(self.trainable_state_dict())
         standardize = {k for k in expected if k.startswith("alignment_input.")}
         if not standardize & set(tensors):  # saved before the standardisation existed: identity
             expected -= standardize
         if set(tensors) != expected:
-            raise GraceInputError(f"{folder}: expected tensors {sorted(expected)}, "
+            raise GraceInputError(f"{source}: expected tensors {sorted(expected)}, "
                                   f"found {sorted(tensors)}")
         own = self.state_dict()
         for name, tensor in tensors.items():
             if tensor.shape != own[name].shape:
-                raise GraceInputError(f"{folder}: {name} has shape {tuple(tensor.shape)}, the "
+                raise GraceInputError(f"{source}: {name} has shape {tuple(tensor.shape)}, the "
                                       f"model expects {tuple(own[name].shape)}")
         self.load_state_dict(tensors, strict=False)
 
@@ -230,15 +234,16 @@ class LLM2VecGenModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def decode(self, soft_prompts: torch.Tensor, max_new_tokens: int, eos_token_id: int,
+    def decode(self, soft_prompts: torch.Tensor, max_new_tokens: int, eos_token_id: int | list[int],
                pad_token_id: int) -> list[list[int]]:
         """Greedy decoding by the frozen LM from the soft prompts alone -> token ids per row,
-        up to (not including) the first EOS."""
+        up to (not including) the first end token (``eos_token_id``: one id or several)."""
         from transformers import GenerationConfig
 
+        ends = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         B, K = soft_prompts.shape[:2]
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                                  eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+                                  eos_token_id=ends, pad_token_id=pad_token_id)
         ids = self.backbone.generate(
             inputs_embeds=soft_prompts.to(self.dtype),
             attention_mask=torch.ones(B, K, dtype=torch.long, device=soft_prompts.device),
@@ -246,5 +251,6 @@ class LLM2VecGenModel(nn.Module):
         )  # (B, <= max_new_tokens): only the new tokens
         rows = []
         for row in ids.tolist():
-            rows.append(row[: row.index(eos_token_id)] if eos_token_id in row else row)
+            stop = next((i for i, t in enumerate(row) if t in ends), len(row))
+            rows.append(row[:stop])
         return rows
