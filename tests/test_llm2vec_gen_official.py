@@ -124,14 +124,16 @@ def test_run_config_lines_read_back_as_python_values(tmp_path):
 
 def test_the_folder_converts_to_our_spec_in_memory(official):
     folder, backbone = official
-    spec, tensors, tok = read_official(folder)
+    spec, tensors = read_official(folder)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
     assert (spec.backbone, spec.num_tokens, spec.hidden_size, spec.teacher_dim) == (str(backbone), K, 64, TEACHER_DIM)
     assert (spec.backbone_dtype, spec.max_input_tokens, spec.end_text) == ("bfloat16", 512, END_TEXT)
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {
         "soft_tokens": (K, 64), "reconstruction_head.weight": (64, 64), "reconstruction_head.bias": (64,),
         "alignment_head.weight": (TEACHER_DIM, 64), "alignment_head.bias": (TEACHER_DIM,),
         "alignment_input.mean": (64,), "alignment_input.scale": (64,)}
-    assert tok.padding_side == "left"
     # row k is <question k+1>'s trained row, whatever order token_indices lists them in
     from safetensors.torch import load_file
 
@@ -170,6 +172,11 @@ def test_embeddings_equal_their_mechanism(official, encoder):
     query = encoder.query_instruction  # the paper's STS instruction
     ref, _ = _official_embeddings(folder, backbone, TEXTS[:1], query)
     torch.testing.assert_close(encoder.encode_query(TEXTS[:1], convert_to_tensor=True), ref, rtol=0, atol=1e-6)
+    # texts are tokenised by the backbone's tokenizer: a literal special token is plain text
+    # (with the folder's, its id would lie past the unresized embedding matrix)
+    assert encoder.tokenizer.padding_side == "left" and len(encoder.tokenizer) == 49152
+    plain = encoder.encode(["about <question1> here"])
+    assert plain.shape == (1, TEACHER_DIM) and np.isfinite(plain).all()
 
 
 def test_truncation_keeps_the_same_tokens(official, tmp_path):

@@ -17,7 +17,9 @@ The layout read (their loader's; the backbone itself is not in the folder, it is
 - ``reconstruction_mlp`` and ``alignment_mlp``: ``torch.save`` pickles (no extension) of
   ``{"state_dict": {"projection.weight", "projection.bias"}, "config": {"input_dim",
   "output_dim", "dtype", "size", "pooling_mode"}}``, read with ``weights_only=True``;
-- the tokenizer files: the backbone's tokenizer plus the K special tokens.
+- the tokenizer files: the backbone's tokenizer plus the K special tokens (read here only for
+  the special tokens' ids; texts are tokenised by the backbone's own tokenizer, so a text never
+  yields an id past the backbone's unresized embedding matrix).
 
 Mapping: soft token k = the delta row of ``special_tokens[k]`` (its id from the folder's
 tokenizer, looked up in ``token_indices``); the two heads as they are (cast to float32); the
@@ -30,7 +32,8 @@ Numerics against the official encoder (the same model, computed a little differe
 - tokens: theirs are ``tokenizer(text + "<question1>...<questionK>")``; ours ``tokenizer(text)``
   followed by the K rows as embeddings: the same sequence (a tokenizer splits special tokens out
   before BPE), and the same truncation (the first max_input_length - K text tokens). A text that
-  itself contains ``<questionN>`` gets the trained row there in theirs, plain text in ours;
+  itself contains ``<questionN>`` gets the trained row there in theirs, that string's plain-text
+  tokens in ours;
 - positions: theirs count left padding (HF's default ``arange``), ours start at the first real
   token (grace.models.pooling.position_ids_from_mask). RoPE makes attention depend only on
   position differences, so the two agree up to rounding; a batch of one text is bit-equal;
@@ -184,7 +187,7 @@ def soft_token_rows(folder: Path, tokenizer, special_tokens: list[str],
 
 
 def read_official(folder, backbone: str | None = None):
-    """(spec, tensors, tokenizer) of an official folder, checked, without loading the backbone;
+    """(spec, tensors) of an official folder, checked, without loading the backbone;
     ``backbone`` replaces the reference the folder holds (a local copy of it)."""
     folder = Path(str(folder))
     run = read_run_config(folder / RUN_CONFIG)
@@ -205,7 +208,10 @@ def read_official(folder, backbone: str | None = None):
     check_encoding_mode(str(coupling.get("encoding_mode") or run.get("encoding_mode")
                             or f"last_{K}_tokens"), K, folder)
     token_indices = [int(i) for i in adapter.get("token_indices") or []]
-    tokenizer = load_tokenizer(str(folder))
+    try:
+        tokenizer = load_tokenizer(str(folder))  # for the special tokens' ids only
+    except (OSError, ValueError) as exc:
+        raise GraceInputError(f"{folder}: no readable tokenizer ({exc})") from None
     soft = soft_token_rows(folder, tokenizer, special, token_indices)  # (K, d)
     d = soft.shape[1]
     tensors = {"soft_tokens": soft}
@@ -226,16 +232,16 @@ def read_official(folder, backbone: str | None = None):
         num_tokens=K,
         max_input_tokens=max_length if isinstance(max_length, int) and max_length > K else 512,
         backbone_dtype=dtype if dtype in DTYPES else "float32", end_text=END_TEXT)
-    return spec, tensors, tokenizer
+    return spec, tensors
 
 
 def load_official(folder, backbone: str | None = None, dtype: str = "float32",
                   trust_remote_code: bool = False):
-    """(LLM2VecGenModel in eval mode, tokenizer) of an official folder. The backbone comes from
+    """(LLM2VecGenModel in eval mode, the backbone's tokenizer) of an official folder. The backbone comes from
     ``backbone`` if given (a local folder, a packaged name, a hub id), else from the hub id the
     folder names (or the HF cache, offline): see the module docstring."""
-    spec, tensors, tokenizer = read_official(folder, backbone)
-    model, _ = load_backbone(spec.backbone, dtype, trust_remote_code)
+    spec, tensors = read_official(folder, backbone)
+    model, tokenizer = load_backbone(spec.backbone, dtype, trust_remote_code)
     config = Path(str(folder)) / ADAPTER / "config.json"
     trained = _read_json(config) if config.is_file() else {}
     kind = trained.get("model_type")
