@@ -469,7 +469,9 @@ def test_save_pretrained_round_trip(trained_dir, tmp_path):
 
     encoder = GraceEncoder.from_pretrained(trained_dir, query_instruction="Q:")
     encoder.save_pretrained(tmp_path / "copy")
-    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == [SPEC_FILE, WEIGHTS]
+    from grace.models.st_files import FILES as ST_FILES  # sentence-transformers' view
+
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == sorted([SPEC_FILE, WEIGHTS, *ST_FILES])
     copy = GraceEncoder.from_pretrained(tmp_path / "copy")
     assert copy.query_instruction == "Q:"
     np.testing.assert_allclose(copy.encode(["some text"]), encoder.encode(["some text"]), rtol=1e-6)

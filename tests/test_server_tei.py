@@ -218,10 +218,12 @@ def test_embed_dimensions_and_normalize(base):
     np.testing.assert_allclose(cut[0], full[:16] / np.linalg.norm(full[:16]), atol=1e-6)
     status, _, raw_cut = call(base, "/embed", {"inputs": ["a small dog"], "dimensions": 16,
                                                "normalize": False})
-    np.testing.assert_allclose(raw_cut[0], full[:16], atol=1e-6)  # cut, not renormalised
-    # GRACE's pooling returns unit vectors itself: normalize false changes nothing
+    # normalize false: GRACE's raw mean-pooled vector, whose direction is the unit one's
     status, _, raw = call(base, "/embed", {"inputs": ["a small dog"], "normalize": False})
-    np.testing.assert_allclose(raw[0], full, atol=1e-6)
+    raw = np.array(raw[0], dtype=np.float64)
+    assert abs(np.linalg.norm(raw) - 1.0) > 1e-2
+    np.testing.assert_allclose(raw / np.linalg.norm(raw), full, atol=1e-6)
+    np.testing.assert_allclose(raw_cut[0], raw[:16], rtol=1e-6, atol=1e-6)  # cut, not renormalised
 
 
 class Scaled:
@@ -234,8 +236,8 @@ class Scaled:
     def __getattr__(self, name):
         return getattr(self._encoder, name)
 
-    def encode(self, texts, **kwargs):
-        emb, rationales = self._encoder.encode(texts, **kwargs)
+    def encode(self, texts, **kwargs):  # 3 times the unit vectors, whatever the server asks
+        emb, rationales = self._encoder.encode(texts, **{**kwargs, "normalize_embeddings": True})
         return 3 * np.asarray(emb), rationales
 
 
@@ -416,7 +418,8 @@ def test_huggingface_hubs_inference_client_reads_embed(base, monkeypatch):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     cut = client.feature_extraction("a cat sits on the mat", normalize=False, truncate=True,
                                     truncation_direction="left")
-    np.testing.assert_allclose(cut, expected, atol=1e-6)  # short text; GRACE's vectors are unit
+    cut = np.asarray(cut, dtype=np.float64)  # short text: nothing cut; GRACE's raw vector
+    np.testing.assert_allclose(cut / np.linalg.norm(cut), expected, atol=1e-6)
 
 
 def test_the_readmes_curl_examples_answer(base):

@@ -5,11 +5,21 @@
     emb = encoder.encode(["a text", "another"], batch_size=16)       # (2, D) numpy, normalised
     emb, why = encoder.encode(texts, return_rationales=True)         # ... and the rationales
     scores = encoder.similarity(emb[:1], emb)                        # cosine, (1, 2)
+    raw = encoder.encode(texts, normalize_embeddings=False)          # the mean-pooled vectors
+    short = encoder.encode(texts, truncate_dim=32)                   # first 32 values, unit length
 
 Every embedding is the masked mean of the policy's last-layer hidden states over the text and
 its rationale (GRACE paper, arXiv 2510.04506). ``rationale`` picks none / greedy (default, deterministic) / sampled.
 Rationales are cached on disk (``GRACE_CACHE``/rationales.sqlite by default; ``cache=False``
 disables it), keyed by model fingerprint, text and generation settings.
+
+sentence-transformers' encode options: ``prompt_name`` picks one of ``encoder.prompts`` (for
+GRACE, system prompts: "query" and "document" are the saved ``system_prompt`` unless
+``prompts=`` says otherwise; ``encode_query`` / ``encode_document`` use them), ``truncate_dim``
+keeps each vector's first N values (renormalised when ``normalize_embeddings``), and
+``normalize_embeddings=False`` returns the raw mean-pooled vectors. A saved folder also holds
+``modules.json``, so ``SentenceTransformer(folder, trust_remote_code=True)`` loads it
+(grace.encoders.st_module).
 
 Input handling: a single string gives a 1-D vector; a non-string item raises ``TypeError``
 naming its index; an empty or whitespace-only text is encoded as an empty user message (a
@@ -27,12 +37,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from grace.data.readers import check_unicode
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
 from grace.models.backbones import PACKAGED, cache_dir, load_backbone
 from grace.models.fingerprint import model_fingerprint
+from grace.models.st_files import write_st_files
 from grace.rollout.generation_cache import RationaleCache
 from grace.training.checkpoint import STATE_FILE, checkpoint_problem, checkpoints
 
@@ -132,6 +144,34 @@ def check_options(options: dict, known, listed=None) -> None:
         raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {shown})")
 
 
+def named_prompt(prompts: dict[str, str], prompt_name: str) -> str:
+    """``prompts[prompt_name]``; ``ValueError`` naming the prompts there are otherwise."""
+    if prompt_name not in prompts:
+        raise ValueError(f"prompt_name '{prompt_name}' is not one of this encoder's prompts "
+                         f"({', '.join(sorted(prompts))})")
+    return prompts[prompt_name]
+
+
+def check_truncate_dim(truncate_dim, dim: int) -> None:
+    """``ValueError`` unless ``truncate_dim`` is None or an integer from 1 to ``dim``."""
+    if truncate_dim is None:
+        return
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= dim:
+        raise ValueError(f"truncate_dim must be an integer from 1 to {dim} (the embedding size), "
+                         f"got {truncate_dim!r}")
+
+
+def truncate_embeddings(emb, truncate_dim: int | None, normalize: bool):
+    """Each row's first ``truncate_dim`` values (all when None), L2-renormalised if ``normalize``
+    (sentence-transformers' order: truncate, then normalise). Tensor in, tensor out; numpy in,
+    numpy out. (N, D) -> (N, truncate_dim)."""
+    if truncate_dim is None:
+        return emb
+    short = torch.as_tensor(emb)[..., :truncate_dim]  # (N, d)
+    short = F.normalize(short, dim=-1) if normalize else short.contiguous()
+    return short if torch.is_tensor(emb) else short.numpy()
+
+
 def show_progress(show_progress_bar: bool | None, n: int, batch_size: int) -> bool:
     """sentence-transformers' default: a bar only when there are several batches' worth."""
     return show_progress_bar if show_progress_bar is not None else n > 4 * batch_size
@@ -158,8 +198,8 @@ def encode_output(emb, rationales: list[str], single: bool, convert_to_numpy: bo
 class GraceEncoder:
     """A GRACE policy used as a text encoder. See the module docstring."""
 
-    uses_instructions = False  # encode_query == encode_document (LLM2Vec-Gen's differ)
     writes_rationales = True  # rationale settings apply (with_options rebuilds the encoder)
+    prompt_option = "system_prompt"  # the encode() option a prompt's text sets (st_module uses it)
     # The subclasses with a saved format of their own, in the order from_pretrained asks them
     # (``claims``). The table is written in grace/encoders/__init__.py, which imports every class
     # and which Python runs before any grace.encoders module: this module cannot import its
@@ -172,10 +212,12 @@ class GraceEncoder:
         return False
 
     def __init__(self, model, tokenizer, options: EncodeOptions | None = None,
-                 cache: RationaleCache | str | Path | bool | None = True, name: str | None = None):
+                 cache: RationaleCache | str | Path | bool | None = True, name: str | None = None,
+                 prompts: dict[str, str] | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.options = options or EncodeOptions()
+        self.custom_prompts = dict(prompts or {})  # beyond (or instead of) the default two
         self.name = name or getattr(model.config, "_name_or_path", "grace-encoder")
         if cache is True:
             cache = cache_dir() / "rationales.sqlite"
@@ -191,7 +233,8 @@ class GraceEncoder:
         """Load a packaged name, a grace checkpoint, a local folder or a hub id.
 
         Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
-        in the folder if present, then from keyword arguments; a training checkpoint's
+        in the folder if present, then from keyword arguments (``prompts``: named system prompts,
+        see ``prompts``); a training checkpoint's
         ``grace_config.yaml`` gives the pooling its rewards were computed with
         (``rollout.pooling``).
 
@@ -211,6 +254,7 @@ class GraceEncoder:
                 if fmt.claims(name_or_path):
                     return fmt.from_pretrained(name_or_path, dtype=dtype, cache=cache,
                                                trust_remote_code=trust_remote_code, **options)
+        prompts = options.pop("prompts", None)
         known = {f.name for f in fields(EncodeOptions)}
         check_options(options, known)  # before the (slow) load
         try:
@@ -223,7 +267,8 @@ class GraceEncoder:
         if config_file.is_file():
             saved.update(json.loads(config_file.read_text()))
         opts = EncodeOptions(**{**{k: v for k, v in saved.items() if k in known}, **options})
-        return cls(model, tokenizer, opts, cache=cache, name=name_or_path)
+        prompts = {**saved.get("prompts", {}), **(prompts or {})}
+        return cls(model, tokenizer, opts, cache=cache, name=name_or_path, prompts=prompts)
 
     def with_options(self, cache=True, **options) -> "GraceEncoder":
         """The same weights with other encoding options (``cache``: True keeps this encoder's
@@ -232,14 +277,17 @@ class GraceEncoder:
         if not self.writes_rationales:
             return self
         return GraceEncoder(self.model, self.tokenizer, replace(self.options, **options),
-                            cache=self.cache if cache is True else cache, name=self.name)
+                            cache=self.cache if cache is True else cache, name=self.name,
+                            prompts=self.custom_prompts)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Weights (safetensors), tokenizer and the encoding options as ``grace_encoder.json``."""
         path = Path(path)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
-        (path / ENCODER_CONFIG).write_text(json.dumps(asdict(self.options), indent=2))
+        saved = {**asdict(self.options), **({"prompts": self.custom_prompts} if self.custom_prompts else {})}
+        (path / ENCODER_CONFIG).write_text(json.dumps(saved, indent=2))
+        write_st_files(path)  # SentenceTransformer(path) loads it too (grace.encoders.st_module)
 
     # -- encoding ---------------------------------------------------------------------------
     @property
@@ -255,21 +303,45 @@ class GraceEncoder:
     def get_sentence_embedding_dimension(self) -> int:  # sentence-transformers name
         return self.embedding_dim
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named prompts, as sentence-transformers' ``prompts``; for GRACE each is a system
+        prompt. "query" and "document" are the ``system_prompt`` of the encoding options unless
+        ``prompts=`` (``__init__``, ``from_pretrained``, saved in ``grace_encoder.json``) names
+        them otherwise: GRACE uses one prompt for every input (arXiv 2510.04506)."""
+        default = self.options.system_prompt
+        return {"query": default, "document": default, **self.custom_prompts}
+
+    @property
+    def uses_instructions(self) -> bool:
+        """Whether queries and documents are encoded differently (the mteb adapter then calls
+        ``encode_query`` and ``encode_document``)."""
+        prompts = self.prompts
+        return prompts.get("query") != prompts.get("document")
+
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
                convert_to_tensor: bool = False, return_rationales: bool = False,
-               return_rationale_ids: bool = False, **options):
+               return_rationale_ids: bool = False, prompt_name: str | None = None,
+               truncate_dim: int | None = None, **options):
         """Embed ``sentences``: (N, D) numpy array (or tensor), 1-D for a single string.
 
         ``options`` override the encoder's ``EncodeOptions`` for this call (e.g.
-        ``rationale="none"``). Embeddings are L2-normalised; ``normalize_embeddings`` is kept for
-        the sentence-transformers contract (the pooled vectors are always unit length).
+        ``rationale="none"``). Embeddings are L2-normalised unless ``normalize_embeddings`` is
+        False: then the raw pooled vectors (grace.encoders.encode). ``prompt_name``: the system
+        prompt ``prompts[prompt_name]`` (not with ``system_prompt``). ``truncate_dim``: each
+        vector's first N values, renormalised when ``normalize_embeddings``.
         ``return_rationales`` adds the rationales' texts, ``return_rationale_ids`` (after them)
         their token ids up to and including the end token (the quality figures'
         input, grace.rollout.quality.records_quality).
         """
         single = isinstance(sentences, str)
         texts = validate_texts([sentences] if single else sentences)
+        if prompt_name is not None:
+            if "system_prompt" in options:
+                raise ValueError("pass prompt_name or system_prompt, not both")
+            options["system_prompt"] = named_prompt(self.prompts, prompt_name)
+        check_truncate_dim(truncate_dim, self.embedding_dim)
         opts = EncodeOptions(**{**asdict(self.options), **options,
                                 "batch_size": resolve_batch_size(
                                     batch_size, options.get("batch_size", self.options.batch_size))})
@@ -278,18 +350,26 @@ class GraceEncoder:
         emb, rationales, ids = embed_texts(
             self.model, self.tokenizer, texts, opts, show_progress=show, cache=use_cache,
             fingerprint=self.fingerprint if use_cache is not None else None, return_ids=True,
+            normalize=normalize_embeddings,
         )
-        del normalize_embeddings  # always unit length (see docstring)
+        emb = truncate_embeddings(emb, truncate_dim, normalize_embeddings)
         return encode_output(emb, rationales, single, convert_to_numpy, convert_to_tensor,
                              return_rationales, ids if return_rationale_ids else None)
 
     def encode_query(self, sentences, **kwargs):
-        """GRACE uses one prompt for every input (GRACE paper, arXiv 2510.04506): same as ``encode``."""
-        return self.encode(sentences, **kwargs)
+        """``encode`` with the "query" prompt (GRACE: the one system prompt, unless ``prompts``
+        names another), as sentence-transformers' ``encode_query``."""
+        return self.encode(sentences, **self._named("query", kwargs))
 
     def encode_document(self, sentences, **kwargs):
-        """GRACE uses one prompt for every input (GRACE paper, arXiv 2510.04506): same as ``encode``."""
-        return self.encode(sentences, **kwargs)
+        """``encode`` with the "document" prompt (as ``encode_query``)."""
+        return self.encode(sentences, **self._named("document", kwargs))
+
+    def _named(self, name: str, kwargs: dict) -> dict:
+        """``kwargs`` with ``prompt_name=name`` unless they set a prompt themselves."""
+        if self.prompt_option in kwargs or "prompt_name" in kwargs or name not in self.prompts:
+            return kwargs
+        return {**kwargs, "prompt_name": name}
 
     @staticmethod
     def similarity(a, b) -> torch.Tensor:

@@ -18,6 +18,14 @@ Texts are processed in length-sorted batches and returned in input order. Genera
 Rationales and their embeddings come from the ``RationaleCache`` when one is given and holds
 them; only the missing ones are generated, and every batch's new entries are stored before the
 next batch starts.
+
+Embeddings are L2-normalised unless ``normalize=False``, which returns the raw pooled vectors
+(in ``sampled`` mode the mean of the samples' raw vectors; the normalised embedding stays the
+renormalised mean of their unit vectors). The cache stores raw vectors and normalises on read,
+so one entry serves both. Entries written before raw vectors were stored hold unit vectors
+under the key without ``"embedding": "raw"`` (``EncodeOptions.generation_key(legacy=True)``):
+their rationales are reused (nothing is generated again) and their vectors are recomputed by one
+scoring pass, then stored in the new form.
 """
 
 from __future__ import annotations
@@ -65,50 +73,56 @@ class EncodeOptions:
     def samples(self) -> int:
         return self.num_samples if self.rationale == "sampled" else 1
 
-    def generation_key(self) -> str:
-        """What changes a rationale (the cache key's settings part)."""
+    def generation_key(self, legacy: bool = False) -> str:
+        """The cache key's settings part: what changes a rationale, and what changes the
+        embedding stored with it (the pooling; its form, ``"embedding": "raw"``). ``legacy``:
+        the key of the entries written before raw vectors were stored (module docstring)."""
         keep = ("rationale", "max_new_tokens", "max_prompt_tokens", "system_prompt")
         if self.rationale == "sampled":
             keep += ("temperature", "top_p")
         if self.pooling != "mean":  # the cache holds embeddings too (mean: keys as before)
             keep += ("pooling",)
-        return settings_key(**{k: v for k, v in asdict(self).items() if k in keep})
+        settings = {k: v for k, v in asdict(self).items() if k in keep}
+        return settings_key(**settings) if legacy else settings_key(**settings, embedding="raw")
 
 
 def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
-    """Rationale ids and embeddings of ``samples`` rollouts per prompt, from one engine pass."""
+    """Rationale ids and raw embeddings of ``samples`` rollouts per prompt, from one engine pass."""
     n = opts.samples
     scored = generate_and_score(
         model, tokenizer, prompts, num_samples=n,
         temperature=0.0 if opts.rationale == "greedy" else opts.temperature, top_p=opts.top_p,
         max_new_tokens=opts.max_new_tokens, batch_size=prompts.input_ids.shape[0] * n,
-        with_logprobs=False, pooling=opts.pooling,
+        with_logprobs=False, pooling=opts.pooling, normalize=False,
     )
     return response_token_lists(scored.seqs), scored.embeddings.float().cpu().numpy()
 
 
-def _echo(model, tokenizer, texts: list[str], prompts: PromptBatch, opts: EncodeOptions):
+def _echo(model, tokenizer, texts: list[str], prompts: PromptBatch, opts: EncodeOptions,
+          normalize: bool = True):
     """The ``echo`` mode: each text's own first ``max_new_tokens`` tokens as its rationale."""
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: opts.max_new_tokens] for t in texts]
     seqs = sequences_from_responses(prompts, ids, tokenizer.pad_token_id, end_token_ids(model, tokenizer))
-    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False,
-                          pooling=opts.pooling).embeddings.float().cpu()
+    emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False, pooling=opts.pooling,
+                          normalize=normalize).embeddings.float().cpu()
     rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     return emb, rationales, ids
 
 
-def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint):
-    """(embeddings (B, D), rationale texts, rationale token ids of the first sample)."""
+def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache, fingerprint,
+                 normalize: bool = True):
+    """(embeddings (B, D), rationale texts, rationale token ids of the first sample); the
+    embeddings L2-normalised unless ``normalize`` is False (module docstring)."""
     prompts = build_prompts(tokenizer, texts, opts.system_prompt, opts.max_prompt_tokens)
     if opts.rationale == "none":
-        emb = pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size)
+        emb = pool_prompts(model, tokenizer, prompts, batch_size=opts.batch_size, normalize=normalize)
         return emb, [""] * len(texts), [[] for _ in texts]
     if opts.rationale == "echo":
-        return _echo(model, tokenizer, texts, prompts, opts)
-    n, key = opts.samples, opts.generation_key()
-    # entries[k][i]: (rationale ids, embedding or None) of sample k of text i, None if unknown
-    entries = [cache.get_entries(fingerprint, key, texts, k) if cache is not None else [None] * len(texts)
-               for k in range(n)]
+        return _echo(model, tokenizer, texts, prompts, opts, normalize)
+    n, key, legacy = opts.samples, opts.generation_key(), opts.generation_key(legacy=True)
+    # entries[k][i]: (rationale ids, raw embedding or None) of sample k of text i, None if unknown
+    entries = [cache.get_entries(fingerprint, key, texts, k, fallback=legacy) if cache is not None
+               else [None] * len(texts) for k in range(n)]
     missing = [i for i in range(len(texts)) if any(entries[k][i] is None for k in range(n))]
     if missing:
         ids, emb = _generate(model, tokenizer, prompts.select(missing), opts)
@@ -120,12 +134,12 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
                 cache.put_many(fingerprint, key, [texts[i] for i in missing], [ids[r] for r in rows],
                                k, emb[rows])
     stale = [(k, i) for k in range(n) for i in range(len(texts)) if entries[k][i][1] is None]
-    if stale:  # cached rationales without an embedding (older cache files): one scoring pass
+    if stale:  # cached rationales without a raw embedding (older cache files): one scoring pass
         rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
                                         tokenizer.pad_token_id, end_token_ids(model, tokenizer))
         emb = score_sequences(model, seqs, opts.batch_size, with_logprobs=False,
-                              pooling=opts.pooling).embeddings.cpu().numpy()
+                              pooling=opts.pooling, normalize=False).embeddings.cpu().numpy()
         for (k, i), e in zip(stale, emb):
             entries[k][i] = (entries[k][i][0], e)
         for k in range(n):  # store the embeddings (only a cache can hold stale entries)
@@ -133,8 +147,11 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
             if done:
                 cache.put_many(fingerprint, key, [texts[i] for i in done],
                                [entries[k][i][0] for i in done], k, [entries[k][i][1] for i in done])
-    stacked = torch.from_numpy(np.stack([[entries[k][i][1] for k in range(n)] for i in range(len(texts))]))
-    emb = F.normalize(stacked.mean(dim=1), dim=-1)  # (B, D) the samples averaged
+    stacked = torch.from_numpy(np.stack([[entries[k][i][1] for k in range(n)] for i in range(len(texts))]))  # (B, n, D) raw
+    if normalize:  # (B, D) the samples' unit vectors averaged, renormalised
+        emb = F.normalize(F.normalize(stacked, dim=-1).mean(dim=1), dim=-1)
+    else:  # (B, D) the samples' raw vectors averaged
+        emb = stacked.mean(dim=1)
     ids = [list(entries[0][i][0]) for i in range(len(texts))]  # first sample's rationale tokens
     rationales = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     return emb, rationales, ids
@@ -149,8 +166,10 @@ def embed_texts(
     cache: RationaleCache | None = None,
     fingerprint: str | None = None,
     return_ids: bool = False,
+    normalize: bool = True,
 ):
-    """Embeddings (N, D) float32 (L2-normalised) and the rationale of each text (first sample);
+    """Embeddings (N, D) float32 (L2-normalised unless ``normalize`` is False) and the rationale
+    of each text (first sample);
     with ``return_ids`` also each text's rationale token ids (first sample, up to and including
     the end token: what the quality figures of grace.rollout.quality read).
 
@@ -165,7 +184,8 @@ def embed_texts(
     rationale_ids: list[list[int]] = [[] for _ in texts]
     batches = length_sorted_batches([len(t) for t in texts], opts.batch_size)
     for batch in tqdm(batches, desc=f"encode ({opts.rationale})", disable=not show_progress):
-        emb, rat, ids = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache, fingerprint)
+        emb, rat, ids = encode_batch(model, tokenizer, [texts[i] for i in batch], opts, cache,
+                                     fingerprint, normalize)
         for row, index in enumerate(batch):
             embeddings[index], rationales[index] = emb[row], rat[row]
             rationale_ids[index] = list(ids[row])

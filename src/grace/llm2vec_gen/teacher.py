@@ -29,7 +29,9 @@ TEACHER_RATIONALES = ("none", "greedy")
 class Teacher:
     """A frozen encoder (any ``GraceEncoder.from_pretrained`` result) as a teacher: its
     embeddings as the model gives them (a sentence-transformers model without a Normalize
-    module stays unnormalised; GRACE embeddings are unit length anyway)."""
+    module stays unnormalised; LLM2Vec-Gen's too), a GRACE policy's unit length as its
+    ``encode`` gives by default (the targets GRACE teachers have always given, not the raw
+    means of ``normalize_embeddings=False``)."""
 
     def __init__(self, encoder, device):
         self.encoder = encoder
@@ -38,7 +40,8 @@ class Teacher:
 
     def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         emb = self.encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True,
-                                  show_progress_bar=False, normalize_embeddings=False)  # (N, dim)
+                                  show_progress_bar=False,
+                                  normalize_embeddings=self.encoder.writes_rationales)  # (N, dim)
         return emb.detach().float().cpu()
 
 

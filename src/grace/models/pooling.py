@@ -1,5 +1,8 @@
 """Pooling (GRACE paper, arXiv 2510.04506): masked mean of last-layer hidden states, then L2 normalisation.
 
+``normalize=False`` (every pooling function) skips the normalisation: the raw pooled vector,
+what ``encode(normalize_embeddings=False)`` returns and what the rationale cache stores.
+
 Pure functions. The mask convention used everywhere in grace: 1 (or True) marks a position
 that counts, 0 a position that is ignored (padding, the system prefix, tokens after EOS).
 """
@@ -34,18 +37,19 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
     return (x * m).sum(dim) / m.sum(dim).clamp(min=1e-8)
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Masked mean in float32, L2-normalised: the embedding. (N, T, D), (N, T) -> (N, D)."""
-    return F.normalize(masked_mean(hidden.float(), mask, dim=1), dim=-1)
+    mean = masked_mean(hidden.float(), mask, dim=1)  # (N, D)
+    return F.normalize(mean, dim=-1) if normalize else mean
 
 
 POOLINGS = ("mean", "balanced")  # see pool_sums
 
 
 def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_sum: torch.Tensor,
-              rationale_count: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+              rationale_count: torch.Tensor, pooling: str = "mean", normalize: bool = True) -> torch.Tensor:
     """The embedding from the sums of the pooled prompt and rationale hidden states (float32),
-    L2-normalised. (N, D), (N,), (N, D), (N,) -> (N, D).
+    L2-normalised (unless ``normalize`` is False). (N, D), (N,), (N, D), (N,) -> (N, D).
 
     ``mean`` (the paper): the mean over every pooled token, prompt and rationale alike, so a
     200-token text outweighs a 32-token rationale six to one. ``balanced`` (beyond the paper):
@@ -54,22 +58,25 @@ def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_su
     """
     if pooling == "mean":
         total = prompt_count + rationale_count
-        return F.normalize((prompt_sum + rationale_sum) / total.clamp(min=1)[:, None], dim=-1)
-    if pooling != "balanced":
+        pooled = (prompt_sum + rationale_sum) / total.clamp(min=1)[:, None]  # (N, D)
+    elif pooling == "balanced":
+        text = prompt_sum / prompt_count.clamp(min=1)[:, None]
+        rationale = rationale_sum / rationale_count.clamp(min=1)[:, None]
+        has = (rationale_count > 0).to(text.dtype)[:, None]
+        pooled = text * (1 - 0.5 * has) + rationale * 0.5 * has  # (N, D)
+    else:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    text = prompt_sum / prompt_count.clamp(min=1)[:, None]
-    rationale = rationale_sum / rationale_count.clamp(min=1)[:, None]
-    has = (rationale_count > 0).to(text.dtype)[:, None]
-    return F.normalize(text * (1 - 0.5 * has) + rationale * 0.5 * has, dim=-1)
+    return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
-def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean") -> torch.Tensor:
+def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean",
+               normalize: bool = True) -> torch.Tensor:
     """``pool`` with the positions before ``split`` as the prompt and the rest as the rationale
     (``pool_sums``' pooling). (N, T, D), (N, T) -> (N, D)."""
     if pooling == "mean":
-        return pool(hidden, mask)
+        return pool(hidden, mask, normalize)
     m = mask.to(torch.float32)
     h = hidden.float()
     prompt, rationale = m[:, :split], m[:, split:]
     return pool_sums((h[:, :split] * prompt[..., None]).sum(1), prompt.sum(1),
-                     (h[:, split:] * rationale[..., None]).sum(1), rationale.sum(1), pooling)
+                     (h[:, split:] * rationale[..., None]).sum(1), rationale.sum(1), pooling, normalize)

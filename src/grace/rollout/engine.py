@@ -159,8 +159,9 @@ def _bucketed_suffixes(decoder, prefix_cache, lay: _Layout, buckets, attn, room:
 @torch.no_grad()
 def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
                    max_new_tokens, eos_ids, pad_id, share_prefix, with_logprobs, decode="auto",
-                   pooling="mean"):
-    """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk;
+                   pooling="mean", normalize=True):
+    """Rationale tokens (N, T), their log-probs (N, T) and embeddings (N, D) for one chunk
+    (L2-normalised unless ``normalize`` is False);
     prompt i gets ``counts[i]`` rows (group-major) sampled at ``temperatures[i]``; N = sum of
     counts; T <= max_new_tokens (early exit)."""
     decoder, head = decoder_and_head(model)
@@ -213,10 +214,11 @@ def _rollout_chunk(model, prompts: PromptBatch, *, counts, temperatures, top_p,
             rows, attn, next_pos, hidden, done = rows[index], attn[index], next_pos[index], hidden[index], done[index]
         logits = head_logits(head, hidden)  # (n, V)
     if pooling == "mean":
-        embeddings = F.normalize(pool_sum / pool_count.clamp(min=1)[:, None], dim=-1)  # (N, D)
+        embeddings = pool_sum / pool_count.clamp(min=1)[:, None]  # (N, D)
+        embeddings = F.normalize(embeddings, dim=-1) if normalize else embeddings
     else:  # the rationale's share is what decoding added to the prompt's sums
         embeddings = pool_sums(prompt_sum, prompt_count, pool_sum - prompt_sum,
-                               pool_count - prompt_count, pooling)
+                               pool_count - prompt_count, pooling, normalize)
     return tokens[:, :steps], logprobs[:, :steps], embeddings
 
 
@@ -270,6 +272,7 @@ def generate_and_score(
     with_logprobs: bool = True,
     decode: str = "auto",
     pooling: str = "mean",
+    normalize: bool = True,
 ) -> ScoredSequences:
     """Sample rationales and return them with their embeddings and log-probs at each row's
     sampling temperature (log softmax(logits / T); greedy rows at T = 1), as
@@ -286,7 +289,8 @@ def generate_and_score(
     in benchmarks/speed/bench_rollout.py; it falls back uncompiled where compilation fails)
     or ``hf``. ``pooling``: ``mean`` (the paper: every pooled prompt and rationale token alike)
     or ``balanced`` (prompt mean and rationale mean with equal weight;
-    grace.models.pooling.pool_sums).
+    grace.models.pooling.pool_sums). ``normalize=False``: the embeddings before their L2
+    normalisation.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -313,7 +317,7 @@ def generate_and_score(
             model, part, counts=counts[start:end], temperatures=temps[start:end], top_p=top_p,
             max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=tokenizer.pad_token_id, share_prefix=share_prefix, with_logprobs=with_logprobs,
-            decode=decode, pooling=pooling,
+            decode=decode, pooling=pooling, normalize=normalize,
         )
         tokens.append(tok)
         logprobs.append(lp)
@@ -328,14 +332,15 @@ def generate_and_score(
 
 @torch.no_grad()
 def pool_prompts(model, tokenizer, prompts: PromptBatch, *, batch_size: int = 64,
-                 share_prefix: bool = True) -> torch.Tensor:
+                 share_prefix: bool = True, normalize: bool = True) -> torch.Tensor:
     """Embeddings of the prompts alone (no rationale: the "base" mode), the shared system
-    prefix run once per chunk. -> (N, D) float32, L2-normalised."""
+    prefix run once per chunk. -> (N, D) float32, L2-normalised unless ``normalize`` is False."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, prompts.input_ids.shape[0], batch_size):
         pre = prefill(model, prompts.select(slice(start, start + batch_size)), tokenizer.pad_token_id, share_prefix, room=0)
-        out.append(F.normalize(pre.pool_sum / pre.pool_count.clamp(min=1)[:, None], dim=-1))
+        mean = pre.pool_sum / pre.pool_count.clamp(min=1)[:, None]  # (n, D)
+        out.append(F.normalize(mean, dim=-1) if normalize else mean)
     model.train(was_training)
     return torch.cat(out)

@@ -3,8 +3,10 @@ grace.llm2vec_gen.responses), so that nothing is generated twice.
 
 Entries are keyed by (model fingerprint, generation settings, text) and hold the rationale's
 token ids and, when the generation pass computed it, the embedding (float32) of text +
-rationale: a hit with an embedding costs no model call at all, and re-encoding gives the very
-same vector; a hit without one (older entries) rebuilds the sequence and runs the scoring pass.
+rationale (grace.encoders.encode stores the raw pooled vector): a hit with an embedding costs no
+model call at all, and re-encoding gives the very same vector; a hit without one (older
+entries, or an entry found under ``get_entries``' ``fallback`` settings) rebuilds the sequence
+and runs the scoring pass.
 Stored in one SQLite file (standard library, safe for several processes; every write is
 committed at once, so a killed run keeps what it generated). Each thread that uses the cache gets
 its own connection (SQLite connections belong to the thread that opened them), so one cache can
@@ -98,15 +100,24 @@ class RationaleCache:
         raw = "\x1f".join([fingerprint, settings, str(sample), text])
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def get_entries(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0):
-        """Per text: ``(token ids, embedding or None)``, or None when not cached."""
+    def get_entries(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0,
+                    fallback: str | None = None):
+        """Per text: ``(token ids, embedding or None)``, or None when not cached. ``fallback``:
+        the settings under which older entries of the same rationales were stored in another
+        form; where ``settings`` has no entry, the ids of that one are returned with embedding
+        None (the caller recomputes the embedding). Each text counts once, as a hit or a miss."""
         found = []
         for text in texts:
-            with self._guard():
-                row = self._db.execute(
-                    "SELECT ids, embedding FROM rationales WHERE key = ?",
-                    (self._key(fingerprint, settings, text, sample),),
-                ).fetchone()
+            row = None
+            for key in (settings, fallback) if fallback is not None else (settings,):
+                with self._guard():
+                    row = self._db.execute(
+                        "SELECT ids, embedding FROM rationales WHERE key = ?",
+                        (self._key(fingerprint, key, text, sample),),
+                    ).fetchone()
+                if row is not None:
+                    row = row if key == settings else (row[0], None)
+                    break
             if row is None:
                 found.append(None)
                 continue

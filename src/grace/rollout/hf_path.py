@@ -145,9 +145,10 @@ def forward_hidden(model, seqs: Sequences) -> torch.Tensor:
 @torch.no_grad()
 def score_sequences(
     model, seqs: Sequences, micro_batch_size: int = 16, with_logprobs: bool = True,
-    temperature: float = 1.0, pooling: str = "mean",
+    temperature: float = 1.0, pooling: str = "mean", normalize: bool = True,
 ) -> ScoredSequences:
-    """One no-grad pass: pooled embeddings (``pooling``: grace.models.pooling.pool_sums) and
+    """One no-grad pass: pooled embeddings (``pooling``: grace.models.pooling.pool_sums;
+    L2-normalised unless ``normalize`` is False) and
     (optionally) rationale log-probs at ``temperature`` (log softmax(logits / temperature), the
     distribution the rollouts were sampled from, as verl computes them)."""
     _, head = decoder_and_head(model)
@@ -157,7 +158,7 @@ def score_sequences(
     for start in range(0, len(seqs), micro_batch_size):
         part = seqs.select(slice(start, start + micro_batch_size))
         hidden = forward_hidden(model, part)  # (n, P+R, D)
-        embeddings.append(pool_split(hidden, part.pool_mask, part.prompt_len, pooling))  # (n, D)
+        embeddings.append(pool_split(hidden, part.pool_mask, part.prompt_len, pooling, normalize))  # (n, D)
         if with_logprobs:
             logits = head(hidden[:, part.prompt_len - 1 : -1])  # (n, R, V) predicts the rationale
             lp = token_logprobs(logits / temperature, part.response_ids) * part.response_mask  # (n, R)

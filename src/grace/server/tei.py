@@ -21,8 +21,8 @@ cannot take: Tokenizer); the pending-text budget full -> 429 Overloaded; a failu
 call -> 424 Backend.
 
 Where grace differs from TEI, by its model: ``normalize`` false returns the vectors as the encoder
-gives them, and GRACE's pooling returns unit vectors itself (LLM2Vec-Gen and
-sentence-transformers encoders give unnormalised ones); ``dimensions`` keeps the first N values
+gives them unnormalised (GRACE: the raw mean of its pooled hidden states; LLM2Vec-Gen and
+sentence-transformers encoders: as their model leaves them); ``dimensions`` keeps the first N values
 (renormalised if ``normalize``), though GRACE is not Matryoshka-trained; ``prompt_name`` may be
 ``query`` or ``document`` (sentence-transformers' names), which GRACE encodes alike (one prompt
 for every input), while an encoder with instructions (LLM2Vec-Gen) is served with its query

@@ -50,6 +50,7 @@ import yaml
 from safetensors.torch import load_file
 
 from grace.errors import GraceInputError
+from grace.models.st_files import write_st_files
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -205,6 +206,7 @@ def save_checkpoint(accelerator, model, tokenizer, config, state: dict, output_d
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         config.save(tmp / RECORD)
+        write_st_files(tmp)  # SentenceTransformer(checkpoint) loads it too (grace.models.st_files)
     progress.state = dict(state)
     accelerator.save_state(str(tmp))  # optimizer, scheduler, RNG of every process, progress
     accelerator.wait_for_everyone()
