@@ -6,6 +6,7 @@
     grace decode --model OUT "some text"          (LLM2Vec-Gen: the text an embedding holds)
     grace explain "text A" "text B" [--model M]   (why two texts are close, token by token)
     grace serve --model M --port 8000             (HTTP embeddings API and web explorer)
+    grace push OUT user/repo [--results R.json]   (upload a checkpoint and its model card)
     grace --version                               (also: python -m grace ...)
 
 --model takes a training output folder too: its newest good checkpoint (named on stderr).
@@ -163,6 +164,23 @@ def _serve_parser(sub) -> None:
                    "(default: ServerConfig.max_pending_texts)")
 
 
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a checkpoint or saved model to the Hugging Face Hub",
+                       description="Upload a model folder with its model card (grace.encoders.hub): "
+                       "weights, tokenizer, configs; never the optimizer or trainer state. The "
+                       "token is HF_TOKEN's or the one `hf auth login` stored.")
+    p.add_argument("folder", metavar="OUT",
+                   help="checkpoint, saved model folder, or training output folder (its newest "
+                        "good checkpoint)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="hub repo, e.g. user/grace-smollm2 (created "
+                   "if missing)")
+    p.add_argument("--results", default=None,
+                   help="grace eval --output JSON for the card's model-index (default: "
+                        "OUT's eval_results.json if it scores OUT)")
+    p.add_argument("--private", action="store_true", default=None, help="create the repo private")
+    p.add_argument("--message", default=None, help="commit message")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grace", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"grace {__version__}")
@@ -173,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_parser(sub)
     _explain_parser(sub)
     _serve_parser(sub)
+    _push_parser(sub)
     return parser
 
 
@@ -234,6 +253,16 @@ def _run(argv: list[str]) -> int:
         serve(ServerConfig(model=args.model, host=args.host, port=args.port,
                            rationale=args.rationale, max_new_tokens=args.max_new_tokens,
                            dtype=args.dtype, cache=args.cache, **limits))
+        return 0
+    if args.command == "push":
+        from grace.encoders.base import training_output_checkpoint
+        from grace.encoders.hub import push_folder
+
+        report = push_folder(training_output_checkpoint(args.folder), args.repo_id,
+                             private=args.private, eval_results=args.results,
+                             commit_message=args.message)
+        print(f"pushed {len(report.uploaded)} files to {report.url}; left out: "
+              f"{', '.join(report.left_out) or 'nothing'}")
         return 0
     return 2
 

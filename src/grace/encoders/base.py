@@ -47,6 +47,7 @@ from grace.models.fingerprint import model_fingerprint
 from grace.models.st_files import write_st_files
 from grace.rollout.generation_cache import RationaleCache
 from grace.training.checkpoint import STATE_FILE, checkpoint_problem, checkpoints
+from grace.training.model_card import write_model_card
 
 ENCODER_CONFIG = "grace_encoder.json"
 RUN_RECORDS = ("grace_config.yaml", "metrics.jsonl")  # what a training output folder holds
@@ -280,14 +281,27 @@ class GraceEncoder:
                             cache=self.cache if cache is True else cache, name=self.name,
                             prompts=self.custom_prompts)
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Weights (safetensors), tokenizer and the encoding options as ``grace_encoder.json``."""
+    def save_pretrained(self, path: str | Path, eval_results=None) -> None:
+        """Weights (safetensors), tokenizer, the encoding options as ``grace_encoder.json`` and a
+        model card as ``README.md`` (``grace.training.model_card``: never over a README.md of the
+        user's). ``eval_results``: a ``grace eval --output`` JSON file or dict for the card's
+        model-index."""
         path = Path(path)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         saved = {**asdict(self.options), **({"prompts": self.custom_prompts} if self.custom_prompts else {})}
         (path / ENCODER_CONFIG).write_text(json.dumps(saved, indent=2))
         write_st_files(path)  # SentenceTransformer(path) loads it too (grace.encoders.st_module)
+        write_model_card(path, source=str(self.name), eval_results=eval_results)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    eval_results=None, commit_message: str | None = None):
+        """Save to a temporary folder and upload it to the hub repo ``repo_id`` (created if
+        missing): ``grace.encoders.hub.push_encoder``. Returns its ``PushReport``."""
+        from grace.encoders.hub import push_encoder
+
+        return push_encoder(self, repo_id, private=private, token=token,
+                            eval_results=eval_results, commit_message=commit_message)
 
     # -- encoding ---------------------------------------------------------------------------
     @property

@@ -10,7 +10,8 @@
   (``TrainingProgress``, registered for checkpointing). The model itself is written by us
   (above) and loaded before ``prepare``, so a save-state hook leaves accelerate's copy of the
   plain model out;
-- ``trainer_state.json`` (step, data position) and ``grace_config.yaml`` (the whole config).
+- ``trainer_state.json`` (step, data position), ``grace_config.yaml`` (the whole config) and
+  ``README.md``, the model card (``grace.training.model_card``), written before the manifest.
 
 Checkpoints written before grace used ``save_state`` (``optimizer.pt``, ``scheduler.pt``,
 ``rng_state_RANK.pt``) still resume, through the loader they were written for.
@@ -51,6 +52,7 @@ from safetensors.torch import load_file
 
 from grace.errors import GraceInputError
 from grace.models.st_files import write_st_files
+from grace.training.model_card import write_model_card
 
 PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
@@ -212,6 +214,7 @@ def save_checkpoint(accelerator, model, tokenizer, config, state: dict, output_d
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        write_model_card(tmp, config=config.to_dict(), samples=Path(output_dir) / "samples.jsonl")
         write_manifest(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
