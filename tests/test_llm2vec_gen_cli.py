@@ -20,6 +20,7 @@ ALLOWED = {  # the trainable parts + backbone reference, training state, tokeniz
     "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
     "checkpoint_manifest.json",  # every file's size and SHA-256, verified on resume
     "modules.json", "config_sentence_transformers.json",  # sentence-transformers' view (st_files)
+    "README.md",  # the model card (training.model_card)
 }
 
 
