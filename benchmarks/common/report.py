@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -119,3 +120,12 @@ def resolve_presets(args: argparse.Namespace, quick: dict, full: dict) -> argpar
     if args.write is None:
         args.write = not args.quick
     return args
+
+
+def write_json(path: Path, value) -> None:
+    """``value`` as indented JSON at ``path``, through a temporary file renamed into place, so a
+    killed run never leaves half a file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)

@@ -96,13 +96,6 @@ def _log(msg: str) -> None:
     print(f"[budget {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)  # a killed run never leaves half a file under the final name
-
-
 def run_key(name: str, seed: int, minutes: float, steps: int | None = None) -> str:
     return f"{name}-s{seed}-{steps}steps" if steps else f"{name}-s{seed}-{minutes:g}m"
 
@@ -152,7 +145,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
         _log(f"training {key}")
         train(cfg)
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        _write_json(record, {"run": key, "name": name, "seed": seed,
+        report.write_json(record, {"run": key, "name": name, "seed": seed,
                              "minutes": None if steps else minutes, "step_budget": steps,
                              "config": config_name, "overrides": overrides, "data": data,
                              "cpu": report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
@@ -187,7 +180,7 @@ def capability(source: str, data_dir: Path, out: Path) -> dict:
         _log(f"capability: {source}")
         model, tokenizer = load_backbone(source, EVAL_DTYPE)
         model.eval()
-        _write_json(out, evaluate_capability(model, tokenizer, data_dir=data_dir, show_progress=False))
+        report.write_json(out, evaluate_capability(model, tokenizer, data_dir=data_dir, show_progress=False))
     return json.loads(out.read_text())
 
 

@@ -26,6 +26,8 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks.common import report
+
 HERE = Path(__file__).resolve().parent
 REPORT = HERE / "results-llm2vec-gen.md"
 DATA = HERE / "results-data" / "llm2vec-gen"  # committed stage outputs (small JSON files)
@@ -89,13 +91,6 @@ def _log(msg: str) -> None:
     print(f"[llm2vec-gen {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)  # a killed run never leaves half a file under the final name
-
-
 def _config(overrides: dict, out: Path, data_dir: Path):
     from grace.config.schema import load_config
 
@@ -109,7 +104,7 @@ def _diagnose(out: Path, config, checkpoint, data_dir: Path, **kwargs) -> dict:
 
         figures = diagnose_run(config, checkpoint, n=HELD_OUT["n"], skip=HELD_OUT["skip"],
                                sts_file=data_dir / "sts/stsb-dev.jsonl", **kwargs)
-        _write_json(out, figures)
+        report.write_json(out, figures)
     return json.loads(out.read_text())
 
 
@@ -148,7 +143,7 @@ def record_run(out: Path, record: Path, about: dict) -> None:
         seconds = json.loads((out / "train_seconds.json").read_text())["seconds"]
     except (OSError, ValueError, KeyError):
         seconds = None
-    _write_json(record, {**about, "seconds": seconds, "metrics": rows})
+    report.write_json(record, {**about, "seconds": seconds, "metrics": rows})
 
 
 def gradient_shares(work: Path, data_dir: Path) -> dict:
@@ -171,7 +166,7 @@ def gradient_shares(work: Path, data_dir: Path) -> dict:
             trainer.close()
         shares[f"{weight:g}"] = {"align": metrics["grad/align_soft_tokens"],
                                  "recon": metrics["grad/recon_soft_tokens"]}
-    _write_json(out, shares)
+    report.write_json(out, shares)
     return shares
 
 

@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.common import paths  # noqa: E402
+from benchmarks.common import paths, report  # noqa: E402
 from benchmarks.quality import llm2vec_gen_results, results_table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results.md, its plots, results-data/
@@ -126,13 +126,6 @@ def train_model(work: Path, data_dir: Path, name: str, seed: int) -> Path:
     return checkpoint
 
 
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)  # a killed run never leaves half a file under the final name
-
-
 def current(run: dict) -> bool:
     """Whether an eval output was made with today's settings: the lite suite's tasks and
     limits, the rationale length and the evaluation dtype (else it is redone, not mixed in)."""
@@ -171,7 +164,7 @@ def evaluate_capability(label: str, source: str, out: Path, data_dir: Path) -> d
         model.eval()
         arc = arc_easy_accuracy(model, tokenizer, data_dir / "capability/arc-easy-test.jsonl",
                                 max_questions=ARC_QUESTIONS, seed=0)
-        _write_json(out, {"arc_easy": arc, "perplexity": perplexity(model, tokenizer, load_heldout_texts())})
+        report.write_json(out, {"arc_easy": arc, "perplexity": perplexity(model, tokenizer, load_heldout_texts())})
     return json.loads(out.read_text())
 
 
