@@ -214,3 +214,4 @@ def test_version_and_python_dash_m(tmp_path):
         assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
     result = grace(tmp_path, "eval", "--model", "x", "--output", ".", module="grace")
     assert result.returncode == 2 and "is a folder" in result.stderr  # main's exit code passes through
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
