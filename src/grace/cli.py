@@ -143,11 +143,13 @@ def _serve_parser(sub) -> None:
                        description="Serve /v1/embeddings, /v1/explain, /health, the explorer "
                        "page at /, TEI's /embed, /tokenize and /info, and /metrics (grace.server).")
     p.add_argument("--model", required=True, help="what GraceEncoder.from_pretrained loads")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--rationale", default="greedy", help="none | greedy")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16")
+    # default=None: the defaults live once, in grace.server.ServerConfig
+    p.add_argument("--host", default=None, help="default: ServerConfig.host (127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="default: ServerConfig.port (8000)")
+    p.add_argument("--rationale", default=None, help="none | greedy (default: ServerConfig.rationale)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help="rationale length cap (default: ServerConfig.max_new_tokens)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: ServerConfig.dtype)")
     p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
     p.add_argument("--max-texts", dest="max_texts", type=int, default=None,
                    help="texts per request (default: ServerConfig.max_texts)")
@@ -246,13 +248,12 @@ def _run(argv: list[str]) -> int:
     if args.command == "serve":
         from grace.server import ServerConfig, serve
 
-        limits = {k: getattr(args, k) for k in ("max_texts", "max_chars", "max_batch",
-                                                "max_batch_tokens", "max_input_tokens",
-                                                "max_pending_texts")
-                  if getattr(args, k) is not None}
-        serve(ServerConfig(model=args.model, host=args.host, port=args.port,
-                           rationale=args.rationale, max_new_tokens=args.max_new_tokens,
-                           dtype=args.dtype, cache=args.cache, **limits))
+        given = {k: getattr(args, k) for k in ("host", "port", "rationale", "max_new_tokens", "dtype",
+                                               "max_texts", "max_chars", "max_batch",
+                                               "max_batch_tokens", "max_input_tokens",
+                                               "max_pending_texts")
+                 if getattr(args, k) is not None}
+        serve(ServerConfig(model=args.model, cache=args.cache, **given))
         return 0
     if args.command == "push":
         from grace.encoders.base import training_output_checkpoint
