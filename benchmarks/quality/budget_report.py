@@ -143,7 +143,7 @@ def plot(runs: dict, path: Path) -> bool:
 
     if not runs:
         return False
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7))
     axes = axes.ravel()
     for i, (key, run) in enumerate(runs.items()):
         rows = run["train"]["metrics"]
@@ -155,14 +155,21 @@ def plot(runs: dict, path: Path) -> bool:
                 ax.set_title(f"{title} per step")
                 ax.set_xlabel("step")
         minutes = {r["step"]: r.get("time/train_min") for r in rows}
-        points = [(minutes.get(s), c["overall_by_type"]) for s, c in run["curve"].items()
-                  if minutes.get(s) is not None and c.get("overall_by_type") is not None]
-        if points:
-            axes[5].plot([m for m, _ in points], [100 * v for _, v in points], "o-", color=colour,
-                         label=key)
+        scored = sorted((int(s), 100 * c["overall_by_type"]) for s, c in run["curve"].items()
+                        if c.get("overall_by_type") is not None)
+        if scored:
+            axes[5].plot([s for s, _ in scored], [v for _, v in scored], "o-", color=colour, label=key)
+        # minutes only of time-budget runs: a step-budget run shared the CPU with other work
+        timed = [(minutes[s], v) for s, v in scored if minutes.get(s) is not None]
+        if timed and not run["train"].get("step_budget"):
+            axes[6].plot([m for m, _ in timed], [v for _, v in timed], "o-", color=colour, label=key)
     axes[5].set_title("dev-mini overall (types) x 100 per checkpoint")
-    axes[5].set_xlabel("training minutes")
+    axes[5].set_xlabel("step")
     axes[5].legend(fontsize=6)
+    axes[6].set_title("dev-mini x 100, time-budget runs")
+    axes[6].set_xlabel("training minutes")
+    axes[6].legend(fontsize=6)
+    axes[7].axis("off")
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
