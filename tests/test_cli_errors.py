@@ -4,15 +4,14 @@ process per run) unless the case needs a stand-in for the slow part."""
 
 import importlib.metadata
 import json
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from cli_run import cli_env, run_cli
 from sample_data import TEXTS
 
 from grace.errors import GraceInputError
@@ -20,17 +19,6 @@ from grace.training.checkpoint import checkpoint_problem, checkpoints
 
 SMALL = ["--model", "tiny-random", "--mode", "unsupervised", "--batch-size", "2",
          "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "4"]
-
-
-def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                MTEB_CACHE=os.path.join(tempfile.gettempdir(), "grace-tests-mteb-cache"))
-
-
-def grace(cwd: Path, *args: str, module: str = "grace.cli") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=600)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -54,7 +42,7 @@ def texts(tmp_path: Path) -> Path:
 def test_eval_output_that_is_a_folder_stops_before_any_work(tmp_path):
     (tmp_path / "RESULTS").mkdir()
     # an unknown model: had the model been loaded first, the error would name it instead
-    line = one_line_error(grace(tmp_path, "eval", "--model", "no-such-model-xyz", "--output", "RESULTS"))
+    line = one_line_error(run_cli(tmp_path, "eval", "--model", "no-such-model-xyz", "--output", "RESULTS"))
     assert "output RESULTS is a folder" in line and "RESULTS/results.json" in line
 
 
@@ -67,7 +55,7 @@ def test_eval_output_that_cannot_be_written_stops_before_any_work(tmp_path, wher
     if where.startswith("/proc") and not Path("/proc").is_dir():
         pytest.skip("no /proc here")
     (tmp_path / "A_FILE").write_text("not a folder\n")
-    line = one_line_error(grace(tmp_path, "eval", "--model", "no-such-model-xyz", "--output", where))
+    line = one_line_error(run_cli(tmp_path, "eval", "--model", "no-such-model-xyz", "--output", where))
     assert expected in line
 
 
@@ -128,7 +116,7 @@ def test_eval_capability_figures_are_in_the_printed_table(tmp_path):
         json.dumps({"question": q, "choices": c, "answer": 0}) + "\n" for q, c in (
             ("Which gas do plants take in?", ["carbon dioxide", "helium", "neon"]),
             ("What does a thermometer measure?", ["temperature", "weight"]))))
-    result = grace(tmp_path, "eval", "--model", "tiny-random", "--rationale", "none", "--no-cache",
+    result = run_cli(tmp_path, "eval", "--model", "tiny-random", "--rationale", "none", "--no-cache",
                    "--capability", "--data-dir", "data", "--output", "R.json")
     assert result.returncode == 0, result.stderr[-3000:]
     capability = json.loads((tmp_path / "R.json").read_text())["capability"]
@@ -150,7 +138,7 @@ def test_eval_capability_figures_are_in_the_printed_table(tmp_path):
 ], ids=["a-file", "inside-a-file"])
 def test_train_output_dir_that_is_a_file_stops_before_the_model_loads(tmp_path, texts, where, expected):
     (tmp_path / "A_FILE").write_text("not a folder\n")
-    line = one_line_error(grace(tmp_path, "train", *SMALL, "--data", texts.name, "--max-steps", "1",
+    line = one_line_error(run_cli(tmp_path, "train", *SMALL, "--data", texts.name, "--max-steps", "1",
                                 "--output-dir", where, "--model", "no-such-model-xyz"))
     assert expected in line
 
@@ -177,7 +165,7 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path, texts):
     args = [*SMALL, "--data", texts.name, "--max-steps", "10000", "--save_every", "1",
             "--output-dir", "OUT"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "grace.cli", "train", *args], cwd=tmp_path, env=_env(),
+        [sys.executable, "-m", "grace.cli", "train", *args], cwd=tmp_path, env=cli_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # a shell without job control starts background jobs with SIGINT ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -200,7 +188,7 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130(tmp_path, texts):
 # --------------------------------------------------------------------------- grace explain
 
 def test_explain_unknown_rationale_is_one_line_before_the_model_loads(tmp_path):
-    line = one_line_error(grace(tmp_path, "explain", "a", "b", "--model", "tiny-random",
+    line = one_line_error(run_cli(tmp_path, "explain", "a", "b", "--model", "tiny-random",
                                 "--rationale", "bogus"))
     assert "rationale must be one of" in line and "'bogus'" in line
 
@@ -210,8 +198,8 @@ def test_explain_unknown_rationale_is_one_line_before_the_model_loads(tmp_path):
 def test_version_and_python_dash_m(tmp_path):
     expected = f"grace {importlib.metadata.version('grace')}"
     for module in ("grace.cli", "grace"):
-        result = grace(tmp_path, "--version", module=module)
+        result = run_cli(tmp_path, "--version", module=module)
         assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
-    result = grace(tmp_path, "eval", "--model", "x", "--output", ".", module="grace")
+    result = run_cli(tmp_path, "eval", "--model", "x", "--output", ".", module="grace")
     assert result.returncode == 2 and "is a folder" in result.stderr  # main's exit code passes through
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

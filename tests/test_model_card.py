@@ -5,7 +5,6 @@ uploads the model without the trainer state (create_repo / upload_folder replace
 no network) or, without network, stops in one line."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 from huggingface_hub import ModelCard
+from cli_run import cli_env
 from sample_data import TEXTS
 
 from grace import GraceEncoder
@@ -44,11 +44,6 @@ EXPECTED = {("STS", "LocalSTSBenchmark", "cosine_spearman", 0.43),
             ("Retrieval", "LocalSciFact", "recall_at_10", 0.71)}
 
 
-def _env(**extra) -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **extra)
-
-
 def _evals(card) -> set:
     return {(r.task_type, r.dataset_type, r.metric_type, r.metric_value) for r in card.data.eval_results}
 
@@ -70,7 +65,7 @@ def run(tmp_path_factory) -> Path:
         [sys.executable, "-m", "grace.cli", "train", "--model", "tiny-random", "--method", "grace",
          "--mode", "unsupervised", "--data", "texts.txt", "--max-steps", "1", "--output-dir", "OUT",
          "--batch-size", "2", "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "8",
-         "--sample_every", "1"], cwd=folder, env=_env(), capture_output=True, text=True, timeout=600)
+         "--sample_every", "1"], cwd=folder, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / "OUT"
 
@@ -243,7 +238,7 @@ def test_encoder_push_to_hub_uploads_a_saved_copy(encoder, recorded):
                          ids=["offline", "unreachable"])
 def test_grace_push_without_network_is_one_line(run, env):
     result = subprocess.run([sys.executable, "-m", "grace.cli", "push", str(run / "checkpoint-1"),
-                             "me/tiny-grace"], env={**_env(), **env}, capture_output=True,
+                             "me/tiny-grace"], env={**cli_env(), **env}, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

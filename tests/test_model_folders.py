@@ -5,28 +5,14 @@ a line naming the bad file, and a folder with no good checkpoint is one error na
 and what it holds."""
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 from sample_data import TEXTS
 
 from grace.encoders.base import GraceEncoder
 from grace.errors import GraceInputError
-
-
-def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                MTEB_CACHE=os.path.join(tempfile.gettempdir(), "grace-tests-mteb-cache"))
-
-
-def grace(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grace.cli", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +20,7 @@ def run(tmp_path_factory) -> Path:
     """A GRACE training output folder with checkpoint-1, -2 and -3 (tiny model)."""
     root = tmp_path_factory.mktemp("run")
     (root / "texts.txt").write_text("".join(text + "\n" for text in TEXTS))
-    result = grace(root, "train", "--model", "tiny-random", "--mode", "unsupervised", "--data",
+    result = run_cli(root, "train", "--model", "tiny-random", "--mode", "unsupervised", "--data",
                    "texts.txt", "--max-steps", "3", "--save_every", "1", "--batch-size", "2",
                    "--rollout.num_rollouts", "2", "--rollout.max_new_tokens", "4",
                    "--output-dir", "OUT")
@@ -45,7 +31,7 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_eval_takes_a_training_output_folder(run, tmp_path):
-    result = grace(run, "eval", "--model", "OUT", "--rationale", "none", "--no-cache",
+    result = run_cli(run, "eval", "--model", "OUT", "--rationale", "none", "--no-cache",
                    "--output", str(tmp_path / "R.json"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "grace: using OUT/checkpoint-3 (newest of 3)" in result.stderr
@@ -64,7 +50,7 @@ def test_explain_skips_a_bad_newest_checkpoint_naming_it(run, tmp_path):
     weights = out / "checkpoint-3" / "model.safetensors"
     weights.unlink()
     weights.write_bytes((run / "OUT" / "checkpoint-3" / "model.safetensors").read_bytes()[:1000])
-    result = grace(tmp_path, "explain", "a cat", "a dog", "--model", "OUT", "--rationale", "none",
+    result = run_cli(tmp_path, "explain", "a cat", "a dog", "--model", "OUT", "--rationale", "none",
                    "--no-cache", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "grace: OUT/checkpoint-3/model.safetensors: 1000 bytes" in result.stderr
@@ -85,7 +71,7 @@ def test_a_folder_without_a_good_checkpoint_is_one_error_naming_what_it_holds(ru
     with pytest.raises(GraceInputError, match=r"no usable checkpoint \(.*checkpoint-4/trainer_state"
                        r".json: missing.*\); it holds checkpoint-4, grace_config.yaml, metrics.jsonl"):
         GraceEncoder.from_pretrained(str(out))
-    result = grace(tmp_path, "explain", "a", "b", "--model", "OUT")
+    result = run_cli(tmp_path, "explain", "a", "b", "--model", "OUT")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "no usable checkpoint" in result.stderr
 
@@ -105,7 +91,7 @@ def test_anything_else_is_left_as_given(run, tmp_path):
 def test_decode_goes_through_the_same_resolution(run):
     """`grace decode` (LLM2VecGenEncoder's loader) on a GRACE run: the newest checkpoint is
     found, and then refused as not LLM2Vec-Gen, in one line."""
-    result = grace(run, "decode", "--model", "OUT", "a text")
+    result = run_cli(run, "decode", "--model", "OUT", "a text")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "grace: using OUT/checkpoint-3 (newest of 3)" in result.stderr
     assert "'OUT/checkpoint-3' is not an LLM2Vec-Gen checkpoint" in result.stderr
