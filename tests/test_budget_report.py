@@ -49,13 +49,40 @@ def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_p
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1] == "sup-nli: optim.learning_rate=3e-05, reward.variant=reference"
     assert cells[2:6] == ["0", "2.0", "8", "40.00 -> 45.00"]
-    assert cells[6:] == ["50.00", "-", "0.25 / 30.0"]
+    assert cells[6:] == ["45.00 (8)", "50.00", "-", "0.25 / 30.0"]
     assert "| echo | 52.00 | 55.00 | - | 1.00 / 30.0 |" in text
     assert f"| {key} | 40.00 | 60.00 | 50.00 |" in text  # per category on dev
     assert "| base (untrained) | 0.5000 | 300 | 200.00 | +0.0% |" in text
     assert f"| {key} | 8 | A / cat. | A cat sits. |" in text  # table-safe sample rationales
     assert f"| {key} | 0.5000 | 300 | 203.00 | +1.5% |" in text
     assert (tmp_path / "results-budget-curves.png").stat().st_size > 1000
+
+
+def test_the_selected_checkpoint_is_the_best_on_dev_mini_and_the_earliest_of_equals(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_runs, "DATA", tmp_path)
+    assert budget_runs.selected_step("run") is None
+    for step, score in ((25, 0.40), (50, 0.47), (75, 0.47), (100, 0.30)):
+        _write(tmp_path / "run" / f"curve-{step}.json", _result(score))
+    assert budget_runs.selected_step("run") == 50
+    curve = {s: _result(v) for s, v in ((25, 0.40), (50, 0.47), (75, 0.47))}
+    assert budget_report.best_checkpoint(curve) == (50, 0.47)
+
+
+def test_the_curve_stage_keeps_only_the_newest_and_the_best_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_runs, "DATA", tmp_path / "data")
+    scores = {25: 0.40, 50: 0.47, 75: 0.45, 100: 0.30}
+    out = tmp_path / "run"
+    for step in scores:
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+
+    def fake_evaluate(source, suite, how, data_dir, target, cache):
+        _write(target, _result(scores[int(source.rsplit("-", 1)[1])]))
+
+    monkeypatch.setattr(budget_runs, "evaluate", fake_evaluate)
+    budget_runs.curve_stage(out, "key", ("greedy", 32, "mean"), tmp_path, tmp_path / "cache")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-100", "checkpoint-50"]
+    assert sorted(p.name for p in (tmp_path / "data" / "key").iterdir()) == [
+        "curve-100.json", "curve-25.json", "curve-50.json", "curve-75.json"]
 
 
 def test_runs_are_evaluated_with_their_own_rationale_settings():

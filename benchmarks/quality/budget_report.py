@@ -29,7 +29,8 @@ def load_runs(data: Path) -> dict[str, dict]:
         curve = {int(p.stem.split("-")[1]): _json(p) for p in folder.glob("curve-*.json")}
         runs[folder.name] = {"train": train, "curve": dict(sorted(curve.items())),
                              "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
-                             "capability": _json(folder / "capability.json")}
+                             "capability": _json(folder / "capability.json"),
+                             "selected": _json(folder / "selected.json")}
     return runs
 
 
@@ -68,10 +69,18 @@ def _changed(overrides: dict, base: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in keep.items()) or "-"
 
 
+def best_checkpoint(curve: dict) -> tuple[int, float] | None:
+    """(step, dev-mini score) of the best scored checkpoint, the earliest of equal scores: the
+    rule budget_runs.selected_step applies (early stopping on dev-mini)."""
+    scored = [(step, c["overall_by_type"]) for step, c in curve.items()
+              if c and c.get("overall_by_type") is not None]
+    return max(scored, key=lambda sv: (sv[1], -sv[0])) if scored else None
+
+
 def run_lines(runs: dict, common: dict) -> list[str]:
     lines = ["| run | settings beyond the common ones | seed | minutes | steps | dev-mini first -> last "
-             "checkpoint | dev (types) | lite (types) | copy rate / tokens (dev) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "checkpoint | best on dev-mini (step) | dev (types) | lite (types) | copy rate / tokens (dev) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, run in runs.items():
         t = run["train"]
         curve = list(run["curve"].values())
@@ -80,8 +89,10 @@ def run_lines(runs: dict, common: dict) -> list[str]:
         minutes = "-" if t.get("train_minutes") is None else f"{t['train_minutes']:.1f}"
         if t.get("step_budget"):
             minutes += " (step budget, shared CPU)"  # its minutes compare with nothing
+        best = best_checkpoint(run["curve"])
+        best_text = "-" if best is None else f"{pct(best[1])} ({best[0]})"
         lines.append(f"| {key} | {t['config']}: {_changed(t['overrides'], common)} | {t['seed']} | "
-                     f"{minutes} | {t['steps']} | {trend} | {_score(run['dev'])} | "
+                     f"{minutes} | {t['steps']} | {trend} | {best_text} | {_score(run['dev'])} | "
                      f"{_score(run['lite'])} | {_quality(run['dev'])} |")
     return lines
 

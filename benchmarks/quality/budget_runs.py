@@ -15,12 +15,14 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
    its metrics rows and settings;
 2. ``curve-STEP.json``: every checkpoint on ``dev-mini`` (greedy rationales for GRACE, none for
    the contrastive baselines, which were trained on plain mean pooling); scored checkpoints but
-   the last are deleted (each is ~1.6 GB with its optimizer);
-3. ``dev.json``: the last checkpoint on ``dev`` (``--no-dev`` skips it: a search run that
-   ``dev-mini`` already ruled out);
-4. ``lite.json`` with ``--lite``: the final table's suite (never used to choose);
+   the newest and the best so far are deleted (each is ~1.6 GB with its optimizer);
+3. ``selected.json``: the checkpoint the run is judged by, the best on ``dev-mini`` (early
+   stopping on a split we may choose on, the same rule for every method); ``dev.json``: that
+   checkpoint on ``dev`` (``--no-dev`` skips it: a search run that ``dev-mini`` already ruled out);
+4. ``lite.json`` with ``--lite``: the selected checkpoint on the final table's suite (never used
+   to choose);
 5. ``capability.json`` with ``--capability``: ARC-Easy (300 seeded questions,
-   log-likelihood) and held-out perplexity of the last checkpoint (the base model's with
+   log-likelihood) and held-out perplexity of the selected checkpoint (the base model's with
    ``--references``).
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
@@ -53,8 +55,8 @@ FLOAT32 = {"model.mixed_precision": "no", "rollout.dtype": "policy", "max_steps"
 GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
          "rollout.max_new_tokens": RATIONALE_TOKENS, "data.max_prompt_tokens": 128,
          "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
-         "reward.penalize_truncation": False, "save_every": 50, "sample_every": 10}
-BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 40}
+         "reward.penalize_truncation": False, "save_every": 25, "sample_every": 10}
+BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 100}
 # name -> (packaged config, overrides, data file under --data-dir)
 NLI, WIKI = "triplets/nli-triplets.jsonl", "texts/wiki-sentences.txt"
 RUNS = {
@@ -184,36 +186,58 @@ def capability(source: str, data_dir: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def selected_step(key: str) -> int | None:
+    """The checkpoint a run is judged by: the best on dev-mini (early stopping on a split we
+    may choose on; the earliest of equal scores), or None before any is scored."""
+    scored = [(int(p.stem.split("-")[1]), json.loads(p.read_text()).get("overall_by_type"))
+              for p in (DATA / key).glob("curve-*.json")]
+    scored = [(step, v) for step, v in scored if v is not None]
+    return max(scored, key=lambda sv: (sv[1], -sv[0]))[0] if scored else None
+
+
 def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) -> None:
-    """Stage 2: every checkpoint on dev-mini; scored checkpoints but the newest are deleted."""
+    """Stage 2: every checkpoint on dev-mini; once scored, a checkpoint is deleted unless it is
+    the newest (to resume from) or the best on dev-mini so far (the selected one)."""
     from grace.training.checkpoint import checkpoints
 
     found = checkpoints(out)  # newest first
     for checkpoint in reversed(found):
         step = int(checkpoint.name.split("-")[1])
         evaluate(str(checkpoint), "dev-mini", how, data_dir, DATA / key / f"curve-{step}.json", cache)
-        if checkpoint != found[0]:
-            shutil.rmtree(checkpoint)
+        best = selected_step(key)
+        for other in checkpoints(out):
+            other_step = int(other.name.split("-")[1])
+            if other != found[0] and other_step != best and (DATA / key / f"curve-{other_step}.json").is_file():
+                shutil.rmtree(other)
 
 
 def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
             lite: bool, with_capability: bool = False, steps: int | None = None) -> None:
-    from grace.training.checkpoint import latest_checkpoint
-
+    """All stages of one run; dev, lite and capability score the checkpoint chosen on dev-mini
+    (``selected.json`` says which)."""
     key = run_key(name, seed, minutes, steps)
     how = rationale_of(name)
     cache = work / "rationales.sqlite"
     out = train_run(work, data_dir, name, seed, minutes, steps)
     curve_stage(out, key, how, data_dir, cache)
-    last = latest_checkpoint(out)
-    for suite, wanted in (("dev", dev), ("lite", lite)):
-        if wanted and not (DATA / key / f"{suite}.json").is_file():
-            if last is None:
-                raise SystemExit(f"{key}: no checkpoint under {out} to evaluate on {suite} "
-                                 "(the run's folder is gone: delete its train.json to retrain)")
-            evaluate(str(last), suite, how, data_dir, DATA / key / f"{suite}.json", cache)
-    if with_capability and last is not None:
-        capability(str(last), data_dir, DATA / key / "capability.json")
+    best = selected_step(key)
+    chosen = out / f"checkpoint-{best}" if best is not None else None
+    record = DATA / key / "selected.json"
+    if best is not None and not record.is_file():
+        report.write_json(record, {"step": best, "by": "dev-mini overall_by_type",
+                                   "dev_mini": json.loads((DATA / key / f"curve-{best}.json").read_text())
+                                   ["overall_by_type"]})
+    for suite, wanted in (("dev", dev), ("lite", lite), ("capability", with_capability)):
+        target = DATA / key / f"{suite}.json"
+        if not wanted or target.is_file():
+            continue
+        if chosen is None or not chosen.is_dir():
+            raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone, so {suite} cannot be "
+                             "scored (delete the run's train.json and curve files to retrain)")
+        if suite == "capability":
+            capability(str(chosen), data_dir, target)
+        else:
+            evaluate(str(chosen), suite, how, data_dir, target, cache)
 
 
 def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool) -> None:
