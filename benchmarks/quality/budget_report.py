@@ -88,7 +88,7 @@ def run_lines(runs: dict, common: dict) -> list[str]:
                  else _score(curve[0]) if curve else "-")
         minutes = "-" if t.get("train_minutes") is None else f"{t['train_minutes']:.1f}"
         if t.get("step_budget"):
-            minutes += " (step budget, shared CPU)"  # its minutes compare with nothing
+            minutes += " (step budget)"  # may have shared the CPU: its minutes compare with nothing
         best = best_checkpoint(run["curve"])
         best_text = "-" if best is None else f"{pct(best[1])} ({best[0]})"
         lines.append(f"| {key} | {t['config']}: {_changed(t['overrides'], common)} | {t['seed']} | "
