@@ -19,6 +19,12 @@ def _json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def load_curve(folder: Path) -> dict[int, dict]:
+    """step -> dev-mini result of every scored checkpoint of one run folder, by step."""
+    curve = {int(p.stem.split("-")[1]): _json(p) for p in folder.glob("curve-*.json")}
+    return dict(sorted(curve.items()))
+
+
 def load_runs(data: Path) -> dict[str, dict]:
     """run key -> {"train", "curve": {step: result}, "dev", "lite"} for every run folder."""
     runs = {}
@@ -26,11 +32,9 @@ def load_runs(data: Path) -> dict[str, dict]:
         train = _json(folder / "train.json")
         if train is None:
             continue
-        curve = {int(p.stem.split("-")[1]): _json(p) for p in folder.glob("curve-*.json")}
-        runs[folder.name] = {"train": train, "curve": dict(sorted(curve.items())),
+        runs[folder.name] = {"train": train, "curve": load_curve(folder),
                              "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
-                             "capability": _json(folder / "capability.json"),
-                             "selected": _json(folder / "selected.json")}
+                             "capability": _json(folder / "capability.json")}
     return runs
 
 
@@ -71,7 +75,7 @@ def _changed(overrides: dict, base: dict) -> str:
 
 def best_checkpoint(curve: dict) -> tuple[int, float] | None:
     """(step, dev-mini score) of the best scored checkpoint, the earliest of equal scores: the
-    rule budget_runs.selected_step applies (early stopping on dev-mini)."""
+    checkpoint a run is judged by (early stopping on dev-mini; budget_runs.selected_step)."""
     scored = [(step, c["overall_by_type"]) for step, c in curve.items()
               if c and c.get("overall_by_type") is not None]
     return max(scored, key=lambda sv: (sv[1], -sv[0])) if scored else None

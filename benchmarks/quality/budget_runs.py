@@ -45,6 +45,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.common import paths, report  # noqa: E402
+from benchmarks.quality import budget_report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results-budget.md, results-data/
 DATA = HERE / "results-data" / "budget"
@@ -189,12 +190,10 @@ def capability(source: str, data_dir: Path, out: Path) -> dict:
 
 
 def selected_step(key: str) -> int | None:
-    """The checkpoint a run is judged by: the best on dev-mini (early stopping on a split we
-    may choose on; the earliest of equal scores), or None before any is scored."""
-    scored = [(int(p.stem.split("-")[1]), json.loads(p.read_text()).get("overall_by_type"))
-              for p in (DATA / key).glob("curve-*.json")]
-    scored = [(step, v) for step, v in scored if v is not None]
-    return max(scored, key=lambda sv: (sv[1], -sv[0]))[0] if scored else None
+    """The step of the checkpoint a run is judged by: the best on dev-mini (early stopping on a
+    split we may choose on; the earliest of equal scores), or None before any is scored."""
+    best = budget_report.best_checkpoint(budget_report.load_curve(DATA / key))
+    return None if best is None else best[0]
 
 
 def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) -> None:
@@ -226,9 +225,8 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
     chosen = out / f"checkpoint-{best}" if best is not None else None
     record = DATA / key / "selected.json"
     if best is not None and not record.is_file():
-        report.write_json(record, {"step": best, "by": "dev-mini overall_by_type",
-                                   "dev_mini": json.loads((DATA / key / f"curve-{best}.json").read_text())
-                                   ["overall_by_type"]})
+        score = budget_report.best_checkpoint(budget_report.load_curve(DATA / key))[1]
+        report.write_json(record, {"step": best, "by": "dev-mini overall_by_type", "dev_mini": score})
     for suite, wanted in (("dev", dev), ("lite", lite), ("capability", with_capability)):
         target = DATA / key / f"{suite}.json"
         if not wanted or target.is_file():
@@ -278,8 +276,6 @@ def main() -> None:
             for name in args.runs:
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
                         args.capability, args.steps)
-    from benchmarks.quality import budget_report
-
     _log(f"wrote {budget_report.write(DATA, HERE)}")
 
 
