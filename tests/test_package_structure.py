@@ -33,6 +33,7 @@ WITHIN_LAYER = {
     ("server", "grace"): "/info reports the package's __version__",
     ("evaluation", "encoders"): "evaluation scores encoders",
     ("explain", "encoders"): "an explanation reads an encoder's states",
+    ("grpo", "contrastive"): "optim.contrastive_weight adds the baselines' InfoNCE to GRACE's loss",
     ("data", "config"): "a record is read for a training mode (config.methods)",
     ("rollout", "data"): "the roles plan rollouts over the data's triplets",
     ("training", "config"): "the loop runs a TrainConfig",

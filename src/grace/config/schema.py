@@ -18,13 +18,13 @@ LLM2Vec-Gen (``method: llm2vec-gen``, grace.llm2vec_gen) reads ``llm2vec_gen`` a
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from grace.config.checks import Check, at_least, choice, finite, fraction, non_negative, positive, rule
 from grace.config.methods import METHODS, MODES, VARIANTS, lr_schedulers
 from grace.errors import GraceInputError
 from grace.models.backbones import DTYPES
@@ -32,37 +32,6 @@ from grace.models.pooling import POOLINGS
 from grace.models.prompt import SYSTEM_PROMPT
 
 PACKAGED_CONFIGS = Path(__file__).parent / "presets"  # usable by name: --config sup-nli
-Check = tuple[bool, str]  # (holds, "key ..." message if it does not)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _rule(ok: bool, key: str, rule: str, value) -> Check:
-    return ok, f"{key} must be {rule} (got {value!r})"
-
-
-def _choice(key: str, value, choices) -> Check:
-    return value in choices, f"{key} '{value}' (choose {', '.join(choices)})"
-
-
-def _positive(key: str, value, why: str = "") -> Check:
-    return _rule(_finite(value) and value > 0, key, f"> 0 and finite{why}", value)
-
-
-def _non_negative(key: str, value) -> Check:
-    return _rule(_finite(value) and value >= 0, key, ">= 0 and finite", value)
-
-
-def _at_least(key: str, value: int, low: int, why: str = "") -> Check:
-    return _rule(value >= low, key, f">= {low}{why}", value)
-
-
-def _fraction(key: str, value) -> Check:  # a probability such as dropout
-    return _rule(_finite(value) and 0 <= value < 1, key, "in [0, 1)", value)
-
-
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"  # packaged name, local folder or hub id (see grace.models.backbones)
@@ -81,11 +50,11 @@ class ModelConfig:
 
     def checks(self) -> list[Check]:
         return [
-            _rule(bool(self.name.strip()), "name", "a packaged name, folder or hub id", self.name),
-            _choice("dtype", self.dtype, tuple(DTYPES)),
-            _at_least("lora_rank", self.lora_rank, 1),
-            _at_least("lora_alpha", self.lora_alpha, 1),
-            _fraction("lora_dropout", self.lora_dropout),
+            rule(bool(self.name.strip()), "name", "a packaged name, folder or hub id", self.name),
+            choice("dtype", self.dtype, tuple(DTYPES)),
+            at_least("lora_rank", self.lora_rank, 1),
+            at_least("lora_alpha", self.lora_alpha, 1),
+            fraction("lora_dropout", self.lora_dropout),
             (self.mixed_precision in ("auto", "no", "bf16", "fp16"),
              f"mixed_precision '{self.mixed_precision}' (choose auto, no, bf16)"),
         ]
@@ -104,7 +73,7 @@ class DataConfig:
     system_prompt: str = SYSTEM_PROMPT  # one prompt for every input (GRACE, arXiv 2510.04506)
 
     def checks(self) -> list[Check]:
-        return [_at_least("max_prompt_tokens", self.max_prompt_tokens, 1)]
+        return [at_least("max_prompt_tokens", self.max_prompt_tokens, 1)]
 
 
 @dataclass
@@ -131,17 +100,17 @@ class RolloutConfig:
 
     def checks(self) -> list[Check]:
         return [
-            _at_least("num_rollouts", self.num_rollouts, 2, " (a group)"),
-            _positive("temperature", self.temperature, " for GRPO rollouts (0 would make every "
+            at_least("num_rollouts", self.num_rollouts, 2, " (a group)"),
+            positive("temperature", self.temperature, " for GRPO rollouts (0 would make every "
                       "rollout of a group identical, so every advantage 0)"),
-            _rule(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p),
-            _non_negative("context_temperature", self.context_temperature),
-            _at_least("max_new_tokens", self.max_new_tokens, 1),
-            _at_least("micro_batch_size", self.micro_batch_size, 1),
-            _choice("pooling", self.pooling, POOLINGS),
-            _choice("engine", self.engine, ("fast", "simple")),
-            _at_least("generation_batch_size", self.generation_batch_size, 1),
-            _choice("decode", self.decode, ("auto", "static", "compiled", "hf")),
+            rule(finite(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p),
+            non_negative("context_temperature", self.context_temperature),
+            at_least("max_new_tokens", self.max_new_tokens, 1),
+            at_least("micro_batch_size", self.micro_batch_size, 1),
+            choice("pooling", self.pooling, POOLINGS),
+            choice("engine", self.engine, ("fast", "simple")),
+            at_least("generation_batch_size", self.generation_batch_size, 1),
+            choice("decode", self.decode, ("auto", "static", "compiled", "hf")),
             (self.dtype in ("auto", "policy", "float32", "bfloat16", "float16"),
              f"dtype '{self.dtype}' (choose auto, policy, float32, bfloat16)"),
         ]
@@ -162,12 +131,12 @@ class RewardConfig:
 
     def checks(self) -> list[Check]:
         return [
-            _choice("variant", self.variant, VARIANTS),
-            _non_negative("consistency_weight", self.consistency_weight),
-            _non_negative("hard_weight", self.hard_weight),
-            _positive("scale", self.scale),
-            _rule(_finite(self.truncation_penalty), "truncation_penalty", "finite", self.truncation_penalty),
-            _non_negative("repetition_penalty", self.repetition_penalty),
+            choice("variant", self.variant, VARIANTS),
+            non_negative("consistency_weight", self.consistency_weight),
+            non_negative("hard_weight", self.hard_weight),
+            positive("scale", self.scale),
+            rule(finite(self.truncation_penalty), "truncation_penalty", "finite", self.truncation_penalty),
+            non_negative("repetition_penalty", self.repetition_penalty),
         ]
 
 
@@ -193,21 +162,28 @@ class OptimConfig:
     # default (a for-loop over the parameters on CPU, foreach on CUDA), e.g. for a setup whose
     # parameters the fused kernel refuses
     fused_adamw: bool = True
+    # beyond the paper: InfoNCE on the pooled text + rationale embeddings, with gradient through
+    # the hidden states, added to the policy loss of each step's first optimizer step
+    # (grace.grpo.contrastive_term); GRPO alone trains them only through the tokens. 0: off
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.05  # its softmax temperature (the baselines' 0.05)
 
     def checks(self) -> list[Check]:
         return [
-            _positive("learning_rate", self.learning_rate),
-            _non_negative("weight_decay", self.weight_decay),
-            _choice("lr_scheduler", self.lr_scheduler, lr_schedulers()),
-            _at_least("warmup_steps", self.warmup_steps, 0),
-            _at_least("num_mini_batches", self.num_mini_batches, 1),
-            _rule(_finite(self.clip_low) and 0 < self.clip_low < 1, "clip_low", "in (0, 1)",
+            positive("learning_rate", self.learning_rate),
+            non_negative("weight_decay", self.weight_decay),
+            choice("lr_scheduler", self.lr_scheduler, lr_schedulers()),
+            at_least("warmup_steps", self.warmup_steps, 0),
+            at_least("num_mini_batches", self.num_mini_batches, 1),
+            rule(finite(self.clip_low) and 0 < self.clip_low < 1, "clip_low", "in (0, 1)",
                   self.clip_low),
-            _positive("clip_high", self.clip_high),
-            _rule(self.dual_clip is None or (_finite(self.dual_clip) and self.dual_clip > 1),
+            positive("clip_high", self.clip_high),
+            rule(self.dual_clip is None or (finite(self.dual_clip) and self.dual_clip > 1),
                   "dual_clip", "> 1 and finite, or null", self.dual_clip),
-            _non_negative("kl_coef", self.kl_coef),
-            _positive("max_grad_norm", self.max_grad_norm),
+            non_negative("kl_coef", self.kl_coef),
+            positive("max_grad_norm", self.max_grad_norm),
+            non_negative("contrastive_weight", self.contrastive_weight),
+            positive("contrastive_temperature", self.contrastive_temperature),
         ]
 
 
@@ -221,9 +197,9 @@ class BaselineConfig:
 
     def checks(self) -> list[Check]:
         return [
-            _positive("learning_rate", self.learning_rate),
-            _positive("temperature", self.temperature),
-            _fraction("dropout", self.dropout),
+            positive("learning_rate", self.learning_rate),
+            positive("temperature", self.temperature),
+            fraction("dropout", self.dropout),
         ]
 
 
@@ -261,30 +237,30 @@ class LLM2VecGenConfig:
     def checks(self) -> list[Check]:
         lr = self.align_head_learning_rate
         return [
-            _at_least("num_tokens", self.num_tokens, 1),
-            _rule(bool(self.teacher.strip()), "teacher", "a model name or folder", self.teacher),
-            _choice("teacher_rationale", self.teacher_rationale, ("none", "greedy")),
-            _choice("head_init", self.head_init, ("scaled", "default")),
-            _choice("align_init", self.align_init, ("ridge", "none")),
-            _at_least("init_texts", self.init_texts, 5),
-            _fraction("standardize_momentum", self.standardize_momentum),
-            _rule(lr is None or (_finite(lr) and lr > 0), "align_head_learning_rate",
+            at_least("num_tokens", self.num_tokens, 1),
+            rule(bool(self.teacher.strip()), "teacher", "a model name or folder", self.teacher),
+            choice("teacher_rationale", self.teacher_rationale, ("none", "greedy")),
+            choice("head_init", self.head_init, ("scaled", "default")),
+            choice("align_init", self.align_init, ("ridge", "none")),
+            at_least("init_texts", self.init_texts, 5),
+            fraction("standardize_momentum", self.standardize_momentum),
+            rule(lr is None or (finite(lr) and lr > 0), "align_head_learning_rate",
                   "> 0 and finite, or null", lr),
-            _non_negative("recon_weight", self.recon_weight),
-            _non_negative("align_weight", self.align_weight),
+            non_negative("recon_weight", self.recon_weight),
+            non_negative("align_weight", self.align_weight),
             (self.recon_weight + self.align_weight > 0,
              "recon_weight and align_weight must be >= 0, not both 0"),
-            _positive("learning_rate", self.learning_rate),
-            _at_least("micro_batch_size", self.micro_batch_size, 1),
+            positive("learning_rate", self.learning_rate),
+            at_least("micro_batch_size", self.micro_batch_size, 1),
             (self.max_input_tokens > self.num_tokens, f"max_input_tokens must exceed "
              f"llm2vec_gen.num_tokens {self.num_tokens} (got {self.max_input_tokens})"),
-            _at_least("max_response_tokens", self.max_response_tokens, 1),
-            _at_least("response_max_new_tokens", self.response_max_new_tokens, 1),
-            _non_negative("response_temperature", self.response_temperature),
-            _at_least("response_batch_size", self.response_batch_size, 1),
-            _choice("response_dtype", self.response_dtype, ("auto", "float32", "bfloat16")),
-            _at_least("decode_max_new_tokens", self.decode_max_new_tokens, 1),
-            _at_least("grad_norm_every", self.grad_norm_every, 0),
+            at_least("max_response_tokens", self.max_response_tokens, 1),
+            at_least("response_max_new_tokens", self.response_max_new_tokens, 1),
+            non_negative("response_temperature", self.response_temperature),
+            at_least("response_batch_size", self.response_batch_size, 1),
+            choice("response_dtype", self.response_dtype, ("auto", "float32", "bfloat16")),
+            at_least("decode_max_new_tokens", self.decode_max_new_tokens, 1),
+            at_least("grad_norm_every", self.grad_norm_every, 0),
         ]
 
 
@@ -314,17 +290,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            _choice("method", self.method, METHODS),
-            _choice("mode", self.mode, MODES),
-            _rule(bool(str(self.output_dir).strip()), "output_dir", "a folder", self.output_dir),
-            _at_least("batch_size", self.batch_size, 1),
-            _at_least("max_steps", self.max_steps, 1),
-            _rule(self.max_minutes is None or (_finite(self.max_minutes) and self.max_minutes > 0),
+            choice("method", self.method, METHODS),
+            choice("mode", self.mode, MODES),
+            rule(bool(str(self.output_dir).strip()), "output_dir", "a folder", self.output_dir),
+            at_least("batch_size", self.batch_size, 1),
+            at_least("max_steps", self.max_steps, 1),
+            rule(self.max_minutes is None or (finite(self.max_minutes) and self.max_minutes > 0),
                   "max_minutes", "> 0 and finite, or null", self.max_minutes),
-            _at_least("save_every", self.save_every, 1),
-            _at_least("sample_every", self.sample_every, 0, " (0: never)"),
-            _at_least("num_samples_logged", self.num_samples_logged, 0),
-            _rule(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed),
+            at_least("save_every", self.save_every, 1),
+            at_least("sample_every", self.sample_every, 0, " (0: never)"),
+            at_least("num_samples_logged", self.num_samples_logged, 0),
+            rule(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed),
         ]
         for name in (f.name for f in dataclasses.fields(self)):  # each section's checks, as name.key
             if dataclasses.is_dataclass(section := getattr(self, name)):

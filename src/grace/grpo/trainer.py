@@ -25,7 +25,9 @@ parts, as SPEC's "64 groups split in 4 mini-batches"); in each micro-batch the r
 text share one run of its prompt (``optim.share_prompts``, grace.rollout.shared_prompt).
 
 Deviations from the reference (verl): micro-batched forward passes; no sequence packing across
-texts.
+texts. Beyond the paper, off by default: ``optim.contrastive_weight`` adds InfoNCE on the step's
+text + rationale embeddings, with gradient through the hidden states, to the first optimizer
+step (grace.grpo.contrastive_term).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import time
 
 import torch
 
+from grace.contrastive.trainers import gather_with_grad
 from grace.grpo.advantages import group_advantages
+from grace.grpo.contrastive_term import contrastive_term
 from grace.grpo.gather import gather_blocks, local_rows
 from grace.grpo.policy_loss import policy_loss
 from grace.grpo.rewards import compute_rewards
@@ -235,12 +239,29 @@ class GraceTrainer(Trainer):
         local = local_rows(out.total, gpi, acc.process_index, acc.num_processes)  # (groups, G)
         return out, local
 
-    def _update(self, seqs: Sequences, old_lp, ref_lp, advantages: torch.Tensor, step: int) -> dict:
-        """1 PPO epoch over the trained sequences in ``num_mini_batches`` optimizer steps."""
+    def _contrastive_backward(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict]:
+        """``optim.contrastive_weight`` x InfoNCE on the step's text + rationale embeddings
+        (grace.grpo.contrastive_term), backpropagated; -> (its weighted loss, its stats)."""
+        cfg, acc = self.config, self.acc
+        loss, stats = contrastive_term(
+            self.model, batch.context.seqs, batch.trained.seqs, mode=cfg.mode,
+            variant=cfg.reward.variant, num_rollouts=cfg.rollout.num_rollouts,
+            pooling=cfg.rollout.pooling, temperature=cfg.optim.contrastive_temperature,
+            gather=lambda x: gather_with_grad(acc, x))
+        weighted = loss * cfg.optim.contrastive_weight
+        acc.backward(weighted * acc.num_processes)  # x world: DDP averages the gradients
+        return weighted.detach().float().cpu(), {f"contrastive/{k}": v for k, v in
+                                                 {"loss": float(loss.detach()), **stats}.items()}
+
+    def _update(self, seqs: Sequences, old_lp, ref_lp, advantages: torch.Tensor, step: int,
+                batch: RolloutBatch | None = None) -> dict:
+        """1 PPO epoch over the trained sequences in ``num_mini_batches`` optimizer steps; with
+        ``optim.contrastive_weight`` the contrastive term of ``batch`` joins the first one."""
         cfg, o = self.config, self.config.optim
         stats = {"loss": [], "clip_frac": [], "dual_clip_frac": [], "kl": [], "grad_norm": []}
+        extra = {}
         self.model.train()
-        for mb in self._mini_batches(len(seqs), step):  # exactly k optimizer steps
+        for i, mb in enumerate(self._mini_batches(len(seqs), step)):  # exactly k optimizer steps
             mb_tokens = seqs.response_mask[mb].sum().clamp(min=1)
             mb_loss = torch.zeros(())  # the mini-batch's token-mean loss, checked to be finite
             for micro in mb.split(cfg.rollout.micro_batch_size):
@@ -257,9 +278,12 @@ class GraceTrainer(Trainer):
                 for key in ("clip_frac", "dual_clip_frac", "kl"):
                     stats[key].append(float(st.get(key, 0.0)))
                 stats["loss"].append(float(loss.detach()))
+            if i == 0 and o.contrastive_weight > 0 and batch is not None:
+                weighted, extra = self._contrastive_backward(batch)
+                mb_loss = mb_loss + weighted
             self.check_loss(mb_loss)  # nan / inf stop the run (as a nan / inf gradient does)
             stats["grad_norm"].append(self.optimizer_step())
-        return {f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}
+        return {**{f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}, **extra}
 
     def step(self, step: int) -> tuple[dict, list]:
         """One GRACE step in four stages that fill one ``RolloutBatch``."""
@@ -300,7 +324,7 @@ class GraceTrainer(Trainer):
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:
         """The PPO update on the trained rollouts; its statistics."""
         return self._update(batch.trained.seqs, batch.old_logprobs, batch.ref_logprobs,
-                            batch.advantages, step)
+                            batch.advantages, step, batch)
 
     def log_stage(self, batch: RolloutBatch, update: dict, step: int, elapsed: float
                   ) -> tuple[dict, list]:
