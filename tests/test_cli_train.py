@@ -35,6 +35,7 @@ METRIC_KEYS = (
     "policy/clip_frac", "rationale/length_mean", "rationale/truncation_rate", "time/step_s",
     "throughput/tokens_per_s", "rationale/copy_rate", "rationale/distinct_2",
     "rationale/empty_rate", "rationale/eos_rate", "rationale/repetition_rate",
+    "rationale/template_rate",
 )
 
 
@@ -643,3 +644,20 @@ def test_repetition_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts)
         assert a["rationale"] == b["rationale"] and 0 < a["reward"] - b["reward"] <= 5
     bad = grace_train(tmp_path, *args, "--reward.repetition_penalty", "-1", "--output-dir", "BAD")
     assert bad.returncode == 2 and "reward.repetition_penalty must be >= 0" in bad.stderr
+
+
+def test_template_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts):
+    """reward.template_penalty: the same seeded step with and without it: the same rollouts,
+    the logged penalty is the weight times the logged template rate, and no repetition
+    penalty is logged (each penalty has its own metric)."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
+            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
+    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
+    _ok(grace_train(tmp_path, *args, "--reward.template_penalty", "3", "--output-dir", "PEN"))
+    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    assert "reward/template_penalty" not in plain and "reward/repetition_penalty" not in pen
+    assert pen["rationale/template_rate"] == pytest.approx(plain["rationale/template_rate"])
+    assert pen["reward/template_penalty"] == pytest.approx(3 * pen["rationale/template_rate"], abs=1e-6)
+    assert pen["reward/template_penalty"] > 0  # the random model's near-greedy rollouts share trigrams
+    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+        assert a["rationale"] == b["rationale"] and 0 <= a["reward"] - b["reward"] <= 3

@@ -2,7 +2,14 @@
 
 import pytest
 
-from grace.rollout.quality import copied_mask, copy_rate, distinct_2, rationale_quality, repetition_rate
+from grace.rollout.quality import (
+    copied_mask,
+    copy_rate,
+    distinct_2,
+    rationale_quality,
+    repetition_rate,
+    template_rates,
+)
 
 
 def test_copied_mask_marks_tokens_inside_a_shared_4_gram():
@@ -42,3 +49,17 @@ def test_repetition_rate_by_hand():
     assert repetition_rate([1, 2, 3, 4]) == 0.0
     assert repetition_rate([5]) == 0.0 and repetition_rate([]) == 0.0
     assert repetition_rate([7, 7, 7]) == pytest.approx(1 / 2)  # (7,7) then (7,7) again
+
+
+def test_template_rates_by_hand():
+    # texts 0, 0, 1: the first two rationales share (1, 2, 3) but belong to one text, which
+    # does not count; (1, 2, 3) and (4, 5, 6) both occur in text 1's rationale
+    rationales = [[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 3, 7, 4, 5, 6], [8, 8]]
+    owners = [0, 0, 1, 2]
+    # r0 trigrams (1,2,3) shared with text 1, (2,3,4) not: 1/2; r1: (1,2,3) yes, (2,3,9) no: 1/2
+    # r2: (1,2,3) yes, (2,3,7) (3,7,4) (7,4,5) (4,5,6) no (no other text has them): 1/5
+    # r3: no trigram: 0
+    assert template_rates(rationales, owners) == pytest.approx([1 / 2, 1 / 2, 1 / 5, 0.0])
+    assert template_rates([[1, 2, 3], [1, 2, 3]], [0, 0]) == [0.0, 0.0]
+    assert template_rates([[1, 2, 3], [1, 2, 3]], [0, 1]) == [1.0, 1.0]
+    assert template_rates([[1, 2], [1, 2]], [0, 1], n=2) == [1.0, 1.0]

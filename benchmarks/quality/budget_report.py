@@ -169,6 +169,8 @@ def plot(runs: dict, path: Path) -> bool:
                 ax.plot(steps, [r[metric] for r in rows], color=colour, lw=0.8, label=key)
                 ax.set_title(f"{title} per step")
                 ax.set_xlabel("step")
+        if rows and "contrastive/loss" in rows[0]:  # optim.contrastive_weight runs
+            axes[7].plot(steps, [r["contrastive/loss"] for r in rows], color=colour, lw=0.8, label=key)
         minutes = {r["step"]: r.get("time/train_min") for r in rows}
         scored = sorted((int(s), 100 * c["overall_by_type"]) for s, c in run["curve"].items()
                         if c.get("overall_by_type") is not None)
@@ -184,7 +186,10 @@ def plot(runs: dict, path: Path) -> bool:
     axes[6].set_title("dev-mini x 100, time-budget runs")
     axes[6].set_xlabel("training minutes")
     axes[6].legend(fontsize=6)
-    axes[7].axis("off")
+    axes[7].set_title("contrastive term (InfoNCE) per step")
+    axes[7].set_xlabel("step")
+    if not axes[7].lines:
+        axes[7].axis("off")
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

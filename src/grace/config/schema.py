@@ -128,6 +128,10 @@ class RewardConfig:
     # repetition rate (share of its token bigrams it already used: grace.rollout.quality). At
     # lr 3e-5 without it the policy fell into loops ("in a beautiful woman in a beautiful
     # woman ...") after ~120 steps (benchmarks/quality/results-budget.md). 0: off
+    template_penalty: float = 0.0  # beyond the paper: each rollout's reward loses this times its
+    # template rate (share of its token trigrams found in a rollout of another text of the
+    # process's batch: grace.rollout.quality): against one frame for every text ("This text
+    # conveys a scene of ..."), the drift of the supervised runs. 0: off
 
     def checks(self) -> list[Check]:
         return [
@@ -137,6 +141,7 @@ class RewardConfig:
             positive("scale", self.scale),
             rule(finite(self.truncation_penalty), "truncation_penalty", "finite", self.truncation_penalty),
             non_negative("repetition_penalty", self.repetition_penalty),
+            non_negative("template_penalty", self.template_penalty),
         ]
 
 

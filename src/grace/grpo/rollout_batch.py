@@ -32,6 +32,6 @@ class RolloutBatch:
     ref_logprobs: torch.Tensor | None = None  # (N, R) under the KL reference (kl_coef > 0)
     rewards: RewardOutput | None = None  # the rewards of every process's rollouts
     local_rewards: torch.Tensor | None = None  # (groups, G) this process's rewards (after penalties)
-    penalties: torch.Tensor | None = None  # (N,) what reward.repetition_penalty took off each rollout
+    penalties: dict[str, torch.Tensor] | None = None  # name -> (N,): what reward.<name>_penalty took off each rollout
     advantages: torch.Tensor | None = None  # (N,) group-centred rewards
     old_logprobs: torch.Tensor | None = None  # (N, R) the policy's own (PPO's "old")

@@ -56,7 +56,7 @@ from grace.rollout.hf_path import (
     response_token_lists,
     score_sequences,
 )
-from grace.rollout.quality import repetition_rate, sequence_quality, without_end
+from grace.rollout.quality import repetition_rate, sequence_quality, template_rates, without_end
 from grace.rollout.roles import (
     context_blocks,
     num_groups_per_instance,
@@ -307,14 +307,18 @@ class GraceTrainer(Trainer):
         """Rewards over every process's rollouts, this process's group advantages, and the
         policy's own old log-probs (recomputed when a copy in another dtype sampled)."""
         batch.rewards, batch.local_rewards = self._rewards(batch.context, batch.trained)
-        weight = self.config.reward.repetition_penalty
-        if weight:  # beyond the paper (reward.repetition_penalty): loops cost reward
+        rc = self.config.reward
+        weights = {"repetition": rc.repetition_penalty, "template": rc.template_penalty}
+        if any(weights.values()):  # beyond the paper: loops and one frame for every text cost reward
             ends = set(end_token_ids(self.policy, self.tokenizer))
-            rates = torch.tensor([repetition_rate(without_end(ids, ends))
-                                  for ids in response_token_lists(batch.trained.seqs)])
-            batch.penalties = weight * rates  # (N,) group-major, as the local rewards
-            batch.local_rewards = batch.local_rewards - batch.penalties.view_as(batch.local_rewards).to(
-                batch.local_rewards.device, batch.local_rewards.dtype)
+            ids = [without_end(r, ends) for r in response_token_lists(batch.trained.seqs)]
+            G = self.config.rollout.num_rollouts
+            rates = {"repetition": [repetition_rate(r) for r in ids],
+                     "template": template_rates(ids, [i // G for i in range(len(ids))])}
+            batch.penalties = {k: w * torch.tensor(rates[k]) for k, w in weights.items() if w}  # (N,) each
+            total = sum(batch.penalties.values()).view_as(batch.local_rewards)
+            batch.local_rewards = batch.local_rewards - total.to(batch.local_rewards.device,
+                                                                 batch.local_rewards.dtype)
         adv = group_advantages(batch.local_rewards, normalize_std=self.config.optim.normalize_advantage_std)
         batch.advantages = adv.reshape(-1).to(batch.trained.logprobs.device)  # (groups*G,)
         batch.old_logprobs = batch.trained.logprobs
@@ -326,14 +330,22 @@ class GraceTrainer(Trainer):
         return self._update(batch.trained.seqs, batch.old_logprobs, batch.ref_logprobs,
                             batch.advantages, step, batch)
 
+    def _template_rate(self, seqs: Sequences) -> float:
+        """Mean share of a rollout's trigrams found in a rollout of another text of the batch."""
+        ends = set(end_token_ids(self.policy, self.tokenizer))
+        ids = [without_end(r, ends) for r in response_token_lists(seqs)]
+        G = self.config.rollout.num_rollouts
+        rates = template_rates(ids, [i // G for i in range(len(ids))])
+        return sum(rates) / max(len(rates), 1)
+
     def log_stage(self, batch: RolloutBatch, update: dict, step: int, elapsed: float
                   ) -> tuple[dict, list]:
         """The metrics row and the logged samples of a step."""
         cfg, trained, context = self.config, batch.trained, batch.context
         out, adv, t_roll = batch.rewards, batch.advantages, batch.rollout_seconds
         metrics = dict(update)
-        if batch.penalties is not None:
-            metrics["reward/repetition_penalty"] = float(batch.penalties.mean())
+        for name, penalty in (batch.penalties or {}).items():  # reward.<name>_penalty
+            metrics[f"reward/{name}_penalty"] = float(penalty.mean())
         if self._rollout_copy is not None:  # how far the copy's log-probs were from the policy's
             mask = trained.seqs.response_mask
             gap = ((batch.old_logprobs - trained.logprobs).abs() * mask).sum() / mask.sum().clamp(min=1)
@@ -353,6 +365,7 @@ class GraceTrainer(Trainer):
             **{f"rationale/{k}": v for k, v in sequence_quality(
                 self.tokenizer, trained.seqs, batch.plan.trained_texts, cfg.rollout.num_rollouts,
                 end_token_ids(self.policy, self.tokenizer)).items() if k != "length_mean"},
+            "rationale/template_rate": self._template_rate(trained.seqs),
             "prompts/truncated": batch.prompts_truncated,
             "lr": self.scheduler.get_last_lr()[0],
             "time/rollout_s": t_roll,

@@ -13,7 +13,10 @@ Pure functions of token ids, the same in training metrics (grace.grpo.trainer, p
 - ``empty_rate``: share of rationales with no token besides the end token;
 - ``repetition_rate``: share of a rationale's token bigrams that it already used earlier
   (mean over rationales): 0 for ordinary text, high for the loops a policy falls into when it
-  games its reward ("in a beautiful woman in a beautiful woman ...").
+  games its reward ("in a beautiful woman in a beautiful woman ...");
+- ``template_rates``: per rationale, the share of its token trigrams that also occur in a
+  rationale of *another* text of the batch: high when every text gets the same frame ("This
+  text conveys a scene of ...", the register supervised GRACE drifts to).
 """
 
 from __future__ import annotations
@@ -49,6 +52,18 @@ def repetition_rate(rationale: list[int]) -> float:
         repeats += bigram in seen
         seen.add(bigram)
     return repeats / (len(rationale) - 1) if len(rationale) > 1 else 0.0
+
+
+def template_rates(rationales: list[list[int]], owners: list[int], n: int = 3) -> list[float]:
+    """Per rationale: share of its token n-grams found in a rationale whose owner (the text it
+    was written for) differs (0 without n-grams). ``owners[i]`` names rationale i's text."""
+    grams = [[tuple(r[i:i + n]) for i in range(len(r) - n + 1)] for r in rationales]
+    holders: dict[tuple, set] = {}
+    for owner, gs in zip(owners, grams):
+        for g in gs:
+            holders.setdefault(g, set()).add(owner)
+    return [sum(len(holders[g] - {owner}) > 0 for g in gs) / len(gs) if gs else 0.0
+            for owner, gs in zip(owners, grams)]
 
 
 def distinct_2(rationales: list[list[int]]) -> float:
