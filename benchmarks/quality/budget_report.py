@@ -162,7 +162,7 @@ def plot(runs: dict, path: Path) -> bool:
     axes = axes.ravel()
     for i, (key, run) in enumerate(runs.items()):
         rows = run["train"]["metrics"]
-        colour = f"C{i % 10}"
+        colour = plt.cm.tab20(i % 20)  # 20 distinct colours: the run list outgrew C0-C9
         steps = [r["step"] for r in rows]
         for ax, (metric, title) in zip(axes[:5], CURVE_KEYS):
             if rows and metric in rows[0]:
