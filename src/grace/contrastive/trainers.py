@@ -55,7 +55,7 @@ import torch
 
 from grace.contrastive.losses import info_nce, simcse_unsup
 from grace.errors import GraceInputError
-from grace.models.pooling import pool, pooling_mask, position_ids_from_mask
+from grace.models.pooling import pool_split, pooling_mask, position_ids_from_mask
 from grace.models.prompt import PromptBatch, build_prompts
 from grace.training.loop import Trainer
 
@@ -70,23 +70,33 @@ def gather_with_grad(accelerator, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([full[: rank * n], x, full[(rank + 1) * n :]])
 
 
-def embed_with_grad(model, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled, normalised embeddings of prompts without rationale, with gradient -> (N, D), and a
-    zero scalar tied to the LM head (add it to the loss; see the module docstring)."""
+def embed_rows_with_grad(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         pool_mask: torch.Tensor, split: int, pooling: str = "mean"
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled, normalised embeddings of token rows, with gradient -> (N, D) (``pooling`` over
+    the positions before ``split`` as the text and the rest as the rationale:
+    grace.models.pooling.pool_split), and a zero scalar tied to the LM head (add it to the
+    loss; see the module docstring)."""
     device = next(model.parameters()).device
-    ids = prompts.input_ids.to(device)  # (N, P)
-    mask = prompts.attention_mask.to(device)  # (N, P)
+    mask = attention_mask.to(device)  # (N, L)
     out = model(
-        input_ids=ids,
+        input_ids=input_ids.to(device),
         attention_mask=mask,
         position_ids=position_ids_from_mask(mask),
         use_cache=False,
         output_hidden_states=True,
         logits_to_keep=1,
     )
-    hidden = out.hidden_states[-1]  # (N, P, D) after the final norm
-    embeddings = pool(hidden, pooling_mask(mask, prompts.pool_start.to(device)))  # (N, D)
+    hidden = out.hidden_states[-1]  # (N, L, D) after the final norm
+    embeddings = pool_split(hidden, pool_mask.to(device), split, pooling)  # (N, D)
     return embeddings, out.logits.float().sum() * 0.0
+
+
+def embed_with_grad(model, prompts: PromptBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``embed_rows_with_grad`` of prompts without rationale (mean over their pooled tokens)."""
+    mask = prompts.attention_mask
+    return embed_rows_with_grad(model, prompts.input_ids, mask,
+                                pooling_mask(mask, prompts.pool_start), mask.shape[1])
 
 
 def set_dropout(model, p: float) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from grace.contrastive.losses import info_nce
-from grace.models.pooling import pool_split, position_ids_from_mask
+from grace.contrastive.trainers import embed_rows_with_grad
 from grace.rollout.batch import Sequences
 from grace.rollout.roles import num_groups_per_instance
 
@@ -53,14 +53,9 @@ def view_rows(mode: str, variant: str, batch: int, num_rollouts: int) -> dict[st
 
 def embed_with_grad(model, seqs: Sequences, pooling: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled, normalised embeddings of prompt + rationale rows, with gradient -> (N, D), and a
-    zero scalar tied to the LM head (add it to the loss; see the module docstring)."""
-    mask = seqs.attention_mask
-    out = model(input_ids=seqs.input_ids, attention_mask=mask,
-                position_ids=position_ids_from_mask(mask), use_cache=False,
-                output_hidden_states=True, logits_to_keep=1)
-    hidden = out.hidden_states[-1]  # (N, P+R, D) after the final norm
-    embeddings = pool_split(hidden, seqs.pool_mask, seqs.prompt_len, pooling)  # (N, D)
-    return embeddings, out.logits.float().sum() * 0.0
+    zero scalar tied to the LM head (grace.contrastive.trainers.embed_rows_with_grad)."""
+    return embed_rows_with_grad(model, seqs.input_ids, seqs.attention_mask, seqs.pool_mask,
+                                seqs.prompt_len, pooling)
 
 
 def contrastive_term(model, context: Sequences, trained: Sequences, *, mode: str, variant: str,
@@ -77,7 +72,8 @@ def contrastive_term(model, context: Sequences, trained: Sequences, *, mode: str
         wanted = [(role, idx) for role, (b, idx) in rows.items() if b == block]
         if not wanted:
             continue
-        emb, t = embed_with_grad(model, blocks[block].select(torch.cat([i for _, i in wanted])).strip_left_padding(), pooling)
+        rows_of_block = blocks[block].select(torch.cat([i for _, i in wanted])).strip_left_padding()
+        emb, t = embed_with_grad(model, rows_of_block, pooling)
         ties.append(t)
         for k, (role, _) in enumerate(wanted):
             views[role] = gather(emb[k * batch:(k + 1) * batch])  # (global B, D)

@@ -33,5 +33,6 @@ class RolloutBatch:
     rewards: RewardOutput | None = None  # the rewards of every process's rollouts
     local_rewards: torch.Tensor | None = None  # (groups, G) this process's rewards (after penalties)
     penalties: dict[str, torch.Tensor] | None = None  # name -> (N,): what reward.<name>_penalty took off each rollout
+    template_rates: torch.Tensor | None = None  # (N,) grace.rollout.quality.template_rates of each rollout
     advantages: torch.Tensor | None = None  # (N,) group-centred rewards
     old_logprobs: torch.Tensor | None = None  # (N, R) the policy's own (PPO's "old")

@@ -307,15 +307,15 @@ class GraceTrainer(Trainer):
         """Rewards over every process's rollouts, this process's group advantages, and the
         policy's own old log-probs (recomputed when a copy in another dtype sampled)."""
         batch.rewards, batch.local_rewards = self._rewards(batch.context, batch.trained)
-        rc = self.config.reward
+        rc, G = self.config.reward, self.config.rollout.num_rollouts
+        ends = set(end_token_ids(self.policy, self.tokenizer))
+        ids = [without_end(r, ends) for r in response_token_lists(batch.trained.seqs)]
+        batch.template_rates = torch.tensor(template_rates(ids, [i // G for i in range(len(ids))]))
         weights = {"repetition": rc.repetition_penalty, "template": rc.template_penalty}
         if any(weights.values()):  # beyond the paper: loops and one frame for every text cost reward
-            ends = set(end_token_ids(self.policy, self.tokenizer))
-            ids = [without_end(r, ends) for r in response_token_lists(batch.trained.seqs)]
-            G = self.config.rollout.num_rollouts
-            rates = {"repetition": [repetition_rate(r) for r in ids],
-                     "template": template_rates(ids, [i // G for i in range(len(ids))])}
-            batch.penalties = {k: w * torch.tensor(rates[k]) for k, w in weights.items() if w}  # (N,) each
+            rates = {"repetition": torch.tensor([repetition_rate(r) for r in ids]),
+                     "template": batch.template_rates}
+            batch.penalties = {k: w * rates[k] for k, w in weights.items() if w}  # (N,) each
             total = sum(batch.penalties.values()).view_as(batch.local_rewards)
             batch.local_rewards = batch.local_rewards - total.to(batch.local_rewards.device,
                                                                  batch.local_rewards.dtype)
@@ -329,14 +329,6 @@ class GraceTrainer(Trainer):
         """The PPO update on the trained rollouts; its statistics."""
         return self._update(batch.trained.seqs, batch.old_logprobs, batch.ref_logprobs,
                             batch.advantages, step, batch)
-
-    def _template_rate(self, seqs: Sequences) -> float:
-        """Mean share of a rollout's trigrams found in a rollout of another text of the batch."""
-        ends = set(end_token_ids(self.policy, self.tokenizer))
-        ids = [without_end(r, ends) for r in response_token_lists(seqs)]
-        G = self.config.rollout.num_rollouts
-        rates = template_rates(ids, [i // G for i in range(len(ids))])
-        return sum(rates) / max(len(rates), 1)
 
     def log_stage(self, batch: RolloutBatch, update: dict, step: int, elapsed: float
                   ) -> tuple[dict, list]:
@@ -365,7 +357,7 @@ class GraceTrainer(Trainer):
             **{f"rationale/{k}": v for k, v in sequence_quality(
                 self.tokenizer, trained.seqs, batch.plan.trained_texts, cfg.rollout.num_rollouts,
                 end_token_ids(self.policy, self.tokenizer)).items() if k != "length_mean"},
-            "rationale/template_rate": self._template_rate(trained.seqs),
+            "rationale/template_rate": float(batch.template_rates.mean()),
             "prompts/truncated": batch.prompts_truncated,
             "lr": self.scheduler.get_last_lr()[0],
             "time/rollout_s": t_roll,
