@@ -255,10 +255,13 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
             evaluate(str(chosen), suite, how, data_dir, target, cache)
 
 
-def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool) -> None:
+def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool,
+                   labels: list[str] | None = None) -> None:
+    """The untrained references ``labels`` (default: every one in REFERENCES) on ``suites``."""
     if with_capability:
         capability("smollm2-135m", data_dir, DATA / "references" / "capability.json")
-    for label, (rationale, pooling) in REFERENCES.items():
+    for label in labels or list(REFERENCES):
+        rationale, pooling = REFERENCES[label]
         for suite in suites:
             evaluate("smollm2-135m", suite, (rationale, RATIONALE_TOKENS, pooling), data_dir,
                      DATA / "references" / f"{label}-{suite}.json", work / "rationales.sqlite")
@@ -274,6 +277,8 @@ def main() -> None:
                         help="a step budget instead of --minutes (search runs beside other work)")
     parser.add_argument("--references", nargs="*", default=None, metavar="SUITE",
                         help="also score the untrained references on these suites (dev-mini dev lite)")
+    parser.add_argument("--reference-names", nargs="+", default=None, choices=list(REFERENCES),
+                        metavar="LABEL", help=f"only these references: {', '.join(REFERENCES)}")
     parser.add_argument("--no-dev", action="store_true", help="skip the full dev suite")
     parser.add_argument("--lite", action="store_true", help="also score the last checkpoint on lite")
     parser.add_argument("--capability", action="store_true",
@@ -286,7 +291,7 @@ def main() -> None:
     if not args.report:
         work.mkdir(parents=True, exist_ok=True)
         if args.references is not None:
-            run_references(work, data_dir, args.references, args.capability)
+            run_references(work, data_dir, args.references, args.capability, args.reference_names)
         for seed in args.seeds:
             for name in args.runs:
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
