@@ -42,7 +42,7 @@ def data(tmp_path):
 
 
 def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_path):
-    out = budget_report.write(data, tmp_path)
+    out = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE)
     text = out.read_text()
     key = "grace-sup-lr3e-5-s0-2m"
     line = next(x for x in text.splitlines() if x.startswith(f"| {key} "))

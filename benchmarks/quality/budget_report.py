@@ -110,13 +110,13 @@ def reference_lines(refs: dict) -> list[str]:
     return lines
 
 
-def type_lines(named: dict[str, dict]) -> list[str]:
-    """Per-category dev scores of the rows that have them."""
+def type_lines(named: dict[str, dict], suite: str = "dev") -> list[str]:
+    """Per-category scores on ``suite`` of the rows that have them."""
     named = {k: v for k, v in named.items() if v is not None}
     if not named:
         return []
     types = list(next(iter(named.values()))["averages"])
-    lines = ["| dev | " + " | ".join(types) + " | overall (types) |",
+    lines = [f"| {suite} | " + " | ".join(types) + " | overall (types) |",
              "|---|" + "---|" * (len(types) + 1)]
     for label, result in named.items():
         lines.append(f"| {label} | " + " | ".join(pct(result["averages"].get(t)) for t in types)
@@ -197,9 +197,10 @@ def plot(runs: dict, path: Path) -> bool:
     return True
 
 
-def write(data: Path, here: Path) -> Path:
-    from benchmarks.quality import budget_runs  # here: budget_runs imports this module
-
+def write(data: Path, here: Path, grace: dict, baseline: dict) -> Path:
+    """results-budget.md (and its curves) in ``here`` from the stage outputs in ``data``;
+    ``grace`` and ``baseline`` are the settings every run shares (budget_runs.GRACE, .BASELINE),
+    which each run's line leaves out."""
     runs, refs = load_runs(data), load_references(data)
     out = here / "results-budget.md"
     lines = [
@@ -214,8 +215,7 @@ def write(data: Path, here: Path) -> Path:
         "dev; small subsamples, so read it as a trend); *dev*: the whole dev suite; *lite*: the "
         "final table's suite, never used to choose.",
         "",
-        f"Common GRACE settings: `{json.dumps(budget_runs.GRACE)}`; baselines: "
-        f"`{json.dumps(budget_runs.BASELINE)}`.",
+        f"Common GRACE settings: `{json.dumps(grace)}`; baselines: `{json.dumps(baseline)}`.",
         "",
         *readings(data),
         "## Untrained references",
@@ -224,13 +224,17 @@ def write(data: Path, here: Path) -> Path:
         "",
         "## Every run",
         "",
-        *run_lines(runs, budget_runs.GRACE),
+        *run_lines(runs, grace),
         "",
         "## Per category on dev",
         "",
         *type_lines({**{k: v.get("dev") for k, v in refs.items()},
                      **{k: r["dev"] for k, r in runs.items()}}),
     ]
+    on_lite = {**{k: v.get("lite") for k, v in refs.items()}, **{k: r["lite"] for k, r in runs.items()}}
+    if any(on_lite.values()):
+        lines += ["", "## Per category on lite (the final table's suite; never used to choose)", "",
+                  *type_lines(on_lite, "lite")]
     samples = sample_lines(runs)
     if samples:
         lines += ["", "## Sample rationales (training rollouts, last logged)", "", *samples]

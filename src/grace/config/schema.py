@@ -172,6 +172,11 @@ class OptimConfig:
     # (grace.grpo.contrastive_term); GRPO alone trains them only through the tokens. 0: off
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.05  # its softmax temperature (the baselines' 0.05)
+    # beyond the paper: KL from the frozen initial model to the policy on the step's raw input
+    # texts (every vocabulary entry, every predicted token), added to the first optimizer step:
+    # holds the language model where it was while the contrastive term moves the hidden states
+    # (grace.grpo.anchor_term). 0: off
+    anchor_weight: float = 0.0
 
     def checks(self) -> list[Check]:
         return [
@@ -189,6 +194,7 @@ class OptimConfig:
             positive("max_grad_norm", self.max_grad_norm),
             non_negative("contrastive_weight", self.contrastive_weight),
             positive("contrastive_temperature", self.contrastive_temperature),
+            non_negative("anchor_weight", self.anchor_weight),
         ]
 
 

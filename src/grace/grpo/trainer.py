@@ -27,7 +27,9 @@ text share one run of its prompt (``optim.share_prompts``, grace.rollout.shared_
 Deviations from the reference (verl): micro-batched forward passes; no sequence packing across
 texts. Beyond the paper, off by default: ``optim.contrastive_weight`` adds InfoNCE on the step's
 text + rationale embeddings, with gradient through the hidden states, to the first optimizer
-step (grace.grpo.contrastive_term).
+step (grace.grpo.contrastive_term); ``optim.anchor_weight`` adds the KL from the initial model to
+the policy on the step's raw input texts, against what that term costs the language model
+(grace.grpo.anchor_term).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 
 from grace.contrastive.trainers import gather_with_grad
 from grace.grpo.advantages import group_advantages
+from grace.grpo.anchor_term import anchor_term
 from grace.grpo.contrastive_term import contrastive_term
 from grace.grpo.gather import gather_blocks, local_rows
 from grace.grpo.policy_loss import policy_loss
@@ -102,12 +105,13 @@ class GraceTrainer(Trainer):
         return self.config.optim.num_mini_batches
 
     def prepare_model(self, model):
-        """LoRA if asked; with KL and full fine-tuning, a frozen copy of the initial policy."""
+        """LoRA if asked; with KL or the anchor and full fine-tuning, a frozen copy of the initial
+        policy."""
         cfg = self.config
         self.ref_model = None
         self._rollout_copy = None  # the policy in rollout.dtype, when that differs
         self._said_no_sharing = False
-        if cfg.optim.kl_coef > 0 and not cfg.model.lora:
+        if (cfg.optim.kl_coef > 0 or cfg.optim.anchor_weight > 0) and not cfg.model.lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.acc.device)
         return super().prepare_model(model)
 
@@ -253,10 +257,31 @@ class GraceTrainer(Trainer):
         return weighted.detach().float().cpu(), {f"contrastive/{k}": v for k, v in
                                                  {"loss": float(loss.detach()), **stats}.items()}
 
+    def _anchor_backward(self, batch: RolloutBatch) -> tuple[torch.Tensor, dict]:
+        """``optim.anchor_weight`` x the KL from the initial model to the policy on the step's
+        raw input texts (grace.grpo.anchor_term), backpropagated; -> (its weighted loss, stats)."""
+        cfg = self.config
+        texts = list(dict.fromkeys(batch.plan.context_texts + batch.plan.trained_texts))
+        enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
+                             max_length=cfg.data.max_prompt_tokens, padding_side="right")
+        ids, mask = enc["input_ids"].to(self.acc.device), enc["attention_mask"].to(self.acc.device)
+
+        def reference_logits(input_ids, attention_mask):
+            if self.ref_model is not None:
+                return self.ref_model(input_ids=input_ids, attention_mask=attention_mask).logits
+            with self.policy.disable_adapter():  # LoRA: the initial model is the adapter off
+                return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+        loss, stats = anchor_term(self.model, reference_logits, ids, mask)
+        weighted = loss * cfg.optim.anchor_weight
+        self.acc.backward(weighted)  # a local mean: DDP's gradient average is the global one
+        return weighted.detach().float().cpu(), {f"anchor/{k}": v for k, v in stats.items()}
+
     def _update(self, seqs: Sequences, old_lp, ref_lp, advantages: torch.Tensor, step: int,
                 batch: RolloutBatch | None = None) -> dict:
         """1 PPO epoch over the trained sequences in ``num_mini_batches`` optimizer steps; with
-        ``optim.contrastive_weight`` the contrastive term of ``batch`` joins the first one."""
+        ``optim.contrastive_weight`` the contrastive term of ``batch`` joins the first one, and
+        with ``optim.anchor_weight`` the anchor."""
         cfg, o = self.config, self.config.optim
         stats = {"loss": [], "clip_frac": [], "dual_clip_frac": [], "kl": [], "grad_norm": []}
         extra = {}
@@ -279,8 +304,11 @@ class GraceTrainer(Trainer):
                     stats[key].append(float(st.get(key, 0.0)))
                 stats["loss"].append(float(loss.detach()))
             if i == 0 and o.contrastive_weight > 0 and batch is not None:
-                weighted, extra = self._contrastive_backward(batch)
-                mb_loss = mb_loss + weighted
+                weighted, more = self._contrastive_backward(batch)
+                mb_loss, extra = mb_loss + weighted, {**extra, **more}
+            if i == 0 and o.anchor_weight > 0 and batch is not None:
+                weighted, more = self._anchor_backward(batch)
+                mb_loss, extra = mb_loss + weighted, {**extra, **more}
             self.check_loss(mb_loss)  # nan / inf stop the run (as a nan / inf gradient does)
             stats["grad_norm"].append(self.optimizer_step())
         return {**{f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}, **extra}
