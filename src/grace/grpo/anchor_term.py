@@ -32,7 +32,7 @@ def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.
     """
     ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
     logp = F.log_softmax(policy_logits.float(), dim=-1)
-    per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # (N, L)
+    per_token = F.kl_div(logp, ref_logp, reduction="none", log_target=True).sum(-1)  # (N, L)
     m = mask.to(per_token.dtype)
     return (per_token * m).sum() / m.sum().clamp(min=1)
 
