@@ -303,12 +303,12 @@ class GraceTrainer(Trainer):
                 for key in ("clip_frac", "dual_clip_frac", "kl"):
                     stats[key].append(float(st.get(key, 0.0)))
                 stats["loss"].append(float(loss.detach()))
-            if i == 0 and o.contrastive_weight > 0 and batch is not None:
-                weighted, more = self._contrastive_backward(batch)
-                mb_loss, extra = mb_loss + weighted, {**extra, **more}
-            if i == 0 and o.anchor_weight > 0 and batch is not None:
-                weighted, more = self._anchor_backward(batch)
-                mb_loss, extra = mb_loss + weighted, {**extra, **more}
+            if i == 0 and batch is not None:  # the terms beyond the paper join the first step
+                for w, backward in ((o.contrastive_weight, self._contrastive_backward),
+                                    (o.anchor_weight, self._anchor_backward)):
+                    if w > 0:
+                        weighted, more = backward(batch)
+                        mb_loss, extra = mb_loss + weighted, {**extra, **more}
             self.check_loss(mb_loss)  # nan / inf stop the run (as a nan / inf gradient does)
             stats["grad_norm"].append(self.optimizer_step())
         return {**{f"policy/{k}": sum(v) / len(v) for k, v in stats.items() if v}, **extra}
