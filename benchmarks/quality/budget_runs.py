@@ -285,9 +285,10 @@ def main() -> None:
     parser.add_argument("--reference-names", nargs="+", default=None, choices=list(REFERENCES),
                         metavar="LABEL", help=f"only these references: {', '.join(REFERENCES)}")
     parser.add_argument("--no-dev", action="store_true", help="skip the full dev suite")
-    parser.add_argument("--lite", action="store_true", help="also score the last checkpoint on lite")
+    parser.add_argument("--lite", action="store_true",
+                        help="also score the selected checkpoint (best on dev-mini) on lite")
     parser.add_argument("--capability", action="store_true",
-                        help="also ARC-Easy and held-out perplexity of the last checkpoint")
+                        help="also ARC-Easy and held-out perplexity of the selected checkpoint")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--work", default=str(paths.RUNS / "budget"))
