@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks.quality.budget_final import final_lines, target_lines
+
 CURVE_KEYS = (("reward/contrastive", "contrastive reward"), ("reward/consistency", "consistency"),
               ("reward/hard", "hard"), ("rationale/copy_rate", "copy rate"),
               ("rationale/length_mean", "rationale tokens"))
@@ -221,6 +223,12 @@ def write(data: Path, here: Path, grace: dict, baseline: dict) -> Path:
         "## Untrained references",
         "",
         *reference_lines(refs),
+        "",
+        "## The final table so far (lite, float32, 45 minutes a run, mean over seeds)",
+        "",
+        *(final_lines(runs, refs) or ["No lite row yet."]),
+        "",
+        *target_lines(runs, refs, _json(data / "references" / "capability.json")),
         "",
         "## Every run",
         "",

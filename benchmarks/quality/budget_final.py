@@ -1,0 +1,129 @@
+"""Issue 25's final table from budget_runs.py's stage outputs: each method's lite score as the
+mean over its seeds at the equal 45-minute budget, and every target of the issue checked against
+those rows, with its margin (met, missed, or not measured yet).
+
+Pure functions of the loaded stage outputs (budget_report.load_runs / load_references); this
+module imports nothing of the benchmark's own.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+# method -> the run keys that stand for it in the final table: one per seed, each trained for the
+# same 45 minutes alone on the CPU and judged by its best checkpoint on dev-mini. A seeded run
+# reproduces exactly on one CPU kind, so a step-budget rerun to a 45-minute run's selected step
+# ("-125steps" for seed 1's step 125) is the same checkpoint, trained again where the first one's
+# checkpoints were gone.
+FINAL = {
+    "GRACE sup": ("grace-sup-contrastive-s0-45m", "grace-sup-contrastive-s1-125steps"),
+    "GRACE unsup": ("grace-unsup-mixed-contrastive-s0-45m", "grace-unsup-mixed-contrastive-s1-45m"),
+    "InfoNCE": ("infonce-s0-45m", "infonce-s1-45m"),
+    "SimCSE": ("simcse-mixed-s0-45m", "simcse-mixed-s1-45m"),
+}
+REFERENCE_LABELS = {"+reasoning": "plus_reasoning", "echo": "echo", "base": "base"}
+ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial sd
+PERPLEXITY_TOLERANCE = 0.02
+
+
+def _lite_of(run: dict | None) -> dict | None:
+    return None if run is None else run.get("lite")
+
+
+def method_rows(runs: dict, refs: dict) -> dict[str, dict]:
+    """label -> {"scores": [lite overall per seed found], "mean", "sd", "copy", "keys"} for the
+    references (one untrained row each) and every FINAL method with at least one lite score."""
+    rows = {}
+    for label, ref in REFERENCE_LABELS.items():
+        lite = refs.get(ref, {}).get("lite")
+        if lite:
+            rows[label] = {"scores": [lite["overall_by_type"]], "keys": ["untrained"],
+                           "copy": [(lite.get("rationale_quality") or {}).get("copy_rate")]}
+    for label, keys in FINAL.items():
+        found = [(k, _lite_of(runs.get(k))) for k in keys]
+        found = [(k, lite) for k, lite in found if lite]
+        if found:
+            rows[label] = {"scores": [lite["overall_by_type"] for _, lite in found],
+                           "keys": [k for k, _ in found],
+                           "copy": [(lite.get("rationale_quality") or {}).get("copy_rate")
+                                    for _, lite in found]}
+    for row in rows.values():
+        row["mean"] = statistics.fmean(row["scores"])
+        row["sd"] = statistics.stdev(row["scores"]) if len(row["scores"]) > 1 else None
+        copies = [c for c in row["copy"] if c is not None]
+        row["copy_mean"] = statistics.fmean(copies) if copies else None
+    return rows
+
+
+def _gap(rows: dict, left: str, right: str, margin: float = 0.0,
+         strict: bool = False) -> tuple[str, str]:
+    """(status, text) of "left >= right + margin" (``strict``: >) on the lite means (x 100)."""
+    if left not in rows or right not in rows:
+        missing = [k for k in (left, right) if k not in rows]
+        return "not measured", f"no lite row for {', '.join(missing)}"
+    diff = 100 * (rows[left]["mean"] - rows[right]["mean"]) - margin
+    seeds = len(rows[left]["scores"])
+    status = "met" if diff > 0 or (diff == 0 and not strict) else "missed"
+    if seeds < 2 and left in FINAL:
+        status += " (one seed)"
+    return status, f"{100 * rows[left]['mean']:.2f} vs {100 * rows[right]['mean']:.2f}" + (
+        f" + {margin:g}" if margin else "") + f": {diff:+.2f}"
+
+
+def target_lines(runs: dict, refs: dict, base_capability: dict | None) -> list[str]:
+    """The issue's "done when" as a table: each target, its status and the measured margin."""
+    rows = method_rows(runs, refs)
+    checks = [("GRACE sup >= +reasoning + 5", *_gap(rows, "GRACE sup", "+reasoning", 5)),
+              ("GRACE unsup >= +reasoning + 3", *_gap(rows, "GRACE unsup", "+reasoning", 3)),
+              ("GRACE sup >= InfoNCE", *_gap(rows, "GRACE sup", "InfoNCE")),
+              ("GRACE unsup >= SimCSE", *_gap(rows, "GRACE unsup", "SimCSE")),
+              ("GRACE sup > echo", *_gap(rows, "GRACE sup", "echo", strict=True)),
+              ("GRACE unsup > echo", *_gap(rows, "GRACE unsup", "echo", strict=True))]
+    for label in ("GRACE sup", "GRACE unsup"):
+        copy = rows.get(label, {}).get("copy_mean")
+        checks.append((f"{label} copy rate <= 0.50",
+                       "not measured" if copy is None else ("met" if copy <= 0.5 else "missed"),
+                       "-" if copy is None else f"{copy:.3f}"))
+        checks += capability_checks(label, [runs.get(k, {}).get("capability") for k in FINAL[label]],
+                                    base_capability)
+    lines = ["| target (lite, float32, mean over seeds) | status | measured |", "|---|---|---|"]
+    lines += [f"| {name} | {status} | {text} |" for name, status, text in checks]
+    return lines
+
+
+def capability_checks(label: str, caps: list, base: dict | None) -> list[tuple[str, str, str]]:
+    """Held-out perplexity within 2% of the base and ARC-Easy not below it by more than
+    ``ARC_SDS`` binomial sd, for every seed of ``label`` that has a capability record."""
+    caps = [c for c in caps if c]
+    if not caps or not base:
+        return [(f"{label} perplexity within 2%", "not measured", "-"),
+                (f"{label} ARC-Easy within noise", "not measured", "-")]
+    base_ppl, base_arc = base["perplexity"]["perplexity"], base["arc_easy"]["acc"]
+    changes = [c["perplexity"]["perplexity"] / base_ppl - 1 for c in caps]
+    worst = max(changes, key=abs)
+    n = base["arc_easy"]["num_questions"]
+    sd = math.sqrt(base_arc * (1 - base_arc) / n)
+    arcs = [c["arc_easy"]["acc"] for c in caps]
+    low = min(arcs)
+    return [(f"{label} perplexity within 2%",
+             "met" if abs(worst) <= PERPLEXITY_TOLERANCE else "missed",
+             ", ".join(f"{100 * c:+.1f}%" for c in changes) + " vs base"),
+            (f"{label} ARC-Easy within noise",
+             "met" if low >= base_arc - ARC_SDS * sd else "missed",
+             ", ".join(f"{a:.3f}" for a in arcs) + f" vs base {base_arc:.3f} (sd {sd:.3f}, "
+             f"{n} questions)")]
+
+
+def final_lines(runs: dict, refs: dict) -> list[str]:
+    """The lite table: one row per method, mean ± sd over the seeds found, which runs they are."""
+    rows = method_rows(runs, refs)
+    if not rows:
+        return []
+    lines = ["| method | lite overall (types) | seeds | runs | copy rate |", "|---|---|---|---|---|"]
+    for label, row in rows.items():
+        sd = "" if row["sd"] is None else f" ± {100 * row['sd']:.2f}"
+        copy = "-" if row["copy_mean"] is None else f"{row['copy_mean']:.3f}"
+        lines.append(f"| {label} | {100 * row['mean']:.2f}{sd} | {len(row['scores'])} | "
+                     f"{', '.join(row['keys'])} | {copy} |")
+    return lines

@@ -1,0 +1,67 @@
+"""benchmarks/quality/budget_final.py: issue 25's final lite table and its targets, on hand-written
+stage outputs whose means, margins and statuses are computed by hand below."""
+
+from benchmarks.quality import budget_final
+
+
+def _lite(score, copy=None):
+    return {"overall_by_type": score,
+            "rationale_quality": None if copy is None else {"copy_rate": copy}}
+
+
+def _cap(ppl, arc):
+    return {"perplexity": {"perplexity": ppl}, "arc_easy": {"acc": arc, "num_questions": 300}}
+
+
+SUP0, SUP1 = budget_final.FINAL["GRACE sup"]
+INFO0, INFO1 = budget_final.FINAL["InfoNCE"]
+UNSUP0 = budget_final.FINAL["GRACE unsup"][0]
+
+RUNS = {
+    SUP0: {"lite": _lite(0.68, copy=0.2), "capability": _cap(203.0, 0.50)},
+    SUP1: {"lite": _lite(0.70, copy=0.4), "capability": _cap(198.0, 0.42)},
+    INFO0: {"lite": _lite(0.66)}, INFO1: {"lite": _lite(0.70)},
+    UNSUP0: {"lite": _lite(0.55, copy=0.6)},
+    "grace-sup-other-s0-45m": {"lite": _lite(0.99)},  # not a FINAL run: not in the table
+}
+REFS = {"plus_reasoning": {"lite": _lite(0.52, copy=0.25)}, "echo": {"lite": _lite(0.57, copy=1.0)}}
+BASE_CAP = _cap(200.0, 0.49)  # ARC sd = sqrt(.49 * .51 / 300) = 0.02886
+
+
+def _table(lines):
+    return {row[0]: row[1:] for row in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+
+
+def test_method_rows_mean_and_sd_over_the_seeds_found():
+    rows = budget_final.method_rows(RUNS, REFS)
+    assert set(rows) == {"+reasoning", "echo", "GRACE sup", "GRACE unsup", "InfoNCE"}
+    assert abs(rows["GRACE sup"]["mean"] - 0.69) < 1e-12
+    assert abs(rows["GRACE sup"]["sd"] - 0.0141421356) < 1e-9  # sample sd of .68, .70
+    assert abs(rows["GRACE sup"]["copy_mean"] - 0.3) < 1e-12
+    assert rows["GRACE unsup"]["sd"] is None and rows["echo"]["keys"] == ["untrained"]
+    table = _table(budget_final.final_lines(RUNS, REFS))
+    assert table["GRACE sup"] == ["69.00 ± 1.41", "2", f"{SUP0}, {SUP1}", "0.300"]
+    assert table["InfoNCE"] == ["68.00 ± 2.83", "2", f"{INFO0}, {INFO1}", "-"]
+
+
+def test_targets_give_status_and_margin():
+    table = _table(budget_final.target_lines(RUNS, REFS, BASE_CAP))
+    assert table["GRACE sup >= +reasoning + 5"] == ["met", "69.00 vs 52.00 + 5: +12.00"]
+    assert table["GRACE sup >= InfoNCE"] == ["met", "69.00 vs 68.00: +1.00"]
+    assert table["GRACE unsup >= +reasoning + 3"] == ["met (one seed)", "55.00 vs 52.00 + 3: +0.00"]
+    assert table["GRACE unsup > echo"] == ["missed (one seed)", "55.00 vs 57.00: -2.00"]
+    assert table["GRACE unsup >= SimCSE"] == ["not measured", "no lite row for SimCSE"]
+    assert table["GRACE sup copy rate <= 0.50"] == ["met", "0.300"]
+    assert table["GRACE unsup copy rate <= 0.50"] == ["missed", "0.600"]
+    # perplexity +1.5% and -1.0%: the worst is +1.5%; ARC .42 < .49 - 2 * .02886 = .4323
+    assert table["GRACE sup perplexity within 2%"] == ["met", "+1.5%, -1.0% vs base"]
+    assert table["GRACE sup ARC-Easy within noise"] == [
+        "missed", "0.500, 0.420 vs base 0.490 (sd 0.029, 300 questions)"]
+    assert table["GRACE unsup perplexity within 2%"] == ["not measured", "-"]
+
+
+def test_echo_needs_a_strict_lead():
+    rows = {"GRACE sup": {"mean": 0.57, "scores": [0.57, 0.57]}, "echo": {"mean": 0.57, "scores": [0.57]}}
+    assert budget_final._gap(rows, "GRACE sup", "echo", strict=True)[0] == "missed"
+    assert budget_final._gap(rows, "GRACE sup", "echo")[0] == "met"
