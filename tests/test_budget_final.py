@@ -40,13 +40,13 @@ def test_method_rows_mean_and_sd_over_the_seeds_found():
     assert abs(rows["GRACE sup"]["sd"] - 0.0141421356) < 1e-9  # sample sd of .68, .70
     assert abs(rows["GRACE sup"]["copy_mean"] - 0.3) < 1e-12
     assert rows["GRACE unsup"]["sd"] is None and rows["echo"]["keys"] == ["untrained"]
-    table = _table(budget_final.final_lines(RUNS, REFS))
+    table = _table(budget_final.final_lines(rows))
     assert table["GRACE sup"] == ["69.00 ± 1.41", "2", f"{SUP0}, {SUP1}", "0.300"]
     assert table["InfoNCE"] == ["68.00 ± 2.83", "2", f"{INFO0}, {INFO1}", "-"]
 
 
 def test_targets_give_status_and_margin():
-    table = _table(budget_final.target_lines(RUNS, REFS, BASE_CAP))
+    table = _table(budget_final.target_lines(budget_final.method_rows(RUNS, REFS), RUNS, BASE_CAP))
     assert table["GRACE sup >= +reasoning + 5"] == ["met", "69.00 vs 52.00 + 5: +12.00"]
     assert table["GRACE sup >= InfoNCE"] == ["met", "69.00 vs 68.00: +1.00"]
     assert table["GRACE unsup >= +reasoning + 3"] == ["met (one seed)", "55.00 vs 52.00 + 3: +0.00"]

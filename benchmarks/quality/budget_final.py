@@ -2,14 +2,15 @@
 mean over its seeds at the equal 45-minute budget, and every target of the issue checked against
 those rows, with its margin (met, missed, or not measured yet).
 
-Pure functions of the loaded stage outputs (budget_report.load_runs / load_references); this
-module imports nothing of the benchmark's own.
+Pure functions of the loaded stage outputs (budget_report.load_runs / load_references); of the
+benchmark's own modules it imports only results_table's pure mean ± sd helpers.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
+
+from benchmarks.quality.results_table import cell, mean_sd
 
 # method -> the run keys that stand for it in the final table: one per seed, each trained for the
 # same 45 minutes alone on the CPU and judged by its best checkpoint on dev-mini. A seeded run
@@ -27,32 +28,23 @@ ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial 
 PERPLEXITY_TOLERANCE = 0.02
 
 
-def _lite_of(run: dict | None) -> dict | None:
-    return None if run is None else run.get("lite")
-
-
 def method_rows(runs: dict, refs: dict) -> dict[str, dict]:
-    """label -> {"scores": [lite overall per seed found], "mean", "sd", "copy", "keys"} for the
-    references (one untrained row each) and every FINAL method with at least one lite score."""
+    """label -> {"scores": [lite overall per seed found], "keys", "mean", "sd", "copy_mean"} for
+    the references (one untrained row each) and every FINAL method with at least one lite score."""
+    sources = {label: [("untrained", refs.get(ref, {}).get("lite"))]
+               for label, ref in REFERENCE_LABELS.items()}
+    sources |= {label: [(k, (runs.get(k) or {}).get("lite")) for k in keys]
+                for label, keys in FINAL.items()}
     rows = {}
-    for label, ref in REFERENCE_LABELS.items():
-        lite = refs.get(ref, {}).get("lite")
-        if lite:
-            rows[label] = {"scores": [lite["overall_by_type"]], "keys": ["untrained"],
-                           "copy": [(lite.get("rationale_quality") or {}).get("copy_rate")]}
-    for label, keys in FINAL.items():
-        found = [(k, _lite_of(runs.get(k))) for k in keys]
+    for label, found in sources.items():
         found = [(k, lite) for k, lite in found if lite]
-        if found:
-            rows[label] = {"scores": [lite["overall_by_type"] for _, lite in found],
-                           "keys": [k for k, _ in found],
-                           "copy": [(lite.get("rationale_quality") or {}).get("copy_rate")
-                                    for _, lite in found]}
-    for row in rows.values():
-        row["mean"] = statistics.fmean(row["scores"])
-        row["sd"] = statistics.stdev(row["scores"]) if len(row["scores"]) > 1 else None
-        copies = [c for c in row["copy"] if c is not None]
-        row["copy_mean"] = statistics.fmean(copies) if copies else None
+        if not found:
+            continue
+        scores = [lite["overall_by_type"] for _, lite in found]
+        copies = [(lite.get("rationale_quality") or {}).get("copy_rate") for _, lite in found]
+        mean, sd = mean_sd(scores)
+        rows[label] = {"scores": scores, "keys": [k for k, _ in found], "mean": mean, "sd": sd,
+                       "copy_mean": mean_sd([c for c in copies if c is not None])[0]}
     return rows
 
 
@@ -71,9 +63,9 @@ def _gap(rows: dict, left: str, right: str, margin: float = 0.0,
         f" + {margin:g}" if margin else "") + f": {diff:+.2f}"
 
 
-def target_lines(runs: dict, refs: dict, base_capability: dict | None) -> list[str]:
-    """The issue's "done when" as a table: each target, its status and the measured margin."""
-    rows = method_rows(runs, refs)
+def target_lines(rows: dict, runs: dict, base_capability: dict | None) -> list[str]:
+    """The issue's "done when" as a table: each target, its status and the measured margin, from
+    ``method_rows``' rows (and each GRACE run's capability record in ``runs``)."""
     checks = [("GRACE sup >= +reasoning + 5", *_gap(rows, "GRACE sup", "+reasoning", 5)),
               ("GRACE unsup >= +reasoning + 3", *_gap(rows, "GRACE unsup", "+reasoning", 3)),
               ("GRACE sup >= InfoNCE", *_gap(rows, "GRACE sup", "InfoNCE")),
@@ -115,15 +107,13 @@ def capability_checks(label: str, caps: list, base: dict | None) -> list[tuple[s
              f"{n} questions)")]
 
 
-def final_lines(runs: dict, refs: dict) -> list[str]:
-    """The lite table: one row per method, mean ± sd over the seeds found, which runs they are."""
-    rows = method_rows(runs, refs)
+def final_lines(rows: dict) -> list[str]:
+    """The lite table from ``method_rows``' rows: one row per method, mean ± sd over the seeds
+    found, which runs they are."""
     if not rows:
         return []
     lines = ["| method | lite overall (types) | seeds | runs | copy rate |", "|---|---|---|---|---|"]
     for label, row in rows.items():
-        sd = "" if row["sd"] is None else f" ± {100 * row['sd']:.2f}"
-        copy = "-" if row["copy_mean"] is None else f"{row['copy_mean']:.3f}"
-        lines.append(f"| {label} | {100 * row['mean']:.2f}{sd} | {len(row['scores'])} | "
-                     f"{', '.join(row['keys'])} | {copy} |")
+        lines.append(f"| {label} | {cell((row['mean'], row['sd']))} | {len(row['scores'])} | "
+                     f"{', '.join(row['keys'])} | {cell((row['copy_mean'], None), 1.0, 3)} |")
     return lines
