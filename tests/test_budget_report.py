@@ -85,6 +85,27 @@ def test_the_curve_stage_keeps_only_the_newest_and_the_best_checkpoint(tmp_path,
         "curve-100.json", "curve-25.json", "curve-50.json", "curve-75.json"]
 
 
+def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_runs, "DATA", data)
+    key = budget_runs.run_key("grace-sup-lr3e-5", 0, 2)
+    (tmp_path / "work" / key / "checkpoint-8").mkdir(parents=True)
+    asked = []
+
+    def fake_evaluate(source, suite, how, data_dir, target, cache):
+        asked.append((source.rsplit("/", 1)[1], suite, how, target.name))
+        _write(target, _result(0.48))
+
+    monkeypatch.setattr(budget_runs, "evaluate", fake_evaluate)
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)
+    assert asked == [("checkpoint-8", "dev-mini", ("greedy", 32, "balanced"), "dev-mini-balanced.json")]
+    _write(data / "references" / "echo_balanced-dev-mini.json", _result(0.50))
+    text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
+    assert "| untrained, echo | 52.00 | 50.00 |" in text
+    assert f"| {key} (step 8) | 45.00 | 48.00 |" in text  # its own pooling (mean) from the curve
+    with pytest.raises(SystemExit, match="no rationale"):
+        budget_runs.pooling_check(tmp_path / "work", tmp_path, "infonce", 0, 2)
+
+
 def test_runs_are_evaluated_with_their_own_rationale_settings():
     assert budget_runs.rationale_of("grace-sup") == ("greedy", budget_runs.RATIONALE_TOKENS, "mean")
     assert budget_runs.rationale_of("grace-sup-balanced")[2] == "balanced"

@@ -36,7 +36,9 @@ def load_runs(data: Path) -> dict[str, dict]:
             continue
         runs[folder.name] = {"train": train, "curve": load_curve(folder),
                              "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
-                             "capability": _json(folder / "capability.json")}
+                             "capability": _json(folder / "capability.json"),
+                             "repooled": {q.stem.split("-")[-1]: _json(q)
+                                          for q in folder.glob("dev-mini-*.json")}}
     return runs
 
 
@@ -124,6 +126,25 @@ def type_lines(named: dict[str, dict], suite: str = "dev") -> list[str]:
         lines.append(f"| {label} | " + " | ".join(pct(result["averages"].get(t)) for t in types)
                      + f" | {pct(result['overall_by_type'])} |")
     return lines
+
+
+def pooling_lines(refs: dict, runs: dict) -> list[str]:
+    """dev-mini of the same rationales read with both poolings: the references that have both,
+    and each GRACE run's selected checkpoint (its own pooling from the curve, the other from
+    ``--pooling-check``)."""
+    lines = ["| dev-mini | mean (the paper) | balanced (text and rationale equal) |", "|---|---|---|"]
+    for label in refs:
+        other = refs.get(f"{label}_balanced", {}).get("dev-mini")
+        if other is not None and refs[label].get("dev-mini") is not None:
+            lines.append(f"| untrained, {label} | {_score(refs[label]['dev-mini'])} | {_score(other)} |")
+    for key, run in runs.items():
+        if not run["repooled"]:
+            continue
+        best = best_checkpoint(run["curve"])
+        own = run["train"]["overrides"].get("rollout.pooling", "mean")
+        by = {own: run["curve"][best[0]], **run["repooled"]}
+        lines.append(f"| {key} (step {best[0]}) | {_score(by.get('mean'))} | {_score(by.get('balanced'))} |")
+    return lines if len(lines) > 2 else []
 
 
 def sample_lines(runs: dict) -> list[str]:
@@ -244,6 +265,9 @@ def write(data: Path, here: Path, grace: dict, baseline: dict) -> Path:
     if any(on_lite.values()):
         lines += ["", "## Per category on lite (the final table's suite; never used to choose)", "",
                   *type_lines(on_lite, "lite")]
+    pooling = pooling_lines(refs, runs)
+    if pooling:
+        lines += ["", "## Pooling at evaluation (dev-mini, the same rationales)", "", *pooling]
     samples = sample_lines(runs)
     if samples:
         lines += ["", "## Sample rationales (training rollouts, last logged)", "", *samples]

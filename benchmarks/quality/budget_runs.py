@@ -270,6 +270,28 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
             evaluate(str(chosen), suite, how, data_dir, target, cache)
 
 
+OTHER_POOLING = {"mean": "balanced", "balanced": "mean"}
+
+
+def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
+                  steps: int | None = None) -> None:
+    """The selected checkpoint of a GRACE run on ``dev-mini`` with the other pooling than it was
+    trained with (``dev-mini-POOLING.json``): whether giving the text and the rationale equal
+    weight (or the paper's mean) reads a trained model better, with no retraining."""
+    key = run_key(name, seed, minutes, steps)
+    rationale, tokens, pooling = rationale_of(name)
+    best = selected_step(key)
+    if rationale == "none" or best is None:
+        raise SystemExit(f"{key}: no rationale (a contrastive baseline) or no scored checkpoint yet")
+    other = OTHER_POOLING[pooling]
+    chosen = work / key / f"checkpoint-{best}"
+    target = DATA / key / f"dev-mini-{other}.json"
+    if not target.is_file() and not chosen.is_dir():
+        raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone")
+    evaluate(str(chosen), "dev-mini", (rationale, tokens, other), data_dir, target,
+             work / "rationales.sqlite")
+
+
 def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool,
                    labels: list[str] | None = None) -> None:
     """The untrained references ``labels`` (default: every one in REFERENCES) on ``suites``."""
@@ -299,6 +321,9 @@ def main() -> None:
                         help="also score the selected checkpoint (best on dev-mini) on lite")
     parser.add_argument("--capability", action="store_true",
                         help="also ARC-Easy and held-out perplexity of the selected checkpoint")
+    parser.add_argument("--pooling-check", action="store_true",
+                        help="only score the selected checkpoint of each GRACE run on dev-mini with the "
+                             "other pooling (mean <-> balanced); trains nothing")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--work", default=str(paths.RUNS / "budget"))
@@ -310,6 +335,9 @@ def main() -> None:
             run_references(work, data_dir, args.references, args.capability, args.reference_names)
         for seed in args.seeds:
             for name in args.runs:
+                if args.pooling_check:
+                    pooling_check(work, data_dir, name, seed, args.minutes, args.steps)
+                    continue
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
                         args.capability, args.steps)
     _log(f"wrote {budget_report.write(DATA, HERE, GRACE, BASELINE)}")
