@@ -11,7 +11,7 @@ from benchmarks.quality import budget_report, budget_runs
 def _result(by_type, copy=None):
     quality = None if copy is None else {"copy_rate": copy, "length_mean": 30.0}
     return {"averages": {"STS": by_type - 0.1, "Retrieval": by_type + 0.1}, "overall_by_type": by_type,
-            "rationale_quality": quality}
+            "rationale_quality": quality, "pooling": "mean"}
 
 
 def _write(path, value):
@@ -93,17 +93,28 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
 
     def fake_evaluate(source, suite, how, data_dir, target, cache):
         asked.append((source.rsplit("/", 1)[1], suite, how, target.name))
-        _write(target, _result(0.48))
+        _write(target, {**_result(0.48), "model": source, "pooling": how[2]})
 
     monkeypatch.setattr(budget_runs, "evaluate", fake_evaluate)
+    with pytest.raises(SystemExit, match="no selected checkpoint yet"):
+        budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)
+    _write(data / key / "selected.json", {"step": 8})
     budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)
     assert asked == [("checkpoint-8", "dev-mini", ("greedy", 32, "balanced"), "dev-mini-balanced.json")]
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "infonce", 0, 2)  # no rationale: skipped
+    assert len(asked) == 1
+    # a run trained with the balanced pooling: its curve is the balanced column
+    other = budget_runs.run_key("grace-sup-balanced", 0, 2)
+    _write(data / other / "train.json", {"run": other, "name": "grace-sup-balanced", "seed": 0,
+                                         "minutes": 2, "config": "sup-nli", "steps": 4, "train_minutes": 2.0,
+                                         "overrides": budget_runs.RUNS["grace-sup-balanced"][1], "metrics": []})
+    _write(data / other / "curve-4.json", {**_result(0.44), "pooling": "balanced"})
+    _write(data / other / "dev-mini-mean.json", {**_result(0.41), "model": "w/checkpoint-4", "pooling": "mean"})
     _write(data / "references" / "echo_balanced-dev-mini.json", _result(0.50))
     text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
     assert "| untrained, echo | 52.00 | 50.00 |" in text
     assert f"| {key} (step 8) | 45.00 | 48.00 |" in text  # its own pooling (mean) from the curve
-    with pytest.raises(SystemExit, match="no rationale"):
-        budget_runs.pooling_check(tmp_path / "work", tmp_path, "infonce", 0, 2)
+    assert f"| {other} (step 4) | 41.00 | 44.00 |" in text
 
 
 def test_runs_are_evaluated_with_their_own_rationale_settings():

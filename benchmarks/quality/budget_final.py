@@ -15,8 +15,7 @@ from benchmarks.quality.results_table import cell, mean_sd
 # method -> the run keys that stand for it in the final table: one per seed, each trained for the
 # same 45 minutes alone on the CPU and judged by its best checkpoint on dev-mini. A seeded run
 # reproduces exactly on one CPU kind, so a step-budget rerun to a 45-minute run's selected step
-# ("-125steps" for seed 1's step 125) is the same checkpoint, trained again where the first one's
-# checkpoints were gone.
+# (a "-125steps" key for step 125) may stand for it where the first run's checkpoints are gone.
 FINAL = {
     # sup-nli's shipped settings: the term with anchor 10 (the term alone, 67.89 on lite at seed
     # 0, moved held-out perplexity +9.6%)

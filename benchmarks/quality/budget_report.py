@@ -28,7 +28,8 @@ def load_curve(folder: Path) -> dict[int, dict]:
 
 
 def load_runs(data: Path) -> dict[str, dict]:
-    """run key -> {"train", "curve": {step: result}, "dev", "lite"} for every run folder."""
+    """run key -> {"train", "curve": {step: result}, "dev", "lite", "capability", "repooled":
+    {pooling: dev-mini result}} for every run folder."""
     runs = {}
     for folder in sorted(p for p in data.iterdir() if p.is_dir() and p.name != "references"):
         train = _json(folder / "train.json")
@@ -37,7 +38,7 @@ def load_runs(data: Path) -> dict[str, dict]:
         runs[folder.name] = {"train": train, "curve": load_curve(folder),
                              "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
                              "capability": _json(folder / "capability.json"),
-                             "repooled": {q.stem.split("-")[-1]: _json(q)
+                             "repooled": {q.stem.removeprefix("dev-mini-"): _json(q)
                                           for q in folder.glob("dev-mini-*.json")}}
     return runs
 
@@ -138,12 +139,15 @@ def pooling_lines(refs: dict, runs: dict) -> list[str]:
         if other is not None and refs[label].get("dev-mini") is not None:
             lines.append(f"| untrained, {label} | {_score(refs[label]['dev-mini'])} | {_score(other)} |")
     for key, run in runs.items():
-        if not run["repooled"]:
-            continue
-        best = best_checkpoint(run["curve"])
-        own = run["train"]["overrides"].get("rollout.pooling", "mean")
-        by = {own: run["curve"][best[0]], **run["repooled"]}
-        lines.append(f"| {key} (step {best[0]}) | {_score(by.get('mean'))} | {_score(by.get('balanced'))} |")
+        for other in run["repooled"].values():
+            # the checkpoint the other pooling read, beside its own curve point (each result
+            # names its checkpoint and pooling)
+            step = int(other["model"].rsplit("checkpoint-", 1)[1])
+            own = run["curve"].get(step)
+            if own is None:
+                continue
+            by = {own["pooling"]: own, other["pooling"]: other}
+            lines.append(f"| {key} (step {step}) | {_score(by.get('mean'))} | {_score(by.get('balanced'))} |")
     return lines if len(lines) > 2 else []
 
 

@@ -5,6 +5,7 @@ final table only).
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup --seeds 0 --minutes 45
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-lr3e-5 --minutes 15 --no-dev
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-c0 --steps 120 --no-dev
+    .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check --runs grace-sup-contrastive --minutes 45
     .venv/bin/python -m benchmarks.quality.budget_runs --report   # results-budget.md + curves, runs nothing
 
 Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
@@ -24,6 +25,8 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
 5. ``capability.json`` with ``--capability``: ARC-Easy (300 seeded questions,
    log-likelihood) and held-out perplexity of the selected checkpoint (the base model's with
    ``--references``).
+On demand, ``--pooling-check`` (no training): ``dev-mini-POOLING.json``, the selected checkpoint
+on ``dev-mini`` read with the other pooling than it was trained with (mean <-> balanced).
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
 Evaluation is float32 with ``RATIONALE_TOKENS``-token greedy rationales unless a run sets
@@ -282,14 +285,19 @@ def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: flo
                   steps: int | None = None) -> None:
     """The selected checkpoint of a GRACE run on ``dev-mini`` with the other pooling than it was
     trained with (``dev-mini-POOLING.json``): whether giving the text and the rationale equal
-    weight (or the paper's mean) reads a trained model better, with no retraining."""
+    weight (or the paper's mean) reads a trained model better, with no retraining. A contrastive
+    baseline (no rationale, where both poolings are the text's mean) is skipped."""
     key = run_key(name, seed, minutes, steps)
     rationale, tokens, pooling = rationale_of(name)
-    best = selected_step(key)
-    if rationale == "none" or best is None:
-        raise SystemExit(f"{key}: no rationale (a contrastive baseline) or no scored checkpoint yet")
+    if rationale == "none":
+        _log(f"{key}: no rationale to weigh (a contrastive baseline), skipped")
+        return
+    record = DATA / key / "selected.json"
+    if not record.is_file():
+        raise SystemExit(f"{key}: no selected checkpoint yet ({record} is written once every "
+                         "checkpoint is scored on dev-mini): run its stages first")
     other = OTHER_POOLING[pooling]
-    chosen = work / key / f"checkpoint-{best}"
+    chosen = work / key / f"checkpoint-{json.loads(record.read_text())['step']}"
     target = DATA / key / f"dev-mini-{other}.json"
     if not target.is_file() and not chosen.is_dir():
         raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone")
