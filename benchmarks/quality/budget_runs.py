@@ -66,6 +66,7 @@ BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 25}
 NLI, WIKI = "triplets/nli-triplets.jsonl", "texts/wiki-sentences.txt"
 # supervised GRACE with the contrastive term (what sup-nli ships), the base of the anchor runs
 SUP_TERM = {**GRACE, "reward.variant": "reference", "optim.contrastive_weight": 1.0}
+UNSUP_TERM = {**GRACE, "optim.contrastive_weight": 1.0}  # the same term, unsupervised
 RUNS = {
     "grace-sup": ("sup-nli", {**GRACE, "reward.variant": "reference"}, NLI),
     "grace-sup-lr3e-5": ("sup-nli", {**GRACE, "reward.variant": "reference",
@@ -111,17 +112,14 @@ RUNS = {
     "grace-unsup-mixed": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5}, "unscored:mixed"),
     # the mix at lr 3e-5 moved held-out perplexity +6.8% in 75 steps: the same at lr 1e-5
     "grace-unsup-mixed-lr1e-5": ("unsup-wiki", {**GRACE}, "unscored:mixed"),
-    "grace-unsup-mixed-contrastive": ("unsup-wiki", {**GRACE, "optim.contrastive_weight": 1.0},
-                                      "unscored:mixed"),
+    "grace-unsup-mixed-contrastive": ("unsup-wiki", UNSUP_TERM, "unscored:mixed"),
     # the term's perplexity cost in unsupervised mode (+7.9%) against the anchor that cut it
     # in supervised mode (anchor 5: +10.4% -> +3.3% at 50 steps)
-    "grace-unsup-mixed-contrastive-anchor5": ("unsup-wiki", {**GRACE, "optim.contrastive_weight": 1.0,
-                                                             "optim.anchor_weight": 5.0},
+    "grace-unsup-mixed-contrastive-anchor5": ("unsup-wiki", {**UNSUP_TERM, "optim.anchor_weight": 5.0},
                                               "unscored:mixed"),
     # sup-nli ships anchor 10 (+1.2% perplexity at 45 minutes, lite 66.68 vs 67.89 without):
     # the same weight in unsupervised mode
-    "grace-unsup-mixed-contrastive-anchor10": ("unsup-wiki", {**GRACE, "optim.contrastive_weight": 1.0,
-                                                              "optim.anchor_weight": 10.0},
+    "grace-unsup-mixed-contrastive-anchor10": ("unsup-wiki", {**UNSUP_TERM, "optim.anchor_weight": 10.0},
                                                "unscored:mixed"),
     "grace-unsup-questions": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5},
                               "unscored:questions"),
