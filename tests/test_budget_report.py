@@ -101,6 +101,12 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     _write(data / key / "selected.json", {"step": 8})
     budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)
     assert asked == [("checkpoint-8", "dev-mini", ("greedy", 32, "balanced"), "dev-mini-balanced.json")]
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)  # scored: kept
+    assert len(asked) == 1
+    gone = budget_runs.run_key("grace-sup-lr3e-5", 1, 2)
+    _write(data / gone / "selected.json", {"step": 8})  # its checkpoint was never kept here
+    with pytest.raises(SystemExit, match="checkpoint-8 is gone, so dev-mini with balanced pooling"):
+        budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 1, 2)
     budget_runs.pooling_check(tmp_path / "work", tmp_path, "infonce", 0, 2)  # no rationale: skipped
     assert len(asked) == 1
     # a run trained with the balanced pooling: its curve is the balanced column

@@ -248,6 +248,21 @@ def curve_stage(out: Path, key: str, how: tuple, data_dir: Path, cache: Path) ->
                 shutil.rmtree(other)
 
 
+def selected_checkpoint(work: Path, key: str, purpose: str) -> Path:
+    """The checkpoint directory ``selected.json`` names for run ``key``, or a SystemExit that
+    says why ``purpose`` cannot be scored: no checkpoint chosen yet, or the chosen one deleted."""
+    record = DATA / key / "selected.json"
+    if not record.is_file():
+        raise SystemExit(f"{key}: no selected checkpoint yet ({record} is written once every "
+                         f"checkpoint is scored on dev-mini), so {purpose} cannot be scored: run "
+                         "its stages first")
+    chosen = work / key / f"checkpoint-{json.loads(record.read_text())['step']}"
+    if not chosen.is_dir():
+        raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone, so {purpose} cannot be "
+                         "scored (delete the run's train.json and curve files to retrain)")
+    return chosen
+
+
 def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
             lite: bool, with_capability: bool = False, steps: int | None = None) -> None:
     """All stages of one run; dev, lite and capability score the checkpoint chosen on dev-mini
@@ -258,7 +273,6 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
     out = train_run(work, data_dir, name, seed, minutes, steps)
     curve_stage(out, key, how, data_dir, cache)
     best = selected_step(key)
-    chosen = out / f"checkpoint-{best}" if best is not None else None
     record = DATA / key / "selected.json"
     if best is not None and not record.is_file():
         score = budget_report.best_checkpoint(budget_report.load_curve(DATA / key))[1]
@@ -267,9 +281,7 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
         target = DATA / key / f"{suite}.json"
         if not wanted or target.is_file():
             continue
-        if chosen is None or not chosen.is_dir():
-            raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone, so {suite} cannot be "
-                             "scored (delete the run's train.json and curve files to retrain)")
+        chosen = selected_checkpoint(work, key, suite)
         if suite == "capability":
             capability(str(chosen), data_dir, target)
         else:
@@ -290,15 +302,11 @@ def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: flo
     if rationale == "none":
         _log(f"{key}: no rationale to weigh (a contrastive baseline), skipped")
         return
-    record = DATA / key / "selected.json"
-    if not record.is_file():
-        raise SystemExit(f"{key}: no selected checkpoint yet ({record} is written once every "
-                         "checkpoint is scored on dev-mini): run its stages first")
     other = OTHER_POOLING[pooling]
-    chosen = work / key / f"checkpoint-{json.loads(record.read_text())['step']}"
     target = DATA / key / f"dev-mini-{other}.json"
-    if not target.is_file() and not chosen.is_dir():
-        raise SystemExit(f"{key}: the selected checkpoint {chosen} is gone")
+    if target.is_file():
+        return
+    chosen = selected_checkpoint(work, key, f"dev-mini with {other} pooling")
     evaluate(str(chosen), "dev-mini", (rationale, tokens, other), data_dir, target,
              work / "rationales.sqlite")
 
