@@ -661,3 +661,21 @@ def test_template_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts):
     assert pen["reward/template_penalty"] > 0  # the random model's near-greedy rollouts share trigrams
     for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
         assert a["rationale"] == b["rationale"] and 0 <= a["reward"] - b["reward"] <= 3
+
+
+def test_copy_penalty_lowers_rewards_within_its_weight(tmp_path, texts):
+    """reward.copy_penalty: the same seeded step with and without it: the same rollouts, only
+    the copy penalty logged, each logged sample's reward lower by at most the weight (a copy
+    rate is at most 1), and a negative weight refused."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
+            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
+    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
+    _ok(grace_train(tmp_path, *args, "--reward.copy_penalty", "3", "--output-dir", "PEN"))
+    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    assert "reward/copy_penalty" not in plain and "reward/template_penalty" not in pen
+    assert pen["rationale/copy_rate"] == pytest.approx(plain["rationale/copy_rate"])
+    assert 0 <= pen["reward/copy_penalty"] <= 3
+    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+        assert a["rationale"] == b["rationale"] and 0 <= a["reward"] - b["reward"] <= 3
+    bad = grace_train(tmp_path, *args, "--reward.copy_penalty", "-1", "--output-dir", "BAD")
+    assert bad.returncode == 2 and "reward.copy_penalty must be >= 0" in bad.stderr

@@ -6,6 +6,7 @@ from grace.rollout.quality import (
     copied_mask,
     copy_rate,
     distinct_2,
+    group_copy_rates,
     rationale_quality,
     repetition_rate,
     template_rates,
@@ -63,3 +64,13 @@ def test_template_rates_by_hand():
     assert template_rates([[1, 2, 3], [1, 2, 3]], [0, 0]) == [0.0, 0.0]
     assert template_rates([[1, 2, 3], [1, 2, 3]], [0, 1]) == [1.0, 1.0]
     assert template_rates([[1, 2], [1, 2]], [0, 1], n=2) == [1.0, 1.0]
+
+
+def test_group_copy_rates_score_each_rollout_against_its_own_text():
+    # two texts, two rollouts each (group-major): rollout 2 copies text 0's 4-gram but was
+    # written for text 1, so it is not a copy; rollout 3 copies text 1 word for word
+    sources = [[1, 2, 3, 4], [5, 6, 7, 8]]
+    rollouts = [[1, 2, 3, 4, 9, 9, 9, 9], [9, 9], [1, 2, 3, 4], [5, 6, 7, 8]]
+    assert group_copy_rates(rollouts, sources, 2) == pytest.approx([1 / 2, 0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="3 rationales for 2 sources x 2"):
+        group_copy_rates(rollouts[:3], sources, 2)

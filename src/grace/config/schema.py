@@ -132,6 +132,10 @@ class RewardConfig:
     # template rate (share of its token trigrams found in a rollout of another text of the
     # process's batch: grace.rollout.quality): against one frame for every text ("This text
     # conveys a scene of ..."), the drift of the supervised runs. 0: off
+    copy_penalty: float = 0.0  # beyond the paper: each rollout's reward loses this times its copy
+    # rate (share of its tokens inside a 4-gram of its own input text: grace.rollout.quality):
+    # against rationales that repeat the text, the drift of the unsupervised runs (copy rate
+    # 0.23 -> 0.39 over 45 minutes, benchmarks/quality/results-data/budget/READINGS.md). 0: off
 
     def checks(self) -> list[Check]:
         return [
@@ -142,6 +146,7 @@ class RewardConfig:
             rule(finite(self.truncation_penalty), "truncation_penalty", "finite", self.truncation_penalty),
             non_negative("repetition_penalty", self.repetition_penalty),
             non_negative("template_penalty", self.template_penalty),
+            non_negative("copy_penalty", self.copy_penalty),
         ]
 
 

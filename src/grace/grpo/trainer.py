@@ -59,7 +59,8 @@ from grace.rollout.hf_path import (
     response_token_lists,
     score_sequences,
 )
-from grace.rollout.quality import repetition_rate, sequence_quality, template_rates, without_end
+from grace.rollout.quality import (group_copy_rates, repetition_rate, sequence_quality,
+                                   template_rates, without_end)
 from grace.rollout.roles import (
     context_blocks,
     num_groups_per_instance,
@@ -339,11 +340,11 @@ class GraceTrainer(Trainer):
         ends = set(end_token_ids(self.policy, self.tokenizer))
         ids = [without_end(r, ends) for r in response_token_lists(batch.trained.seqs)]
         batch.template_rates = torch.tensor(template_rates(ids, [i // G for i in range(len(ids))]))
-        weights = {"repetition": rc.repetition_penalty, "template": rc.template_penalty}
-        if any(weights.values()):  # beyond the paper: loops and one frame for every text cost reward
-            rates = {"repetition": torch.tensor([repetition_rate(r) for r in ids]),
-                     "template": batch.template_rates}
-            batch.penalties = {k: w * rates[k] for k, w in weights.items() if w}  # (N,) each
+        weights = {"repetition": rc.repetition_penalty, "template": rc.template_penalty,
+                   "copy": rc.copy_penalty}
+        if any(weights.values()):  # beyond the paper: loops, one frame for every text and copies cost reward
+            batch.penalties = {k: w * self._penalty_rates(k, ids, batch) for k, w in weights.items()
+                               if w}  # (N,) each
             total = sum(batch.penalties.values()).view_as(batch.local_rewards)
             batch.local_rewards = batch.local_rewards - total.to(batch.local_rewards.device,
                                                                  batch.local_rewards.dtype)
@@ -352,6 +353,16 @@ class GraceTrainer(Trainer):
         batch.old_logprobs = batch.trained.logprobs
         if self._rollout_copy is not None or str(self.acc.mixed_precision) != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
+
+    def _penalty_rates(self, name: str, ids: list[list[int]], batch: RolloutBatch) -> torch.Tensor:
+        """(N,) the rate ``reward.<name>_penalty`` multiplies, per rollout (token ids ``ids``,
+        group-major): its repetition, template or copy rate (grace.rollout.quality)."""
+        if name == "repetition":
+            return torch.tensor([repetition_rate(r) for r in ids])
+        if name == "template":
+            return batch.template_rates
+        sources = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch.plan.trained_texts]
+        return torch.tensor(group_copy_rates(ids, sources, self.config.rollout.num_rollouts))
 
     def update_stage(self, batch: RolloutBatch, step: int) -> dict:
         """The PPO update on the trained rollouts; its statistics."""

@@ -5,7 +5,8 @@ Pure functions of token ids, the same in training metrics (grace.grpo.trainer, p
 
 - ``copy_rate``: share of rationale tokens that lie inside an n-gram of >= ``n`` tokens (n = 4)
   that also occurs in the input text. A rationale that repeats its input word for word scores
-  1; echo embeddings (Springer et al. 2024, arXiv 2402.15449) are this trick on purpose;
+  1; echo embeddings (Springer et al. 2024, arXiv 2402.15449) are this trick on purpose
+  (``group_copy_rates``: one per rollout of a GRPO group, for ``reward.copy_penalty``);
 - ``length_mean``: rationale tokens, the end token not counted;
 - ``eos_rate``: share of rationales that ended by themselves (not cut at max_new_tokens);
 - ``distinct_2``: distinct token bigrams over all bigrams, across the rationales (near 0: the
@@ -38,6 +39,16 @@ def copy_rate(rationale: list[int], source: list[int], n: int = COPY_NGRAM) -> f
     """Share of ``rationale``'s tokens inside an n-gram also found in ``source`` (0 if empty)."""
     marks = copied_mask(rationale, source, n)
     return sum(marks) / len(marks) if marks else 0.0
+
+
+def group_copy_rates(rationales: list[list[int]], sources: list[list[int]], per_source: int
+                     ) -> list[float]:
+    """Per rationale: ``copy_rate`` against its own source, for rationales in groups of
+    ``per_source`` (group-major: rationale i was written for ``sources[i // per_source]``)."""
+    if len(rationales) != len(sources) * per_source:
+        raise ValueError(f"group_copy_rates: {len(rationales)} rationales for {len(sources)} "
+                         f"sources x {per_source}")
+    return [copy_rate(r, sources[i // per_source]) for i, r in enumerate(rationales)]
 
 
 def without_end(ids: list[int], ends: set[int]) -> list[int]:
