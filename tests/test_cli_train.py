@@ -626,21 +626,28 @@ def test_balanced_pooling_trains_and_a_bad_pooling_is_named(tmp_path, texts):
     assert bad.returncode == 2 and "rollout.pooling 'max' (choose mean, balanced)" in bad.stderr
 
 
+def _with_and_without(tmp_path: Path, texts: Path, flag: str, weight: str):
+    """One seeded unsupervised step with near-greedy rollouts, run without and with ``flag
+    weight`` (a reward penalty): -> (its arguments, both metrics rows, the logged samples paired)."""
+    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
+            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
+    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
+    _ok(grace_train(tmp_path, *args, flag, weight, "--output-dir", "PEN"))
+    pairs = list(zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")))
+    return args, _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0], pairs
+
+
 def test_repetition_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts):
     """reward.repetition_penalty: the same seeded step with and without it (near-greedy
     rollouts of the random model loop, so there is something to penalise): the same rollouts,
     the logged penalty is the weight times the logged repetition rate, and each logged sample's
     reward is lower by at most the weight (a rate is at most 1)."""
-    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
-            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
-    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
-    _ok(grace_train(tmp_path, *args, "--reward.repetition_penalty", "5", "--output-dir", "PEN"))
-    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    args, plain, pen, pairs = _with_and_without(tmp_path, texts, "--reward.repetition_penalty", "5")
     assert "reward/repetition_penalty" not in plain and pen["reward/repetition_penalty"] >= 0
     assert pen["rationale/repetition_rate"] == pytest.approx(plain["rationale/repetition_rate"])
     assert pen["reward/repetition_penalty"] == pytest.approx(5 * pen["rationale/repetition_rate"], abs=1e-6)
     assert pen["reward/repetition_penalty"] > 0
-    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+    for a, b in pairs:
         assert a["rationale"] == b["rationale"] and 0 < a["reward"] - b["reward"] <= 5
     bad = grace_train(tmp_path, *args, "--reward.repetition_penalty", "-1", "--output-dir", "BAD")
     assert bad.returncode == 2 and "reward.repetition_penalty must be >= 0" in bad.stderr
@@ -650,16 +657,12 @@ def test_template_penalty_lowers_rewards_by_the_logged_amount(tmp_path, texts):
     """reward.template_penalty: the same seeded step with and without it: the same rollouts,
     the logged penalty is the weight times the logged template rate, and no repetition
     penalty is logged (each penalty has its own metric)."""
-    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
-            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
-    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
-    _ok(grace_train(tmp_path, *args, "--reward.template_penalty", "3", "--output-dir", "PEN"))
-    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    _, plain, pen, pairs = _with_and_without(tmp_path, texts, "--reward.template_penalty", "3")
     assert "reward/template_penalty" not in plain and "reward/repetition_penalty" not in pen
     assert pen["rationale/template_rate"] == pytest.approx(plain["rationale/template_rate"])
     assert pen["reward/template_penalty"] == pytest.approx(3 * pen["rationale/template_rate"], abs=1e-6)
     assert pen["reward/template_penalty"] > 0  # the random model's near-greedy rollouts share trigrams
-    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+    for a, b in pairs:
         assert a["rationale"] == b["rationale"] and 0 <= a["reward"] - b["reward"] <= 3
 
 
@@ -667,15 +670,11 @@ def test_copy_penalty_lowers_rewards_within_its_weight(tmp_path, texts):
     """reward.copy_penalty: the same seeded step with and without it: the same rollouts, only
     the copy penalty logged, each logged sample's reward lower by at most the weight (a copy
     rate is at most 1), and a negative weight refused."""
-    args = ["--mode", "unsupervised", "--data", texts.name, "--max-steps", "1", *SMALL, *LEARN,
-            "--sample_every", "1", "--num_samples_logged", "2", "--rollout.temperature", "0.05"]
-    _ok(grace_train(tmp_path, *args, "--output-dir", "PLAIN"))
-    _ok(grace_train(tmp_path, *args, "--reward.copy_penalty", "3", "--output-dir", "PEN"))
-    plain, pen = _metrics(tmp_path / "PLAIN")[0], _metrics(tmp_path / "PEN")[0]
+    args, plain, pen, pairs = _with_and_without(tmp_path, texts, "--reward.copy_penalty", "3")
     assert "reward/copy_penalty" not in plain and "reward/template_penalty" not in pen
     assert pen["rationale/copy_rate"] == pytest.approx(plain["rationale/copy_rate"])
     assert 0 <= pen["reward/copy_penalty"] <= 3
-    for a, b in zip(_samples(tmp_path / "PLAIN"), _samples(tmp_path / "PEN")):
+    for a, b in pairs:
         assert a["rationale"] == b["rationale"] and 0 <= a["reward"] - b["reward"] <= 3
     bad = grace_train(tmp_path, *args, "--reward.copy_penalty", "-1", "--output-dir", "BAD")
     assert bad.returncode == 2 and "reward.copy_penalty must be >= 0" in bad.stderr
