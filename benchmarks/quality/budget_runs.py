@@ -24,7 +24,10 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
    to choose);
 5. ``capability.json`` with ``--capability``: ARC-Easy (300 seeded questions,
    log-likelihood) and held-out perplexity of the selected checkpoint (the base model's with
-   ``--references``).
+   ``--references``);
+6. ``samples.json`` with ``--samples``: the selected checkpoint's greedy rationales of
+   ``SAMPLE_TEXTS`` (a short and a long text), which results.md shows (the untrained model's in
+   ``references/`` with ``--references``).
 On demand, ``--pooling-check`` (no training): ``dev-mini-POOLING.json``, the selected checkpoint
 on ``dev-mini`` read with the other pooling than it was trained with (mean <-> balanced).
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
@@ -127,6 +130,10 @@ RUNS = {
                                                       "reward.copy_penalty": 1.0}, "unscored:mixed"),
     # copy 1 at 50 steps (seed 0): copy rate 0.243 -> 0.165 and dev-mini 65.94 -> 62.73 (STS -7):
     # copying is part of what the reward pays for; off
+    # SimCSE led GRACE unsup by 4.4 on lite (seed 0): a heavier contrastive term, nearer SimCSE's
+    # objective, with the anchor that keeps perplexity
+    "grace-unsup-mixed-contrastive3-anchor10": ("unsup-wiki", {**UNSUP_TERM, "optim.contrastive_weight": 3.0,
+                                                "optim.anchor_weight": 10.0}, "unscored:mixed"),
     "grace-unsup-questions": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5},
                               "unscored:questions"),
     "infonce": ("infonce-nli", BASELINE, NLI),
@@ -231,6 +238,36 @@ def capability(source: str, data_dir: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+# results.md shows each final row's greedy rationales of these (a short sentence, a question, a
+# long passage; from the dev and lite suites, for display only: nothing is chosen on them)
+SAMPLE_TEXTS = (
+    "A man with a hard hat is dancing.",
+    "What science fantasy young adult series, told in first person, has a set of companion books "
+    "narrating the stories of enslaved worlds and alien species?",
+    "The Hork-Bajir Chronicles is the second companion book to the \"Animorphs\" series, written by "
+    "K. A. Applegate. With respect to continuity within the series, it takes place before book #23, "
+    "\"The Pretender\", although the events told in the story occur between the time of \"The "
+    "Ellimist Chronicles\" and \"The Andalite Chronicles\". The book is introduced by Tobias, who "
+    "flies to the valley of the free Hork-Bajir, where Jara Hamee tells him the story of how the "
+    "Yeerks enslaved the Hork-Bajir.",
+)
+
+
+def samples(source: str, tokens: int, out: Path) -> dict:
+    """Greedy ``tokens``-token rationales of ``SAMPLE_TEXTS`` by ``source`` (float32, one text a
+    batch, no cache), into ``out``: the sample rationales results.md shows."""
+    if not out.is_file():
+        from grace.encoders import GraceEncoder
+
+        _log(f"samples: {source}")
+        encoder = GraceEncoder.from_pretrained(source, dtype=EVAL_DTYPE, cache=False, rationale="greedy",
+                                               max_new_tokens=tokens)
+        _, rationales = encoder.encode(list(SAMPLE_TEXTS), batch_size=1, return_rationales=True)
+        report.write_json(out, {"source": source, "max_new_tokens": tokens, "texts": list(SAMPLE_TEXTS),
+                                "rationales": list(rationales)})
+    return json.loads(out.read_text())
+
+
 def selected_step(key: str) -> int | None:
     """The step of the checkpoint a run is judged by: the best on dev-mini (early stopping on a
     split we may choose on; the earliest of equal scores), or None before any is scored."""
@@ -270,7 +307,8 @@ def selected_checkpoint(work: Path, key: str, purpose: str) -> Path:
 
 
 def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, dev: bool,
-            lite: bool, with_capability: bool = False, steps: int | None = None) -> None:
+            lite: bool, with_capability: bool = False, steps: int | None = None,
+            with_samples: bool = False) -> None:
     """All stages of one run; dev, lite and capability score the checkpoint chosen on dev-mini
     (``selected.json`` says which)."""
     key = run_key(name, seed, minutes, steps)
@@ -283,13 +321,16 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
     if best is not None and not record.is_file():
         score = budget_report.best_checkpoint(budget_report.load_curve(DATA / key))[1]
         report.write_json(record, {"step": best, "by": "dev-mini overall_by_type", "dev_mini": score})
-    for suite, wanted in (("dev", dev), ("lite", lite), ("capability", with_capability)):
+    for suite, wanted in (("dev", dev), ("lite", lite), ("capability", with_capability),
+                          ("samples", with_samples and how[0] != "none")):
         target = DATA / key / f"{suite}.json"
         if not wanted or target.is_file():
             continue
         chosen = selected_checkpoint(work, key, suite)
         if suite == "capability":
             capability(str(chosen), data_dir, target)
+        elif suite == "samples":
+            samples(str(chosen), how[1], target)
         else:
             evaluate(str(chosen), suite, how, data_dir, target, cache)
 
@@ -318,10 +359,12 @@ def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: flo
 
 
 def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool,
-                   labels: list[str] | None = None) -> None:
+                   labels: list[str] | None = None, with_samples: bool = False) -> None:
     """The untrained references ``labels`` (default: every one in REFERENCES) on ``suites``."""
     if with_capability:
         capability("smollm2-135m", data_dir, DATA / "references" / "capability.json")
+    if with_samples:
+        samples("smollm2-135m", RATIONALE_TOKENS, DATA / "references" / "samples.json")
     for label in labels or list(REFERENCES):
         rationale, pooling = REFERENCES[label]
         for suite in suites:
@@ -346,6 +389,9 @@ def main() -> None:
                         help="also score the selected checkpoint (best on dev-mini) on lite")
     parser.add_argument("--capability", action="store_true",
                         help="also ARC-Easy and held-out perplexity of the selected checkpoint")
+    parser.add_argument("--samples", action="store_true",
+                        help="also greedy rationales of SAMPLE_TEXTS by the selected checkpoint of each "
+                             "GRACE run (the untrained model's with --references)")
     parser.add_argument("--pooling-check", action="store_true",
                         help="only score the selected checkpoint of each GRACE run on dev-mini with the "
                              "other pooling (mean <-> balanced); trains nothing")
@@ -357,14 +403,15 @@ def main() -> None:
     if not args.report:
         work.mkdir(parents=True, exist_ok=True)
         if args.references is not None:
-            run_references(work, data_dir, args.references, args.capability, args.reference_names)
+            run_references(work, data_dir, args.references, args.capability, args.reference_names,
+                           args.samples)
         for seed in args.seeds:
             for name in args.runs:
                 if args.pooling_check:
                     pooling_check(work, data_dir, name, seed, args.minutes, args.steps)
                     continue
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
-                        args.capability, args.steps)
+                        args.capability, args.steps, args.samples)
     _log(f"wrote {budget_report.write(DATA, HERE, GRACE, BASELINE)}")
 
 

@@ -361,6 +361,8 @@ class GraceTrainer(Trainer):
             return torch.tensor([repetition_rate(r) for r in ids])
         if name == "template":
             return batch.template_rates
+        if name != "copy":
+            raise ValueError(f"reward.{name}_penalty: no such penalty (repetition, template or copy)")
         sources = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch.plan.trained_texts]
         return torch.tensor(group_copy_rates(ids, sources, self.config.rollout.num_rollouts))
 
