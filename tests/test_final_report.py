@@ -10,7 +10,9 @@ from benchmarks.quality import budget_final, final_report
 def _lite(sts, retrieval, copy=None, rationale="greedy"):
     """A lite result of two tasks, one per category; overall (types) = their mean."""
     return {"rationale": rationale, "seconds": 10.0, "texts_encoded": 4,
-            "tasks": {"STSB": {"main_score": sts}, "Hotpot": {"main_score": retrieval}},
+            "tasks": {"STSB": {"main_score": sts, "type": "STS", "subsample": {"sizes": {"pairs": 100}}},
+                      "Hotpot": {"main_score": retrieval, "type": "Retrieval",
+                                 "subsample": {"sizes": {"queries": 40}}}},
             "averages": {"STS": sts, "Retrieval": retrieval},
             "overall": (sts + retrieval) / 2, "overall_by_type": (sts + retrieval) / 2,
             "rationale_quality": None if copy is None else {"copy_rate": copy, "length_mean": 30.0}}
@@ -82,6 +84,9 @@ def test_section_targets_and_differences(tmp_path):
     diff = next(line for line in lines if line.startswith("- **GRACE sup vs InfoNCE**"))
     # +4.50 against noise max(1, 3.54 + 0) = 3.54: above it
     assert "overall (types) +4.50 (above, noise 3.5)" in diff
+    # one of 40 retrieval queries moves the task by 2.5 points: Retrieval's floor; +10.00 above it
+    assert "Retrieval +10.00 (above, noise 2.5)" in diff
+    assert any("(Retrieval 2.5)" in line for line in lines)
 
 
 def test_sample_rationales_by_text_untrained_first_long_text_cut(tmp_path):

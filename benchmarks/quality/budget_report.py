@@ -31,6 +31,8 @@ def load_runs(data: Path) -> dict[str, dict]:
     """run key -> {"train", "curve": {step: result}, "dev", "lite", "capability", "repooled":
     {pooling: dev-mini result}} for every run folder."""
     runs = {}
+    if not data.is_dir():
+        return runs
     for folder in sorted(p for p in data.iterdir() if p.is_dir() and p.name != "references"):
         train = _json(folder / "train.json")
         if train is None:

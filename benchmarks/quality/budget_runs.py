@@ -26,7 +26,7 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
    log-likelihood) and held-out perplexity of the selected checkpoint (the base model's with
    ``--references``);
 6. ``samples.json`` with ``--samples``: the selected checkpoint's greedy rationales of
-   ``SAMPLE_TEXTS`` (a short and a long text), which results.md shows (the untrained model's in
+   ``SAMPLE_TEXTS`` (a sentence, a question, a passage), which results.md shows (the untrained model's in
    ``references/`` with ``--references``).
 On demand, ``--pooling-check`` (no training): ``dev-mini-POOLING.json``, the selected checkpoint
 on ``dev-mini`` read with the other pooling than it was trained with (mean <-> balanced).

@@ -3,7 +3,7 @@ outputs (results-data/budget/). Each trained row is a method of ``budget_final.F
 of training a run, alone on the CPU, judged by its checkpoint chosen on dev-mini), mean ± sd over
 the seeds scored on ``lite`` so far; the untrained rows are budget_runs' references. Then the
 differences read against their noise, the targets of the issue with their margins, capability
-retention, greedy rationales of the selected checkpoints for a short and a long text, and the
+retention, greedy rationales of the selected checkpoints for short and long texts, and the
 hand-written status (``results-data/budget/SUMMARY.md``, dated, shown as it is).
 
 Pure functions of the JSON the stages wrote; of the benchmark's own modules it imports only the
@@ -46,7 +46,7 @@ def sample_lines(data: Path, runs: dict) -> list[str]:
         return []
     lines = []
     for i, text in enumerate(found[0][1]["texts"]):
-        shown = text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + " ..."
+        shown = text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS].rsplit(" ", 1)[0] + " ..."
         lines += [f"*Text {i + 1}* ({len(text.split())} words): \"{_cell(shown)}\"", "",
                   "| model | greedy rationale |", "|---|---|"]
         lines += [f"| {name} | {_cell(s['rationales'][i])} |" for name, s in found
@@ -71,7 +71,8 @@ def section(data: Path) -> list[str]:
         return lines + ["No lite row of the budget runs yet (`python -m benchmarks.quality.budget_runs`).", ""]
     rows = {label: results_table.aggregate(found) for label, found in results.items()}
     final = budget_final.method_rows(runs, refs)
-    keys = [k for label in rows if label in budget_final.FINAL for k in budget_final.FINAL[label]]
+    floors = results_table.item_floors(next(iter(results.values()))[0])
+    keys = [k for label in budget_final.FINAL for k in budget_final.FINAL[label]]
     cap_path = data / "references" / "capability.json"
     base_capability = json.loads(cap_path.read_text()) if cap_path.is_file() else None
     lines += [
@@ -79,16 +80,20 @@ def section(data: Path) -> list[str]:
         "greedy 32-token rationales for the GRACE and +reasoning rows (echo: the text's first 32 "
         "tokens), none for the contrastive baselines (trained on plain mean pooling). Each trained "
         "run had 45 minutes of training alone on a 2-core CPU and is judged by its best checkpoint "
-        "on `dev-mini` (a split we may choose on); trained rows are mean ± sample sd over the "
-        "seeds listed in the targets below. Every run, the search on dev and the curves: "
+        "on `dev-mini` (a split we may choose on); trained rows are mean ± sample sd over their "
+        "seeds (the runs are listed below the table). Every run, the search on dev and the curves: "
         "[results-budget.md](results-budget.md).", "",
         *results_table.table_lines(rows), "",
+        "The runs behind each row (seed in the name):", "",
+        *budget_final.final_lines(final), "",
         "### Targets of issue 25", "",
         *budget_final.target_lines(final, runs, base_capability), "",
         "### What each difference is worth", "",
-        "Points x 100; *within noise* when at most the larger of 1 point and the two rows' seed sd "
-        "summed (an untrained row has sd 0: its subsample's noise is not measured).", "",
-        *results_table.comparison_lines(rows, PAIRS), "",
+        "Points x 100; *within noise* when at most the larger of a floor and the two rows' seed sd "
+        "summed (an untrained row has sd 0: its subsample's noise is not measured). The floor is 1 "
+        "point, or what one query moves its task by where that is more "
+        f"({', '.join(f'{c} {v:.1f}' for c, v in floors.items()) or 'none here'}).", "",
+        *results_table.comparison_lines(rows, PAIRS, floors), "",
     ]
     capability = budget_report.capability_lines(base_capability, {k: runs[k] for k in keys if k in runs})
     if capability:

@@ -328,7 +328,7 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
     floor_text = ", ".join(f"{c} {v:.1f}" for c, v in floors.items())
 
     lines = [
-        "## Table 1 at our scale",
+        "## Table 1 at 8 steps",
         "",
         "Regenerate with `.venv/bin/python -m benchmarks.quality.make_results` "
         f"(written {time.strftime('%Y-%m-%d')}, "
@@ -397,6 +397,9 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
                      f"{r.get('texts_encoded', '-')} texts{rate}")
     out = HERE / "results.md"
     head = ["# Results at our scale: SmolLM2-135M-Instruct on a 2-core CPU", "",
+            "`.venv/bin/python -m benchmarks.quality.make_results --report-only` rewrites this file "
+            "from the committed stage outputs (the first section's come from "
+            "`benchmarks/quality/budget_runs.py`).", "",
             *final_report.section(DATA / "budget"), "## Earlier budgets", "",
             "make_results.py's own rows: every trained row is 8 optimizer steps (about 2 minutes), "
             "as the table stood before issue 25's real budgets above."
