@@ -30,18 +30,22 @@ ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial 
 PERPLEXITY_TOLERANCE = 0.02
 
 
-def method_rows(runs: dict, refs: dict) -> dict[str, dict]:
-    """label -> {"scores": [lite overall per seed found], "keys", "mean", "sd", "copy_mean"} for
-    the references (one untrained row each) and every FINAL method with at least one lite score."""
+def lite_sources(runs: dict, refs: dict) -> dict[str, list[tuple[str, dict]]]:
+    """label -> [(run key, its lite result)] for the references (key "untrained") and every
+    FINAL method, the runs without a lite result left out; labels with none are left out."""
     sources = {label: [("untrained", refs.get(ref, {}).get("lite"))]
                for label, ref in REFERENCE_LABELS.items()}
     sources |= {label: [(k, (runs.get(k) or {}).get("lite")) for k in keys]
                 for label, keys in FINAL.items()}
+    sources = {label: [(k, lite) for k, lite in found if lite] for label, found in sources.items()}
+    return {label: found for label, found in sources.items() if found}
+
+
+def method_rows(runs: dict, refs: dict) -> dict[str, dict]:
+    """label -> {"scores": [lite overall per seed found], "keys", "mean", "sd", "copy_mean"} for
+    the references (one untrained row each) and every FINAL method with at least one lite score."""
     rows = {}
-    for label, found in sources.items():
-        found = [(k, lite) for k, lite in found if lite]
-        if not found:
-            continue
+    for label, found in lite_sources(runs, refs).items():
         scores = [lite["overall_by_type"] for _, lite in found]
         copies = [(lite.get("rationale_quality") or {}).get("copy_rate") for _, lite in found]
         mean, sd = mean_sd(scores)

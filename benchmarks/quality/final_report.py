@@ -27,11 +27,8 @@ SAMPLE_CHARS = 160  # a long sample text is shown up to here
 def lite_results(runs: dict, refs: dict) -> dict[str, list[dict]]:
     """label -> the lite results that stand for it (one per seed scored; one for an untrained
     reference), in ``ORDER``; labels with none are left out."""
-    found = {label: [refs.get(ref, {}).get("lite")] for label, ref in budget_final.REFERENCE_LABELS.items()}
-    found |= {label: [(runs.get(k) or {}).get("lite") for k in keys]
-              for label, keys in budget_final.FINAL.items()}
-    found = {label: [r for r in results if r] for label, results in found.items()}
-    return {label: found[label] for label in ORDER if found.get(label)}
+    found = budget_final.lite_sources(runs, refs)
+    return {label: [lite for _, lite in found[label]] for label in ORDER if label in found}
 
 
 def sample_lines(data: Path, runs: dict) -> list[str]:

@@ -292,7 +292,7 @@ def make_plots(rows: dict, train: dict) -> list[str]:
 
 
 def _llm2vec_gen_section() -> list[str]:
-    return ["", "## LLM2Vec-Gen", "",
+    return ["", "### LLM2Vec-Gen", "",
             "Its diagnostics, the probes that chose its defaults, both runs (full and "
             "alignment-only), their lite-suite rows and decodings of held-out texts: "
             "[results-llm2vec-gen.md](results-llm2vec-gen.md) (`make_results.py --only llm2vec-gen`; "
@@ -328,7 +328,7 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
     floor_text = ", ".join(f"{c} {v:.1f}" for c, v in floors.items())
 
     lines = [
-        "## Table 1 at 8 steps",
+        "### Table 1 at 8 steps",
         "",
         "Regenerate with `.venv/bin/python -m benchmarks.quality.make_results` "
         f"(written {time.strftime('%Y-%m-%d')}, "
@@ -350,7 +350,7 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
         *_status(rows),
         *results_table.table_lines(rows),
         "",
-        "## What each difference is worth",
+        "### What each difference is worth",
         "",
         "Differences of the category-balanced overall and of each category, points x 100. A "
         "difference is called *within noise* when it is at most the larger of a floor and the sum "
@@ -373,20 +373,20 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
         *_suite_description(any_run),
     ]
     lines += _llm2vec_gen_section()
-    lines += ["", "## Training budgets", "",
+    lines += ["", "### Training budgets", "",
               "From SmolLM2-135M-Instruct, full fine-tuning; minutes are the training alone:", ""]
     for name, (config_name, overrides) in TRAINING.items():
         spent = [f"seed {r['seed']} {r['seconds'] / 60:.1f} min" for key, r in train.items()
                  if key.rsplit("-s", 1)[0] == name]
         lines.append(f"- **{name}**: config `{config_name}` with `{json.dumps(overrides)}`"
                      + (f" ({'; '.join(spent)})" if spent else ""))
-    lines += ["", "## General abilities (capability retention)", "",
+    lines += ["", "### General abilities (capability retention)", "",
               f"ARC-Easy: a seeded subsample of {ARC_QUESTIONS} questions (the same for every model; "
               f"at 40% accuracy a 95% interval is ±{100 * results_table.binomial_half_width(0.4, ARC_QUESTIONS):.1f} "
               "points), scored by log-likelihood of each choice; perplexity on held-out text.", "",
               *results_table.capability_lines(capabilities)]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Seconds", "",
+    lines += ["", "### Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "### Seconds", "",
               "Whole lite suite per row (mean over seeds), bfloat16 weights, each distinct text "
               "encoded once (the texts/s of a greedy row is the suite's greedy encoding speed at "
               f"{RATIONALE_TOKENS} tokens). One job at a time was the rule, but light test runs shared "
@@ -407,8 +407,7 @@ def write_report(rows: dict, capabilities: dict, train: dict, plots: list[str]) 
                " They were scored on the lite suite as it was then (eight tasks, before the "
                "question, tweet and title tasks), with bfloat16 weights: they compare with each "
                "other, not with the table above. Rerunning make_results.py scores them again."), ""]
-    body = [("#" + line) if line.startswith("## ") else line for line in lines]
-    out.write_text("\n".join(head + body) + "\n")
+    out.write_text("\n".join(head + lines) + "\n")
     return out
 
 

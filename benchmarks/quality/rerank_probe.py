@@ -43,14 +43,20 @@ def parse_row(text: str) -> tuple[str, str, list[str]]:
     return label, source, list(READINGS)
 
 
-def score(source: str, reading: str, data_dir: Path, cache: Path) -> dict:
-    """``TASK`` for ``source`` read as ``reading``: mteb's main score and the seconds."""
-    from grace.encoders import GraceEncoder
-    from grace.evaluation.mteb_adapter import GraceMTEBModel
-    from grace.evaluation.suite import build_suite, evaluate_task
+def dev_task(data_dir: Path):
+    """``TASK`` as the dev suite builds it (its seeded subsample)."""
+    from grace.evaluation.suite import build_suite
 
     tasks, _ = build_suite("dev", data_dir)
-    task = next(t for t in tasks if t.metadata.name == TASK)
+    return next(t for t in tasks if t.metadata.name == TASK)
+
+
+def score(source: str, reading: str, task, cache: Path) -> dict:
+    """``task`` for ``source`` read as ``reading``: mteb's main score and the seconds."""
+    from grace.encoders import GraceEncoder
+    from grace.evaluation.mteb_adapter import GraceMTEBModel
+    from grace.evaluation.suite import evaluate_task
+
     rationale, pooling = READINGS[reading]
     encoder = GraceEncoder.from_pretrained(source, dtype="float32", cache=cache, rationale=rationale,
                                            max_new_tokens=32, pooling=pooling)
@@ -67,13 +73,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--cache", default=str(paths.RUNS / "budget" / "rationales.sqlite"))
     args = parser.parse_args()
+    task = None
     for label, source, readings in map(parse_row, args.row):
         for reading in readings:
             out = OUT / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', label)}-{reading}.json"
             if not out.is_file():
                 print(f"[rerank {time.strftime('%H:%M:%S')}] {label}: {reading}", flush=True)
-                report.write_json(out, {"label": label, **score(source, reading, Path(args.data_dir),
-                                                                 Path(args.cache))})
+                task = task or dev_task(Path(args.data_dir))
+                report.write_json(out, {"label": label, **score(source, reading, task, Path(args.cache))})
     for path in sorted(OUT.glob("*.json")) if OUT.is_dir() else []:
         r = json.loads(path.read_text())
         print(f"{r['label']:<28} {r['reading']:<16} {100 * r['main_score']:6.2f}  ({r['seconds']:.0f} s)")

@@ -343,8 +343,10 @@ class GraceTrainer(Trainer):
         weights = {"repetition": rc.repetition_penalty, "template": rc.template_penalty,
                    "copy": rc.copy_penalty}
         if any(weights.values()):  # beyond the paper: loops, one frame for every text and copies cost reward
-            batch.penalties = {k: w * self._penalty_rates(k, ids, batch) for k, w in weights.items()
-                               if w}  # (N,) each
+            rates = {"repetition": lambda: torch.tensor([repetition_rate(r) for r in ids]),
+                     "template": lambda: batch.template_rates,
+                     "copy": lambda: self._copy_rates(ids, batch)}  # each computed only when weighted
+            batch.penalties = {k: w * rates[k]() for k, w in weights.items() if w}  # (N,) each
             total = sum(batch.penalties.values()).view_as(batch.local_rewards)
             batch.local_rewards = batch.local_rewards - total.to(batch.local_rewards.device,
                                                                  batch.local_rewards.dtype)
@@ -354,15 +356,9 @@ class GraceTrainer(Trainer):
         if self._rollout_copy is not None or str(self.acc.mixed_precision) != "no":
             batch.old_logprobs = self._policy_logprobs(batch.trained.seqs)
 
-    def _penalty_rates(self, name: str, ids: list[list[int]], batch: RolloutBatch) -> torch.Tensor:
-        """(N,) the rate ``reward.<name>_penalty`` multiplies, per rollout (token ids ``ids``,
-        group-major): its repetition, template or copy rate (grace.rollout.quality)."""
-        if name == "repetition":
-            return torch.tensor([repetition_rate(r) for r in ids])
-        if name == "template":
-            return batch.template_rates
-        if name != "copy":
-            raise ValueError(f"reward.{name}_penalty: no such penalty (repetition, template or copy)")
+    def _copy_rates(self, ids: list[list[int]], batch: RolloutBatch) -> torch.Tensor:
+        """(N,) each rollout's copy rate against its own text (token ids ``ids``, group-major;
+        grace.rollout.quality.group_copy_rates): what ``reward.copy_penalty`` multiplies."""
         sources = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in batch.plan.trained_texts]
         return torch.tensor(group_copy_rates(ids, sources, self.config.rollout.num_rollouts))
 
