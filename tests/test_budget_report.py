@@ -103,6 +103,9 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     assert asked == [("checkpoint-8", "dev-mini", ("greedy", 32, "balanced"), "dev-mini-balanced.json")]
     budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)  # scored: kept
     assert len(asked) == 1
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2, None, ("dev-mini", "dev"))
+    assert asked[1:] == [("checkpoint-8", "dev", ("greedy", 32, "balanced"), "dev-balanced.json")]
+    del asked[1:]
     gone = budget_runs.run_key("grace-sup-lr3e-5", 1, 2)
     _write(data / gone / "selected.json", {"step": 8})  # its checkpoint was never kept here
     with pytest.raises(SystemExit, match="checkpoint-8 is gone, so dev-mini with balanced pooling"):

@@ -5,6 +5,7 @@ import math
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,6 +222,31 @@ def test_encoder_pooling_option_changes_the_embedding_and_the_cache_key(tiny, tm
     assert EncodeOptions().generation_key() != EncodeOptions(pooling="balanced").generation_key()
     with pytest.raises(ValueError, match="pooling must be one of"):
         EncodeOptions(pooling="max")
+
+
+def test_a_second_pooling_reuses_the_cached_rationales(tiny, tmp_path, monkeypatch):
+    """Reading a model with the other pooling generates nothing again: the cached rationales of
+    the first pooling are scored once (the same vectors as a cold encode) and stored."""
+    import grace.encoders.encode as encode
+    from grace.encoders.base import GraceEncoder
+    from grace.encoders.encode import EncodeOptions
+
+    model, tok = tiny
+    texts = ["a cat sits on the mat", "stocks fell sharply today"]
+    cold = GraceEncoder(model, tok, EncodeOptions(max_new_tokens=4, pooling="balanced"),
+                        cache=False).encode(texts)
+    encoder = GraceEncoder(model, tok, EncodeOptions(max_new_tokens=4), cache=tmp_path / "c.sqlite")
+    encoder.encode(texts)  # mean: generates and stores the rationales
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated although the rationales are cached under another pooling")
+
+    monkeypatch.setattr(encode, "generate_and_score", no_generation)
+    balanced = encoder.with_options(pooling="balanced")
+    np.testing.assert_allclose(balanced.encode(texts), cold, atol=1e-5)
+    stored = encoder.cache.get_entries(encoder.fingerprint, balanced.options.generation_key(), texts)
+    assert all(e is not None and e[1] is not None for e in stored)  # stored under its own key
+    assert EncodeOptions().generation_key() in EncodeOptions(pooling="balanced").rationale_keys()
 
 
 def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):

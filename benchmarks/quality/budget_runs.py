@@ -6,6 +6,7 @@ final table only).
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-lr3e-5 --minutes 15 --no-dev
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-c0 --steps 120 --no-dev
     .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check --runs grace-sup-contrastive --minutes 45
+    .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check dev lite --runs grace-sup-contrastive-anchor10
     .venv/bin/python -m benchmarks.quality.budget_runs --report   # results-budget.md + curves, runs nothing
 
 Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
@@ -28,8 +29,10 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
 6. ``samples.json`` with ``--samples``: the selected checkpoint's greedy rationales of
    ``SAMPLE_TEXTS`` (a sentence, a question, a passage), which results.md shows (the untrained model's in
    ``references/`` with ``--references``).
-On demand, ``--pooling-check`` (no training): ``dev-mini-POOLING.json``, the selected checkpoint
-on ``dev-mini`` read with the other pooling than it was trained with (mean <-> balanced).
+On demand, ``--pooling-check [SUITE ...]`` (no training): ``SUITE-POOLING.json`` (default suite
+``dev-mini``), the selected checkpoint read with the other pooling than it was trained with (mean
+<-> balanced). The rationales are those its own pooling cached (the pooling changes no token), so
+such a reading costs one scoring pass once the run's own suite file is written.
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
 Evaluation is float32 with ``RATIONALE_TOKENS``-token greedy rationales unless a run sets
@@ -339,9 +342,9 @@ OTHER_POOLING = {"mean": "balanced", "balanced": "mean"}
 
 
 def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
-                  steps: int | None = None) -> None:
-    """The selected checkpoint of a GRACE run on ``dev-mini`` with the other pooling than it was
-    trained with (``dev-mini-POOLING.json``): whether giving the text and the rationale equal
+                  steps: int | None = None, suites: tuple[str, ...] = ("dev-mini",)) -> None:
+    """The selected checkpoint of a GRACE run on each of ``suites`` with the other pooling than it
+    was trained with (``SUITE-POOLING.json``): whether giving the text and the rationale equal
     weight (or the paper's mean) reads a trained model better, with no retraining. A contrastive
     baseline (no rationale, where both poolings are the text's mean) is skipped."""
     key = run_key(name, seed, minutes, steps)
@@ -350,12 +353,13 @@ def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: flo
         _log(f"{key}: no rationale to weigh (a contrastive baseline), skipped")
         return
     other = OTHER_POOLING[pooling]
-    target = DATA / key / f"dev-mini-{other}.json"
-    if target.is_file():
-        return
-    chosen = selected_checkpoint(work, key, f"dev-mini with {other} pooling")
-    evaluate(str(chosen), "dev-mini", (rationale, tokens, other), data_dir, target,
-             work / "rationales.sqlite")
+    for suite in suites:
+        target = DATA / key / f"{suite}-{other}.json"
+        if target.is_file():
+            continue
+        chosen = selected_checkpoint(work, key, f"{suite} with {other} pooling")
+        evaluate(str(chosen), suite, (rationale, tokens, other), data_dir, target,
+                 work / "rationales.sqlite")
 
 
 def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool,
@@ -392,9 +396,11 @@ def main() -> None:
     parser.add_argument("--samples", action="store_true",
                         help="also greedy rationales of SAMPLE_TEXTS by the selected checkpoint of each "
                              "GRACE run (the untrained model's with --references)")
-    parser.add_argument("--pooling-check", action="store_true",
-                        help="only score the selected checkpoint of each GRACE run on dev-mini with the "
-                             "other pooling (mean <-> balanced); trains nothing")
+    parser.add_argument("--pooling-check", nargs="*", default=None, metavar="SUITE",
+                        choices=["dev-mini", "dev", "lite"],
+                        help="only score the selected checkpoint of each GRACE run on these suites "
+                             "(default dev-mini) with the other pooling (mean <-> balanced); trains "
+                             "nothing")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--work", default=str(paths.RUNS / "budget"))
@@ -407,8 +413,9 @@ def main() -> None:
                            args.samples)
         for seed in args.seeds:
             for name in args.runs:
-                if args.pooling_check:
-                    pooling_check(work, data_dir, name, seed, args.minutes, args.steps)
+                if args.pooling_check is not None:
+                    pooling_check(work, data_dir, name, seed, args.minutes, args.steps,
+                                  tuple(args.pooling_check) or ("dev-mini",))
                     continue
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
                         args.capability, args.steps, args.samples)

@@ -25,12 +25,14 @@ renormalised mean of their unit vectors). The cache stores raw vectors and norma
 so one entry serves both. Entries written before raw vectors were stored hold unit vectors
 under the key without ``"embedding": "raw"`` (``EncodeOptions.generation_key(legacy=True)``):
 their rationales are reused (nothing is generated again) and their vectors are recomputed by one
-scoring pass, then stored in the new form.
+scoring pass, then stored in the new form. The same holds across poolings: the pooling changes
+the stored vector, not the rationale, so reading a model with a second pooling reuses the first
+one's rationales (``EncodeOptions.rationale_keys``) and runs only the scoring pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -85,6 +87,16 @@ class EncodeOptions:
         settings = {k: v for k, v in asdict(self).items() if k in keep}
         return settings_key(**settings) if legacy else settings_key(**settings, embedding="raw")
 
+    def rationale_keys(self) -> tuple[str, ...]:
+        """The other cache keys whose entries hold the very rationales of these settings (the
+        pooling only changes the stored embedding): this key's legacy form, then each other
+        pooling's key and its legacy form. A hit under one of them reuses the rationale and
+        recomputes only the embedding, so reading a model with a second pooling generates
+        nothing again."""
+        others = [replace(self, pooling=p) for p in POOLINGS if p != self.pooling]
+        return (self.generation_key(legacy=True),
+                *(k for o in others for k in (o.generation_key(), o.generation_key(legacy=True))))
+
 
 def _generate(model, tokenizer, prompts: PromptBatch, opts: EncodeOptions):
     """Rationale ids and raw embeddings of ``samples`` rollouts per prompt, from one engine pass."""
@@ -119,9 +131,9 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
         return emb, [""] * len(texts), [[] for _ in texts]
     if opts.rationale == "echo":
         return _echo(model, tokenizer, texts, prompts, opts, normalize)
-    n, key, legacy = opts.samples, opts.generation_key(), opts.generation_key(legacy=True)
+    n, key, fallback = opts.samples, opts.generation_key(), opts.rationale_keys()
     # entries[k][i]: (rationale ids, raw embedding or None) of sample k of text i, None if unknown
-    entries = [cache.get_entries(fingerprint, key, texts, k, fallback=legacy) if cache is not None
+    entries = [cache.get_entries(fingerprint, key, texts, k, fallback=fallback) if cache is not None
                else [None] * len(texts) for k in range(n)]
     missing = [i for i in range(len(texts)) if any(entries[k][i] is None for k in range(n))]
     if missing:
@@ -134,7 +146,8 @@ def encode_batch(model, tokenizer, texts: list[str], opts: EncodeOptions, cache,
                 cache.put_many(fingerprint, key, [texts[i] for i in missing], [ids[r] for r in rows],
                                k, emb[rows])
     stale = [(k, i) for k in range(n) for i in range(len(texts)) if entries[k][i][1] is None]
-    if stale:  # cached rationales without a raw embedding (older cache files): one scoring pass
+    if stale:  # cached rationales without this key's raw embedding (older cache files, another
+        # pooling): one scoring pass
         rows = prompts.select([i for _, i in stale])
         seqs = sequences_from_responses(rows, [entries[k][i][0] for k, i in stale],
                                         tokenizer.pad_token_id, end_token_ids(model, tokenizer))

@@ -101,15 +101,18 @@ class RationaleCache:
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def get_entries(self, fingerprint: str, settings: str, texts: list[str], sample: int = 0,
-                    fallback: str | None = None):
+                    fallback: str | tuple[str, ...] | None = None):
         """Per text: ``(token ids, embedding or None)``, or None when not cached. ``fallback``:
-        the settings under which older entries of the same rationales were stored in another
-        form; where ``settings`` has no entry, the ids of that one are returned with embedding
-        None (the caller recomputes the embedding). Each text counts once, as a hit or a miss."""
+        the settings (one, or several tried in order) under which entries of the same rationales
+        were stored in another form (an older cache file, or another pooling of the embedding);
+        where ``settings`` has no entry, the ids of the first fallback that has one are returned
+        with embedding None (the caller recomputes the embedding). Each text counts once, as a
+        hit or a miss."""
+        fallbacks = (fallback,) if isinstance(fallback, str) else tuple(fallback or ())
         found = []
         for text in texts:
             row = None
-            for key in (settings, fallback) if fallback is not None else (settings,):
+            for key in (settings, *fallbacks):
                 with self._guard():
                     row = self._db.execute(
                         "SELECT ids, embedding FROM rationales WHERE key = ?",
