@@ -123,3 +123,17 @@ def test_invalid_choices(key, value, expected):
     with pytest.raises(GraceInputError) as err:
         load_config(overrides={key: value})
     assert str(err.value) == expected
+
+
+def test_dotted_flattens_a_nested_config_and_trackers_get_scalars():
+    from grace.config.overrides import dotted
+    from grace.training.trackers import flat_config
+
+    nested = {"seed": 3, "optim": {"learning_rate": 1e-5, "betas": [0.9, 0.99]},
+              "rollout": {"sampling": {"top_p": None}}}
+    assert dotted(nested) == {"seed": 3, "optim.learning_rate": 1e-5, "optim.betas": [0.9, 0.99],
+                              "rollout.sampling.top_p": None}
+    assert flat_config(nested) == {"seed": 3, "optim.learning_rate": 1e-5, "optim.betas": "[0.9, 0.99]",
+                                   "rollout.sampling.top_p": "None"}
+    cfg = TrainConfig()
+    assert dotted(cfg.to_dict())["optim.learning_rate"] == cfg.optim.learning_rate

@@ -1,6 +1,8 @@
 """Config overrides from the command line: ``--section.field VALUE`` flags as dotted keys, which
 grace.config.schema.load_config then type-checks (the one override path: file, then flags).
-``grace train`` and the benchmarks that take a run's settings parse them here."""
+``grace train`` and the benchmarks that take a run's settings parse them here; ``dotted`` is the
+other direction, a nested config as the same dotted keys (what a resume compares and what
+trackers record)."""
 
 from __future__ import annotations
 
@@ -24,3 +26,15 @@ def dotted_overrides(extra: list[str]) -> dict[str, str]:
         overrides[key.replace("-", "_")] = value
         i += 1
     return overrides
+
+
+def dotted(values: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys, values unchanged:
+    ``{"optim": {"learning_rate": x}}`` -> ``{"optim.learning_rate": x}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -50,6 +50,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from grace.config.overrides import dotted
 from grace.errors import GraceInputError
 from grace.models.st_files import write_st_files
 from grace.training.model_card import write_model_card
@@ -266,23 +267,12 @@ def load_training_state(accelerator, checkpoint: Path, optimizer, scheduler,
 
 
 # -- the run record ---------------------------------------------------------------------------
-def _flat(values: dict, prefix: str = "") -> dict:
-    """{"optim": {"learning_rate": x}} -> {"optim.learning_rate": x}."""
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read_config(path: Path) -> dict | None:
     try:
         values = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return _flat(values) if isinstance(values, dict) else None
+    return dotted(values) if isinstance(values, dict) else None
 
 
 def recorded_config(output_dir: str | Path) -> tuple[Path, dict] | None:
@@ -303,7 +293,7 @@ def config_changes(output_dir: str | Path, config) -> dict[str, tuple]:
     found = recorded_config(output_dir)
     if found is None:
         return {}
-    old, new = found[1], _flat(config.to_dict())
+    old, new = found[1], dotted(config.to_dict())
     return {key: (old[key], new[key]) for key in new if key in old and old[key] != new[key]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from grace.config.overrides import dotted
 from grace.errors import GraceInputError
 
 KNOWN = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab",
@@ -32,18 +33,10 @@ def parse_report_to(value: str) -> list[str]:
     return names
 
 
-def flat_config(values: dict, prefix: str = "") -> dict:
-    """A nested config as dotted keys with values trackers accept (bool, int, float, str)."""
-    flat = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flat_config(value, name + "."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
+def flat_config(values: dict) -> dict:
+    """A nested config as dotted keys with values trackers accept (bool, int, float, str; any
+    other value as its text)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in dotted(values).items()}
 
 
 def scalars(metrics: dict) -> dict:
