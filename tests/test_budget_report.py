@@ -124,6 +124,12 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     assert "| untrained, echo | 52.00 | 50.00 |" in text
     assert f"| {key} (step 8) | 45.00 | 48.00 |" in text  # its own pooling (mean) from the curve
     assert f"| {other} (step 4) | 41.00 | 44.00 |" in text
+    # the whole dev suite read both ways: its own dev.json beside --pooling-check dev's file
+    _write(data / key / "dev.json", {**_result(0.47), "model": "w/checkpoint-8", "pooling": "mean"})
+    _write(data / key / "dev-balanced.json", {**_result(0.49), "model": "w/checkpoint-8", "pooling": "balanced"})
+    text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
+    dev = text[text.index("## Pooling at evaluation (dev,"):]
+    assert f"| {key} (step 8) | 47.00 | 49.00 |" in dev
 
 
 def test_runs_are_evaluated_with_their_own_rationale_settings():

@@ -103,3 +103,25 @@ def test_section_without_lite_rows_says_so(tmp_path):
     data.mkdir()
     lines = final_report.section(data)
     assert lines[0] == "## Table 1 at real budgets (issue 25)" and "No lite row" in lines[2]
+
+
+def test_one_pooling_per_table_rationale_rows_read_balanced(tmp_path, monkeypatch):
+    """With POOLING "balanced", the GRACE runs' --pooling-check lite files and the balanced
+    references stand for the rationale rows; base and InfoNCE (no rationale) keep theirs, and a
+    run not yet read with that pooling has no row (never a mix of poolings)."""
+    data = _layout(tmp_path)
+    _write(data / "references" / "plus_reasoning_balanced-lite.json", _lite(0.40, 0.70, copy=0.3))
+    _write(data / "references" / "echo_balanced-lite.json", _lite(0.55, 0.65, copy=1.0, rationale="echo"))
+    model = "/runs/x/checkpoint-8"
+    _write(data / SUP0 / "lite-balanced.json", {**_lite(0.80, 0.80, copy=0.2), "pooling": "balanced",
+                                                 "model": model})
+    monkeypatch.setattr(budget_final, "POOLING", "balanced")
+    lines = final_report.section(data)
+    table = _table(lines, "| model | rationale | seeds |")
+    assert table["+reasoning"][2:5] == ["40.00", "70.00", "55.00"]
+    assert table["echo"][2:5] == ["55.00", "65.00", "60.00"]
+    assert table["base"][2:5] == ["40.00", "50.00", "45.00"]
+    assert table["InfoNCE"][2:5] == ["66.00", "70.00", "68.00"]
+    assert table["GRACE sup"][:5] == ["greedy", "1", "80.00", "80.00", "80.00"]  # SUP1 not repooled
+    assert any("text's mean and the rationale's mean weighted equally" in line for line in lines)
+    assert budget_final.pooled_lite({"lite": {"pooling": "balanced"}}, "mean") is None

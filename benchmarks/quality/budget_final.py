@@ -26,16 +26,37 @@ FINAL = {
     "SimCSE": ("simcse-mixed-s0-45m", "simcse-mixed-s1-45m"),
 }
 REFERENCE_LABELS = {"+reasoning": "plus_reasoning", "echo": "echo", "base": "base"}
+# The pooling every rationale row of the table is read with (one pooling a table: GRACE, and the
+# untrained +reasoning and echo rows; base and the contrastive baselines have no rationale, where
+# both poolings are the text's mean). "mean" is the paper's; "balanced" gives the text and the
+# rationale equal weight (budget_runs --pooling-check reads a run with the other one).
+POOLING = "mean"
+
+
+def reference_key(ref: str, pooling: str) -> str:
+    """The references' file label of ``ref`` read with ``pooling`` (budget_runs.REFERENCES)."""
+    return ref if pooling == "mean" or ref == "base" else f"{ref}_balanced"
+
+
+def pooled_lite(run: dict, pooling: str) -> dict | None:
+    """A run's lite result read with ``pooling``: its own lite file when it was read so (or has
+    no rationale), else the ``--pooling-check lite`` one; None when not scored that way."""
+    lite = run.get("lite")
+    if lite is None or lite.get("rationale") == "none" or lite.get("pooling", "mean") == pooling:
+        return lite
+    return run.get("repooled", {}).get("lite", {}).get(pooling)
 ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial sd
 PERPLEXITY_TOLERANCE = 0.02
 
 
-def lite_sources(runs: dict, refs: dict) -> dict[str, list[tuple[str, dict]]]:
-    """label -> [(run key, its lite result)] for the references (key "untrained") and every
-    FINAL method, the runs without a lite result left out; labels with none are left out."""
-    sources = {label: [("untrained", refs.get(ref, {}).get("lite"))]
+def lite_sources(runs: dict, refs: dict, pooling: str | None = None) -> dict[str, list[tuple[str, dict]]]:
+    """label -> [(run key, its lite result read with ``pooling``, default ``POOLING``)] for the
+    references (key "untrained") and every FINAL method, the runs without such a lite result left
+    out; labels with none are left out."""
+    pooling = pooling or POOLING
+    sources = {label: [("untrained", refs.get(reference_key(ref, pooling), {}).get("lite"))]
                for label, ref in REFERENCE_LABELS.items()}
-    sources |= {label: [(k, (runs.get(k) or {}).get("lite")) for k in keys]
+    sources |= {label: [(k, pooled_lite(runs.get(k) or {}, pooling)) for k in keys]
                 for label, keys in FINAL.items()}
     sources = {label: [(k, lite) for k, lite in found if lite] for label, found in sources.items()}
     return {label: found for label, found in sources.items() if found}

@@ -27,9 +27,23 @@ def load_curve(folder: Path) -> dict[int, dict]:
     return dict(sorted(curve.items()))
 
 
+REPOOLED_SUITES = ("dev-mini", "dev", "lite")  # budget_runs --pooling-check writes SUITE-POOLING.json
+
+
+def _repooled(folder: Path) -> dict[str, dict[str, dict]]:
+    """suite -> pooling -> result of the selected checkpoint read with the other pooling than
+    it was trained with (``SUITE-POOLING.json``)."""
+    found: dict[str, dict[str, dict]] = {}
+    for path in folder.glob("*.json"):
+        suite, _, pooling = path.stem.rpartition("-")
+        if suite in REPOOLED_SUITES and pooling in ("mean", "balanced"):
+            found.setdefault(suite, {})[pooling] = _json(path)
+    return found
+
+
 def load_runs(data: Path) -> dict[str, dict]:
     """run key -> {"train", "curve": {step: result}, "dev", "lite", "capability", "repooled":
-    {pooling: dev-mini result}} for every run folder."""
+    {suite: {pooling: result}}} for every run folder."""
     runs = {}
     if not data.is_dir():
         return runs
@@ -40,8 +54,7 @@ def load_runs(data: Path) -> dict[str, dict]:
         runs[folder.name] = {"train": train, "curve": load_curve(folder),
                              "dev": _json(folder / "dev.json"), "lite": _json(folder / "lite.json"),
                              "capability": _json(folder / "capability.json"),
-                             "repooled": {q.stem.removeprefix("dev-mini-"): _json(q)
-                                          for q in folder.glob("dev-mini-*.json")}}
+                             "repooled": _repooled(folder)}
     return runs
 
 
@@ -131,21 +144,25 @@ def type_lines(named: dict[str, dict], suite: str = "dev") -> list[str]:
     return lines
 
 
-def pooling_lines(refs: dict, runs: dict) -> list[str]:
-    """dev-mini of the same rationales read with both poolings: the references that have both,
-    and each GRACE run's selected checkpoint (its own pooling from the curve, the other from
-    ``--pooling-check``)."""
-    lines = ["| dev-mini | mean (the paper) | balanced (text and rationale equal) |", "|---|---|---|"]
+def pooling_lines(refs: dict, runs: dict, suite: str = "dev-mini") -> list[str]:
+    """``suite`` of the same rationales read with both poolings: the references that have both,
+    and each GRACE run's selected checkpoint (its own pooling from the curve or the run's suite
+    file, the other from ``--pooling-check``)."""
+    lines = [f"| {suite} | mean (the paper) | balanced (text and rationale equal) |", "|---|---|---|"]
     for label in refs:
-        other = refs.get(f"{label}_balanced", {}).get("dev-mini")
-        if other is not None and refs[label].get("dev-mini") is not None:
-            lines.append(f"| untrained, {label} | {_score(refs[label]['dev-mini'])} | {_score(other)} |")
+        other = refs.get(f"{label}_balanced", {}).get(suite)
+        if other is not None and refs[label].get(suite) is not None:
+            lines.append(f"| untrained, {label} | {_score(refs[label][suite])} | {_score(other)} |")
     for key, run in runs.items():
-        for other in run["repooled"].values():
-            # the checkpoint the other pooling read, beside its own curve point (each result
+        for other in run["repooled"].get(suite, {}).values():
+            # the checkpoint the other pooling read, beside its own reading of it (each result
             # names its checkpoint and pooling)
             step = int(other["model"].rsplit("checkpoint-", 1)[1])
-            own = run["curve"].get(step)
+            if suite == "dev-mini":
+                own = run["curve"].get(step)
+            else:  # the run's own suite file, when it read the same checkpoint
+                own = run.get(suite)
+                own = own if own and own.get("model") == other["model"] else None
             if own is None:
                 continue
             by = {own["pooling"]: own, other["pooling"]: other}
@@ -271,9 +288,10 @@ def write(data: Path, here: Path, grace: dict, baseline: dict) -> Path:
     if any(on_lite.values()):
         lines += ["", "## Per category on lite (the final table's suite; never used to choose)", "",
                   *type_lines(on_lite, "lite")]
-    pooling = pooling_lines(refs, runs)
-    if pooling:
-        lines += ["", "## Pooling at evaluation (dev-mini, the same rationales)", "", *pooling]
+    for suite in ("dev-mini", "dev"):
+        pooling = pooling_lines(refs, runs, suite)
+        if pooling:
+            lines += ["", f"## Pooling at evaluation ({suite}, the same rationales)", "", *pooling]
     samples = sample_lines(runs)
     if samples:
         lines += ["", "## Sample rationales (training rollouts, last logged)", "", *samples]

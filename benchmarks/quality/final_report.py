@@ -22,6 +22,9 @@ PAIRS = {"+reasoning": ("echo", "base"), "echo": ("base",),
          "GRACE sup": ("InfoNCE", "+reasoning", "echo", "base"),
          "GRACE unsup": ("SimCSE", "+reasoning", "echo", "base")}
 SAMPLE_CHARS = 160  # a long sample text is shown up to here
+POOLING_TEXT = {"mean": "pooled as in the paper (the mean over every text and rationale token)",
+                "balanced": "pooled with the text's mean and the rationale's mean weighted equally "
+                            "(chosen on dev; every rationale row read the same way)"}
 
 
 def lite_results(runs: dict, refs: dict) -> dict[str, list[dict]]:
@@ -75,7 +78,8 @@ def section(data: Path) -> list[str]:
     lines += [
         "The `lite` suite (test splits, seeded subsamples; never used to choose), float32 weights, "
         "greedy 32-token rationales for the GRACE and +reasoning rows (echo: the text's first 32 "
-        "tokens), none for the contrastive baselines (trained on plain mean pooling). Each trained "
+        f"tokens), {POOLING_TEXT[budget_final.POOLING]}; none for the contrastive baselines "
+        "(trained on plain mean pooling). Each trained "
         "run had 45 minutes of training alone on a 2-core CPU and is judged by its best checkpoint "
         "on `dev-mini` (a split we may choose on); trained rows are mean ± sample sd over their "
         "seeds (the runs are listed below the table). Every run, the search on dev and the curves: "
