@@ -66,9 +66,41 @@ def test_explain_refuses_sampled_and_non_text(encoder):
         explain_pair(sampled, A, B)
     with pytest.raises((GraceInputError, TypeError)):
         explain_pair(encoder, A, 123)
-    balanced = encoder.with_options(cache=False, pooling="balanced")
-    with pytest.raises(GraceInputError, match="pools 'balanced'"):
-        explain_pair(balanced, A, B)
+
+
+def test_explain_a_balanced_encoder_matches_its_cosine(encoder):
+    """The balanced pooling (text and rationale halves): the shares carry each token's weight,
+    still sum to the cosine, and the cosine is the balanced encoder's, not the mean one's."""
+    balanced = encoder.with_options(cache=False, pooling="balanced", rationale="greedy")
+    ex = explain_pair(balanced, A, B)
+    emb = balanced.encode([A, B])
+    assert ex.cosine == pytest.approx(float(emb[0] @ emb[1]), abs=1e-5)
+    mean = encoder.with_options(cache=False, rationale="greedy").encode([A, B])
+    assert abs(float(mean[0] @ mean[1]) - ex.cosine) > 1e-4  # a different embedding
+    for side in (ex.a, ex.b):
+        assert abs(side.total - ex.cosine) < 1e-5
+
+
+def test_weighted_shares_by_hand():
+    """p_a = 0.5 (1, 0) + 0.25 (1, 2) + 0.25 (3, 0) = (1.5, 0.5); b = (0, 3) -> e_b = (0, 1):
+    shares w_i (h_i . e_b) / |p_a| = (0, 0.5, 0) / sqrt(2.5)."""
+    from grace.models.pooling import token_weights
+
+    weights = token_weights(torch.tensor([False, True, True]), "balanced")
+    torch.testing.assert_close(weights, torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    torch.testing.assert_close(token_weights(torch.tensor([False, True]), "mean"),
+                               torch.tensor([0.5, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(token_weights(torch.tensor([False, False]), "balanced"),
+                               torch.tensor([0.5, 0.5], dtype=torch.float64))  # no rationale
+    states_a = torch.tensor([[1.0, 0.0], [1.0, 2.0], [3.0, 0.0]])
+    cosine, a, b = pair_attributions(states_a, torch.tensor([[0.0, 3.0]]), weights)
+    assert cosine == pytest.approx(0.5 / 2.5 ** 0.5)
+    torch.testing.assert_close(a, torch.tensor([0.0, 0.5 / 2.5 ** 0.5, 0.0], dtype=torch.float64))
+    assert float(b.sum()) == pytest.approx(cosine)
+    with pytest.raises(ValueError, match="one per row"):
+        token_contributions(states_a, torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        token_weights(torch.tensor([True]), "max")
 
 
 def test_explain_minilm_word_pieces():

@@ -8,12 +8,14 @@
 The shares come from grace.explain.attribution (exact: a side's shares sum to the cosine). What the
 "tokens" of a side are depends on the encoder:
 
-- GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``): every pooled position (GRACE paper, arXiv 2510.04506):
+- GRACE (``GraceEncoder``, rationale ``greedy`` or ``none``, either pooling): every pooled position (GRACE paper, arXiv 2510.04506):
   the user text, the chat-template tokens around it, and the rationale (EOS included when the
   rationale ended by itself); the system prompt is not pooled and so has no share. The greedy
   rationale is the one ``encode`` uses (read from the rationale cache when it holds it); the
   hidden states come from one forward pass over prompt + rationale, so the cosine equals the
-  encoder's up to float rounding. ``sampled`` encodings average several rationales and are
+  encoder's up to float rounding. With the balanced pooling each token's share carries its
+  weight (the text's tokens share one half, the rationale's the other;
+  grace.models.pooling.token_weights). ``sampled`` encodings average several rationales and are
   refused (explain a greedy encoder instead).
 - LLM2Vec-Gen: its K aligned vectors (``<soft1>`` ... ``<softK>``): the embedding is their
   mean; each side also gets ``decoded``, the frozen LM's greedy reading of its soft prompts.
@@ -31,6 +33,7 @@ from grace.encoders import GraceEncoder, LLM2VecGenEncoder, SentenceTransformerE
 from grace.encoders.base import validate_texts
 from grace.errors import GraceInputError
 from grace.explain.attribution import pair_attributions
+from grace.models.pooling import token_weights
 
 SEGMENTS = ("text", "rationale", "soft")  # where a token sits: prompt side, rationale, soft slot
 
@@ -81,7 +84,8 @@ def _side(text: str, rationale: str, labels: list[str], segments: list[str], sha
 @functools.singledispatch
 def pooled_states(encoder, texts: list[str], decode_tokens: int):
     """What an encoder pools, per text: ``(kind, [(states (n, D) float32, token labels,
-    segments) per text], rationales, decodings or None)``. One implementation per encoder class
+    segments, pooling weights (n,) or None for the plain mean) per text], rationales, decodings
+    or None)``. One implementation per encoder class
     (``functools.singledispatch``): a new encoder class registers its own."""
     raise GraceInputError(f"explain does not know how {type(encoder).__name__} pools its tokens")
 
@@ -96,9 +100,6 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
     from grace.rollout.hf_path import forward_hidden, sequences_from_responses
 
     opts, tok, model = encoder.options, encoder.tokenizer, encoder.model
-    if opts.pooling != "mean":
-        raise GraceInputError(f"explain splits the cosine of token-mean embeddings; this encoder "
-                              f"pools '{opts.pooling}': encode with pooling 'mean' to explain")
     if opts.rationale == "sampled":
         raise GraceInputError("explain needs a deterministic encoding: rationale 'greedy' or "
                               "'none', not 'sampled' (several averaged rationales)")
@@ -117,8 +118,10 @@ def _grace_states(encoder: GraceEncoder, texts: list[str], decode_tokens: int):
         positions = keep.nonzero().squeeze(1)
         token_ids = seqs.input_ids[row, positions].tolist()
         labels = [tok.decode([t]) for t in token_ids]
-        segments = ["rationale" if p >= seqs.prompt_len else "text" for p in positions.tolist()]
-        out.append((hidden[row, keep.to(device)].float().cpu(), labels, segments))
+        is_rationale = positions >= seqs.prompt_len
+        segments = ["rationale" if r else "text" for r in is_rationale.tolist()]
+        out.append((hidden[row, keep.to(device)].float().cpu(), labels, segments,
+                    token_weights(is_rationale, opts.pooling)))
     return "grace", out, rationales, [None] * len(texts)
 
 
@@ -135,7 +138,7 @@ def _llm2vec_gen_states(encoder: LLM2VecGenEncoder, texts: list[str], decode_tok
     out = model(enc.input_ids.to(device), enc.attention_mask.to(device))
     decoded = model.decode(out["soft_prompts"], decode_tokens, tok.eos_token_id, tok.pad_token_id)
     labels = [f"<soft{k + 1}>" for k in range(K)]
-    states = [(out["aligned"][row].float().cpu(), labels, ["soft"] * K) for row in range(len(texts))]
+    states = [(out["aligned"][row].float().cpu(), labels, ["soft"] * K, None) for row in range(len(texts))]
     return ("llm2vec-gen", states, [""] * len(texts),
             [tok.decode(d, skip_special_tokens=True).strip() for d in decoded])
 
@@ -167,7 +170,7 @@ def _sentence_transformers_states(encoder: SentenceTransformerEncoder, texts: li
         keep = features["attention_mask"][row].bool()
         ids = features["input_ids"][row][keep].tolist()
         labels = [st.tokenizer.decode([t]) for t in ids]
-        out.append((token_embeddings[row, keep].float().cpu(), labels, ["text"] * len(ids)))
+        out.append((token_embeddings[row, keep].float().cpu(), labels, ["text"] * len(ids), None))
     return "sentence-transformers", out, [""] * len(texts), [None] * len(texts)
 
 
@@ -176,8 +179,8 @@ def explain_pair(encoder, text_a: str, text_b: str, decode_tokens: int = 32) -> 
     (module docstring). ``decode_tokens``: length of LLM2Vec-Gen's decodings."""
     texts = validate_texts([text_a, text_b])
     kind, states, rationales, decoded = pooled_states(encoder, texts, decode_tokens)
-    (h_a, labels_a, seg_a), (h_b, labels_b, seg_b) = states
-    cosine, shares_a, shares_b = pair_attributions(h_a, h_b)
+    (h_a, labels_a, seg_a, w_a), (h_b, labels_b, seg_b, w_b) = states
+    cosine, shares_a, shares_b = pair_attributions(h_a, h_b, w_a, w_b)
     return Explanation(
         cosine=cosine,
         a=_side(texts[0], rationales[0], labels_a, seg_a, shares_a, decoded[0]),

@@ -69,6 +69,20 @@ def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_su
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
+def token_weights(is_rationale: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """Each pooled token's weight in ``pool_sums``' embedding of one text (before the L2
+    normalisation): (n,) bool, True where the token is a rationale token -> (n,) float64 that
+    sums to 1. ``mean``: 1/n each; ``balanced``: 1/2 shared by the text tokens and 1/2 by the
+    rationale tokens (all to the text when there is no rationale token)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    r = is_rationale.bool()
+    n, n_r = r.numel(), int(r.sum())
+    if pooling == "mean" or n_r == 0 or n_r == n:  # one part only: its mean (up to scale)
+        return torch.full((n,), 1.0 / max(n, 1), dtype=torch.float64)
+    return torch.where(r, 0.5 / n_r, 0.5 / (n - n_r)).to(torch.float64)
+
+
 def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean",
                normalize: bool = True) -> torch.Tensor:
     """``pool`` with the positions before ``split`` as the prompt and the rest as the rationale
