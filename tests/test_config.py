@@ -137,3 +137,11 @@ def test_dotted_flattens_a_nested_config_and_trackers_get_scalars():
                                    "rollout.sampling.top_p": "None"}
     cfg = TrainConfig()
     assert dotted(cfg.to_dict())["optim.learning_rate"] == cfg.optim.learning_rate
+
+
+def test_encode_pooling_is_null_or_a_pooling_and_sup_nli_reads_balanced():
+    assert TrainConfig().rollout.encode_pooling is None
+    assert load_config("sup-nli").rollout.encode_pooling == "balanced"
+    assert load_config("sup-nli").rollout.pooling == "mean"  # its rewards: the paper's pooling
+    with pytest.raises(GraceInputError, match="encode_pooling 'max'"):
+        load_config(None, {"rollout.encode_pooling": "max"})

@@ -262,3 +262,10 @@ def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"pooling": "balanced"}}))
     assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.pooling == "balanced"
     assert GraceEncoder.from_pretrained(str(tmp_path), cache=False, pooling="mean").options.pooling == "mean"
+    # trained with the mean, to be read balanced (rollout.encode_pooling, as sup-nli ships)
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
+        {"rollout": {"pooling": "mean", "encode_pooling": "balanced"}}))
+    assert trained_pooling(tmp_path) == {"pooling": "balanced"}
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
+        {"rollout": {"pooling": "mean", "encode_pooling": None}}))
+    assert trained_pooling(tmp_path) == {"pooling": "mean"}

@@ -58,7 +58,7 @@ def run_demo(config: str | None, output_dir: str, max_steps: int | None, model: 
     cfg = load_config(config or "demo-unsup-lee", overrides)
     docs, ratings = load_lee()
     options = EncodeOptions(max_new_tokens=cfg.rollout.max_new_tokens,  # whole documents
-                            pooling=cfg.rollout.pooling)
+                            pooling=cfg.rollout.encode_pooling or cfg.rollout.pooling)
     console.rule(f"[bold]GRACE demo: {cfg.model.name}, Lee document similarity (50 docs, 1,225 pairs)")
     console.print(f"[bold]before training[/] (rationales: greedy, {options.max_new_tokens} tokens)")
     before = _evaluate(cfg.model.name, docs, ratings, options, console)

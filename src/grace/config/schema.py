@@ -86,7 +86,10 @@ class RolloutConfig:
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
     pooling: str = "mean"  # embedding of text + rationale behind the rewards: mean (paper: every
     # pooled token alike) | balanced (text mean and rationale mean, equal weight; beyond the
-    # paper, grace.models.pooling.pool_sums). Encode the trained model with the same pooling
+    # paper, grace.models.pooling.pool_sums)
+    encode_pooling: str | None = None  # the pooling the trained model is read with (GraceEncoder,
+    # grace eval / serve / explain on its checkpoints); null: ``pooling``, the one its rewards
+    # used. The rationales do not depend on it, only how text and rationale are weighed
     micro_batch_size: int = 16  # sequences per forward pass when scoring and updating
     engine: str = "fast"  # fast: grace.rollout.engine (one pass, shared prefill) | simple: HF generate + rescoring pass
     generation_batch_size: int = 64  # rollout rows decoded together (a group is never split)
@@ -108,6 +111,8 @@ class RolloutConfig:
             at_least("max_new_tokens", self.max_new_tokens, 1),
             at_least("micro_batch_size", self.micro_batch_size, 1),
             choice("pooling", self.pooling, POOLINGS),
+            (self.encode_pooling in (None, *POOLINGS),
+             f"encode_pooling '{self.encode_pooling}' (choose null, {', '.join(POOLINGS)})"),
             choice("engine", self.engine, ("fast", "simple")),
             at_least("generation_batch_size", self.generation_batch_size, 1),
             choice("decode", self.decode, ("auto", "static", "compiled", "hf")),

@@ -96,15 +96,17 @@ def training_output_checkpoint(name_or_path, say=_say):
 
 
 def trained_pooling(folder) -> dict:
-    """``{"pooling": ...}`` from a training checkpoint's ``grace_config.yaml`` (the pooling its
-    rewards were computed with), or ``{}``."""
+    """``{"pooling": ...}`` from a training checkpoint's ``grace_config.yaml``: its
+    ``rollout.encode_pooling`` (the pooling it is to be read with), else ``rollout.pooling``
+    (the one its rewards were computed with); or ``{}``."""
     config = Path(folder) / "grace_config.yaml"
     if not config.is_file():
         return {}
     import yaml
 
     try:
-        pooling = (yaml.safe_load(config.read_text()) or {}).get("rollout", {}).get("pooling")
+        rollout = (yaml.safe_load(config.read_text()) or {}).get("rollout", {})
+        pooling = rollout.get("encode_pooling") or rollout.get("pooling")
     except (yaml.YAMLError, AttributeError):
         return {}  # not ours to judge here: loading the weights reports a broken checkpoint
     return {"pooling": pooling} if isinstance(pooling, str) else {}

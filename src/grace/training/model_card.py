@@ -304,7 +304,8 @@ def render_card(*, name: str, config: dict | None = None, base_name: str | None 
     system_prompt = _get(config, "data.system_prompt") or options.get("system_prompt") or SYSTEM_PROMPT
     base = (f"[{base_model}](https://huggingface.co/{base_model})" if base_model
             else _display_name(base_name) or "unknown")
-    pooling = options.get("pooling") or _get(config, "rollout.pooling") or "mean"
+    pooling = (options.get("pooling") or _get(config, "rollout.encode_pooling")
+               or _get(config, "rollout.pooling") or "mean")
     if method == "llm2vec-gen":
         embedding = ("the mean of the alignment head's outputs at the soft tokens (unnormalised; "
                      "compare with cosine)")
