@@ -4,7 +4,16 @@ and margins below are computed by hand."""
 
 import json
 
+import pytest
+
 from benchmarks.quality import budget_final, final_report
+
+
+@pytest.fixture(autouse=True)
+def _mean_table(monkeypatch):
+    """These layouts are read with the paper's pooling (lite.json, no --pooling-check files);
+    a test of the balanced table sets its own."""
+    monkeypatch.setattr(budget_final, "POOLING", "mean")
 
 
 def _lite(sts, retrieval, copy=None, rationale="greedy"):
