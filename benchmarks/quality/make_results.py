@@ -45,6 +45,8 @@ HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results.md, its p
 
 DATA = HERE / "results-data"  # committed stage outputs: eval/, capability/, train/
 RATIONALE_TOKENS = 32  # rationale length in training and evaluation (CPU budget)
+EVAL_POOLING = "mean"  # every row of this table read with the paper's pooling, also the checkpoints
+# of presets that ship another reading (rollout.encode_pooling): one pooling a table
 ARC_QUESTIONS = 300  # seeded ARC-Easy subsample per model (n = 100 is +-10 points at 95%)
 EVAL_DTYPE = "bfloat16"  # evaluation weights (trained in float32); bf16 is ~5x faster on this CPU
 SEEDS = (0, 1)  # training seeds of every trained row
@@ -138,6 +140,7 @@ def current(run: dict) -> bool:
 
     tasks = {name: kept(row["subsample"]["limits"]) for name, row in run.get("tasks", {}).items()}
     return (run.get("max_new_tokens") == RATIONALE_TOKENS and run.get("dtype") == EVAL_DTYPE
+            and run.get("pooling", EVAL_POOLING) in (EVAL_POOLING, None)
             and run.get("suite") == "lite" and tasks == {t.name: kept(t.lite) for t in LITE})
 
 
@@ -151,7 +154,8 @@ def evaluate_row(work: Path, data_dir: Path, label: str, source: str, rationale:
         _log(f"evaluating {label} ({source}, rationale {rationale})")
         tmp = out.with_suffix(".tmp")
         run_suite(source, data_dir=data_dir, rationale=rationale, max_new_tokens=RATIONALE_TOKENS,
-                  output=tmp, cache=work / "rationales.sqlite", dtype=EVAL_DTYPE, show=False)
+                  output=tmp, cache=work / "rationales.sqlite", dtype=EVAL_DTYPE, show=False,
+                  pooling=EVAL_POOLING)
         tmp.replace(out)  # whole files only under the final name
     return json.loads(out.read_text())
 
