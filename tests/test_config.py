@@ -143,5 +143,6 @@ def test_encode_pooling_is_null_or_a_pooling_and_sup_nli_reads_balanced():
     assert TrainConfig().rollout.encode_pooling is None
     assert load_config("sup-nli").rollout.encode_pooling == "balanced"
     assert load_config("sup-nli").rollout.pooling == "mean"  # its rewards: the paper's pooling
+    assert load_config("sup-nli", {"rollout.encode_pooling": "null"}).rollout.encode_pooling is None
     with pytest.raises(GraceInputError, match="encode_pooling 'max'"):
         load_config(None, {"rollout.encode_pooling": "max"})

@@ -120,3 +120,23 @@ def test_cli_explain_prints_json_and_table(capsys):
     assert "cosine" in text and "tokens adding / subtracting most" in text
     assert main(["explain", A, B, "--model", "tiny-random", "--rationale", "sampled", "--no-cache"]) == 2
     assert "deterministic" in capsys.readouterr().err
+
+
+def test_token_weights_pool_as_pool_split_does():
+    """sum_i w_i h_i has the direction of pool_split's embedding, for both poolings, on random
+    states with a text part and a rationale part; a rationale-only row has the rationale mean's."""
+    from grace.models.pooling import pool_split, token_weights
+
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(1, 9, 8, generator=gen)
+    mask = torch.ones(1, 9)
+    mask[0, 7] = 0  # a padded position
+    keep = mask[0].bool()
+    is_rationale = (torch.arange(9) >= 4)[keep]  # split 4: 4 text tokens, 4 rationale tokens kept
+    for pooling in ("mean", "balanced"):
+        ours = torch.nn.functional.normalize(token_weights(is_rationale, pooling) @ h[0, keep].double(), dim=0)
+        ref = pool_split(h, mask, 4, pooling)[0].double()
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    only = token_weights(torch.tensor([True, True, True, True]), "balanced")
+    torch.testing.assert_close(only, torch.full((4,), 0.25, dtype=torch.float64))
+    assert float(token_weights(torch.tensor([False, True, True]), "balanced").sum()) == 1.0

@@ -134,3 +134,5 @@ def test_one_pooling_per_table_rationale_rows_read_balanced(tmp_path, monkeypatc
     assert table["GRACE sup"][:5] == ["greedy", "1", "80.00", "80.00", "80.00"]  # SUP1 not repooled
     assert any("text's mean and the rationale's mean weighted equally" in line for line in lines)
     assert budget_final.pooled_lite({"lite": {"pooling": "balanced"}}, "mean") is None
+    only = {"pooling": "balanced"}  # read with --pooling-check lite, its own lite stage never run
+    assert budget_final.pooled_lite({"lite": None, "repooled": {"lite": {"balanced": only}}}, "balanced") is only

@@ -247,6 +247,10 @@ def test_a_second_pooling_reuses_the_cached_rationales(tiny, tmp_path, monkeypat
     stored = encoder.cache.get_entries(encoder.fingerprint, balanced.options.generation_key(), texts)
     assert all(e is not None and e[1] is not None for e in stored)  # stored under its own key
     assert EncodeOptions().generation_key() in EncodeOptions(pooling="balanced").rationale_keys()
+    assert EncodeOptions(pooling="balanced").generation_key() in EncodeOptions().rationale_keys()
+    sampled = EncodeOptions(rationale="sampled", temperature=0.7)
+    assert all(EncodeOptions(rationale="sampled", temperature=0.9).generation_key() != k
+               for k in sampled.rationale_keys())  # another temperature: other rationales
 
 
 def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):

@@ -45,7 +45,7 @@ def pooled_lite(run: dict, pooling: str) -> dict | None:
     """A run's lite result read with ``pooling``: its own lite file when it was read so (or has
     no rationale), else the ``--pooling-check lite`` one; None when not scored that way."""
     lite = run.get("lite")
-    if lite is None or lite.get("rationale") == "none" or lite.get("pooling", "mean") == pooling:
+    if lite is not None and (lite.get("rationale") == "none" or lite.get("pooling", "mean") == pooling):
         return lite
     return run.get("repooled", {}).get("lite", {}).get(pooling)
 ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial sd

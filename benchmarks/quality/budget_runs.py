@@ -66,7 +66,8 @@ GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
          "rollout.max_new_tokens": RATIONALE_TOKENS, "data.max_prompt_tokens": 128,
          "optim.learning_rate": 1e-5, "optim.num_mini_batches": 2,
          "reward.penalize_truncation": False, "save_every": 25, "sample_every": 10,
-         "optim.contrastive_weight": 0.0}  # sup-nli ships 1.0 since; the runs before it had 0
+         "optim.contrastive_weight": 0.0,  # sup-nli ships 1.0 since; the runs before it had 0
+         "optim.anchor_weight": 0.0}  # sup-nli and unsup-wiki ship 10 since; runs set their own
 BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 25}
 # name -> (packaged config, overrides, data file under --data-dir)
 NLI, WIKI = "triplets/nli-triplets.jsonl", "texts/wiki-sentences.txt"

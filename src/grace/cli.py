@@ -102,7 +102,8 @@ def _eval_parser(sub) -> None:
                    help="float32 | bfloat16 (bf16 is several times faster on CPUs with bf16 units)")
     p.add_argument("--pooling", default=None, choices=["mean", "balanced"],
                    help="mean (paper: every text and rationale token alike) | balanced (text mean "
-                        "and rationale mean, equal weight); default: the model's own (mean)")
+                        "and rationale mean, equal weight); default: the model's own (a checkpoint's "
+                        "rollout.encode_pooling, else the pooling it was trained with; mean)")
 
 
 def _decode_parser(sub) -> None:

@@ -238,8 +238,8 @@ class GraceEncoder:
         Encoding options (``rationale``, ``max_new_tokens`` ...) come from ``grace_encoder.json``
         in the folder if present, then from keyword arguments (``prompts``: named system prompts,
         see ``prompts``); a training checkpoint's
-        ``grace_config.yaml`` gives the pooling its rewards were computed with
-        (``rollout.pooling``).
+        ``grace_config.yaml`` gives the pooling it is read with (``rollout.encode_pooling``, else
+        ``rollout.pooling``, the one its rewards were computed with; ``trained_pooling``).
 
         ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: it asks
         each class of ``GraceEncoder.formats`` (the table in grace/encoders/__init__.py) whether

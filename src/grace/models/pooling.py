@@ -73,14 +73,16 @@ def token_weights(is_rationale: torch.Tensor, pooling: str = "mean") -> torch.Te
     """Each pooled token's weight in ``pool_sums``' embedding of one text (before the L2
     normalisation): (n,) bool, True where the token is a rationale token -> (n,) float64 that
     sums to 1. ``mean``: 1/n each; ``balanced``: 1/2 shared by the text tokens and 1/2 by the
-    rationale tokens (all to the text when there is no rationale token)."""
+    rationale tokens. A text of one part only (no rationale token, or, unlike any encoder's
+    text, no text token) gets 1/n each: ``pool_sums`` gives it the same direction (its length
+    differs, which no share of a cosine sees)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     r = is_rationale.bool()
     n, n_r = r.numel(), int(r.sum())
     if pooling == "mean" or n_r == 0 or n_r == n:  # one part only: its mean (up to scale)
         return torch.full((n,), 1.0 / max(n, 1), dtype=torch.float64)
-    return torch.where(r, 0.5 / n_r, 0.5 / (n - n_r)).to(torch.float64)
+    return torch.full((n,), 0.5 / (n - n_r), dtype=torch.float64).masked_fill(r, 0.5 / n_r)
 
 
 def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean",

@@ -21,7 +21,8 @@ cannot take: Tokenizer); the pending-text budget full -> 429 Overloaded; a failu
 call -> 424 Backend.
 
 Where grace differs from TEI, by its model: ``normalize`` false returns the vectors as the encoder
-gives them unnormalised (GRACE: the raw mean of its pooled hidden states; LLM2Vec-Gen and
+gives them unnormalised (GRACE: the raw (weighted, with the balanced pooling) mean of its pooled
+hidden states; LLM2Vec-Gen and
 sentence-transformers encoders: as their model leaves them); ``dimensions`` keeps the first N values
 (renormalised if ``normalize``), though GRACE is not Matryoshka-trained; ``prompt_name`` may be
 ``query`` or ``document`` (sentence-transformers' names), which GRACE encodes alike (one prompt

@@ -63,7 +63,8 @@ HISTORY = "config_history.jsonl"  # the run's changes of settings on reruns, one
 # settings a rerun may change without overriding: budgets, logging and the folder's spelling
 # (with a decaying lr_scheduler a new max_steps also reshapes the rest of the schedule)
 MAY_CHANGE_ON_RESUME = ("max_steps", "max_minutes", "save_every", "sample_every",
-                        "num_samples_logged", "report_to", "output_dir")
+                        "num_samples_logged", "report_to", "output_dir",
+                        "rollout.encode_pooling")  # how the model is read, not how it trains
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:

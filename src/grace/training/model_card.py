@@ -71,7 +71,8 @@ METHODS = {  # method -> (extra tags, what it is in two lines)
 }
 SETTINGS = {  # method -> the settings the card's table shows (the whole config follows it)
     "grace": ("reward.variant", "rollout.num_rollouts", "rollout.max_new_tokens",
-              "rollout.temperature", "rollout.pooling", "optim.learning_rate", "optim.kl_coef"),
+              "rollout.temperature", "rollout.pooling", "rollout.encode_pooling", "optim.learning_rate",
+              "optim.kl_coef"),
     "infonce": ("baseline.learning_rate", "baseline.temperature"),
     "simcse": ("baseline.learning_rate", "baseline.temperature", "baseline.dropout"),
     "llm2vec-gen": ("llm2vec_gen.num_tokens", "llm2vec_gen.teacher", "llm2vec_gen.recon_weight",
