@@ -245,6 +245,10 @@ def test_bad_arguments_are_one_line(tmp_path, texts, extra, expected):
 
 COMPARED = ("reward/contrastive", "reward/consistency", "reward/hard", "reward/mean",
             "advantage/std", "policy/loss", "policy/clip_frac", "policy/grad_norm")
+# absolute tolerance per key: the tiny random model's rollouts of a group get nearly equal
+# rewards, so the std of their advantages is ~1e-4 and ill-conditioned (two fresh runs of the
+# same seed once differed by 1.3e-6 there, from float noise in the rewards far below 1e-6)
+ABS = {"advantage/std": 1e-5}
 
 
 def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
@@ -294,7 +298,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, texts):
     _ok(grace_train(tmp_path, *straight))
     for row, ref in zip(rows, _metrics(tmp_path / "STRAIGHT")):
         for key in COMPARED:
-            assert row[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), (row["step"], key)
+            assert row[key] == pytest.approx(ref[key], rel=1e-4, abs=ABS.get(key, 1e-6)), (row["step"], key)
     final = load_file(out / "checkpoint-8" / "model.safetensors")
     ref_final = load_file(tmp_path / "STRAIGHT" / "checkpoint-8" / "model.safetensors")
     for name, tensor in ref_final.items():
@@ -327,7 +331,7 @@ def test_a_checkpoint_of_the_older_layout_still_resumes_exactly(tmp_path, texts)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for row, expected in zip(rows, ref):
         for key in COMPARED:
-            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), (row["step"], key)
+            assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=ABS.get(key, 1e-6)), (row["step"], key)
 
 
 def test_report_to_tensorboard_writes_the_metrics_as_events(tmp_path, texts):
