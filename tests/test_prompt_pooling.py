@@ -273,3 +273,7 @@ def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
         {"rollout": {"pooling": "mean", "encode_pooling": None}}))
     assert trained_pooling(tmp_path) == {"pooling": "mean"}
+    from grace.models.pooling import read_pooling
+
+    assert read_pooling({"pooling": "mean", "encode_pooling": "balanced"}) == "balanced"
+    assert read_pooling({}) is None and read_pooling(["pooling"]) is None and read_pooling(None) is None

@@ -34,6 +34,8 @@ REFERENCE_LABELS = {"+reasoning": "plus_reasoning", "echo": "echo", "base": "bas
 # 68.25 balanced vs 66.10 mean; dev-mini +1.7 (sup seed 1), +1.7 (sup seed 0), +1.1 (unsup seed 0),
 # +2.1 (untrained rationales). What sup-nli and unsup-wiki ship (rollout.encode_pooling).
 POOLING = "balanced"
+ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial sd
+PERPLEXITY_TOLERANCE = 0.02
 
 
 def reference_key(ref: str, pooling: str) -> str:
@@ -48,18 +50,15 @@ def pooled_lite(run: dict, pooling: str) -> dict | None:
     if lite is not None and (lite.get("rationale") == "none" or lite.get("pooling", "mean") == pooling):
         return lite
     return run.get("repooled", {}).get("lite", {}).get(pooling)
-ARC_SDS = 2.0  # "within the noise": not below the base by more than 2 binomial sd
-PERPLEXITY_TOLERANCE = 0.02
 
 
-def lite_sources(runs: dict, refs: dict, pooling: str | None = None) -> dict[str, list[tuple[str, dict]]]:
-    """label -> [(run key, its lite result read with ``pooling``, default ``POOLING``)] for the
-    references (key "untrained") and every FINAL method, the runs without such a lite result left
-    out; labels with none are left out."""
-    pooling = pooling or POOLING
-    sources = {label: [("untrained", refs.get(reference_key(ref, pooling), {}).get("lite"))]
+def lite_sources(runs: dict, refs: dict) -> dict[str, list[tuple[str, dict]]]:
+    """label -> [(run key, its lite result read with ``POOLING``)] for the references (key
+    "untrained") and every FINAL method, the runs without such a lite result left out; labels
+    with none are left out."""
+    sources = {label: [("untrained", refs.get(reference_key(ref, POOLING), {}).get("lite"))]
                for label, ref in REFERENCE_LABELS.items()}
-    sources |= {label: [(k, pooled_lite(runs.get(k) or {}, pooling)) for k in keys]
+    sources |= {label: [(k, pooled_lite(runs.get(k) or {}, POOLING)) for k in keys]
                 for label, keys in FINAL.items()}
     sources = {label: [(k, lite) for k, lite in found if lite] for label, found in sources.items()}
     return {label: found for label, found in sources.items() if found}

@@ -24,6 +24,7 @@ from grace.data.readers import json_lines
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.evaluation.lee import load_lee, score_lee
 from grace.models.backbones import load_backbone
+from grace.models.pooling import read_pooling
 from grace.train import train
 
 SHOWN_DOCS = (0, 1)  # whose rationales are printed
@@ -58,7 +59,7 @@ def run_demo(config: str | None, output_dir: str, max_steps: int | None, model: 
     cfg = load_config(config or "demo-unsup-lee", overrides)
     docs, ratings = load_lee()
     options = EncodeOptions(max_new_tokens=cfg.rollout.max_new_tokens,  # whole documents
-                            pooling=cfg.rollout.encode_pooling or cfg.rollout.pooling)
+                            pooling=read_pooling(vars(cfg.rollout)))
     console.rule(f"[bold]GRACE demo: {cfg.model.name}, Lee document similarity (50 docs, 1,225 pairs)")
     console.print(f"[bold]before training[/] (rationales: greedy, {options.max_new_tokens} tokens)")
     before = _evaluate(cfg.model.name, docs, ratings, options, console)

@@ -43,6 +43,7 @@ from grace.data.readers import check_unicode
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
 from grace.models.backbones import PACKAGED, cache_dir, load_backbone
+from grace.models.pooling import read_pooling
 from grace.models.fingerprint import model_fingerprint
 from grace.models.st_files import write_st_files
 from grace.rollout.generation_cache import RationaleCache
@@ -105,11 +106,10 @@ def trained_pooling(folder) -> dict:
     import yaml
 
     try:
-        rollout = (yaml.safe_load(config.read_text()) or {}).get("rollout", {})
-        pooling = rollout.get("encode_pooling") or rollout.get("pooling")
+        pooling = read_pooling((yaml.safe_load(config.read_text()) or {}).get("rollout"))
     except (yaml.YAMLError, AttributeError):
         return {}  # not ours to judge here: loading the weights reports a broken checkpoint
-    return {"pooling": pooling} if isinstance(pooling, str) else {}
+    return {"pooling": pooling} if pooling else {}
 
 
 def validate_texts(texts) -> list[str]:

@@ -69,6 +69,16 @@ def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_su
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
+def read_pooling(rollout) -> str | None:
+    """The pooling a trained model is read with, from its config's ``rollout`` section (a dict,
+    e.g. ``grace_config.yaml``'s): ``encode_pooling``, else ``pooling`` (the one its rewards
+    used); None when it names neither (or is not a mapping)."""
+    if not isinstance(rollout, dict):
+        return None
+    pooling = rollout.get("encode_pooling") or rollout.get("pooling")
+    return pooling if isinstance(pooling, str) else None
+
+
 def token_weights(is_rationale: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
     """Each pooled token's weight in ``pool_sums``' embedding of one text (before the L2
     normalisation): (n,) bool, True where the token is a rationale token -> (n,) float64 that

@@ -111,16 +111,14 @@ class RationaleCache:
         fallbacks = (fallback,) if isinstance(fallback, str) else tuple(fallback or ())
         found = []
         for text in texts:
-            row = None
-            for key in (settings, *fallbacks):
-                with self._guard():
-                    row = self._db.execute(
-                        "SELECT ids, embedding FROM rationales WHERE key = ?",
-                        (self._key(fingerprint, key, text, sample),),
-                    ).fetchone()
-                if row is not None:
-                    row = row if key == settings else (row[0], None)
-                    break
+            keys = [self._key(fingerprint, key, text, sample) for key in (settings, *fallbacks)]
+            with self._guard():  # one query for the key and its fallbacks; the first in order wins
+                rows = dict((r[0], r[1:]) for r in self._db.execute(
+                    f"SELECT key, ids, embedding FROM rationales WHERE key IN ({', '.join('?' * len(keys))})",
+                    keys))
+            row = next((rows[k] for k in keys if k in rows), None)
+            if row is not None and keys[0] not in rows:
+                row = (row[0], None)  # a fallback's rationale: its embedding is not this key's
             if row is None:
                 found.append(None)
                 continue

@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from grace.data.readers import GENSIM_PREFIX, SUPPORTED_SUFFIXES
+from grace.models.pooling import read_pooling
 from grace.models.prompt import SYSTEM_PROMPT
 
 CARD = "README.md"
@@ -305,8 +306,7 @@ def render_card(*, name: str, config: dict | None = None, base_name: str | None 
     system_prompt = _get(config, "data.system_prompt") or options.get("system_prompt") or SYSTEM_PROMPT
     base = (f"[{base_model}](https://huggingface.co/{base_model})" if base_model
             else _display_name(base_name) or "unknown")
-    pooling = (options.get("pooling") or _get(config, "rollout.encode_pooling")
-               or _get(config, "rollout.pooling") or "mean")
+    pooling = options.get("pooling") or read_pooling(_get(config, "rollout")) or "mean"
     if method == "llm2vec-gen":
         embedding = ("the mean of the alignment head's outputs at the soft tokens (unnormalised; "
                      "compare with cosine)")
