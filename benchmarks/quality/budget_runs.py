@@ -138,6 +138,10 @@ RUNS = {
     # objective, with the anchor that keeps perplexity
     "grace-unsup-mixed-contrastive3-anchor10": ("unsup-wiki", {**UNSUP_TERM, "optim.contrastive_weight": 3.0,
                                                 "optim.anchor_weight": 10.0}, "unscored:mixed"),
+    # every reading since the tenth session is balanced, yet the rewards and the term were computed
+    # on the paper's mean: the same run trained (and so scored on its curve) balanced
+    "grace-unsup-mixed-contrastive-anchor10-balanced": ("unsup-wiki", {**UNSUP_TERM, "optim.anchor_weight": 10.0,
+                                                        "rollout.pooling": "balanced"}, "unscored:mixed"),
     "grace-unsup-questions": ("unsup-wiki", {**GRACE, "optim.learning_rate": 3e-5},
                               "unscored:questions"),
     "infonce": ("infonce-nli", BASELINE, NLI),
