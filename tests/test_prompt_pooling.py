@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from grace.errors import GraceInputError
-from grace.models.pooling import masked_mean, pool, pooling_mask, position_ids_from_mask
+from grace.models.pooling import masked_mean, pool, pooling_mask, position_ids_from_mask, read_pooling
 from grace.models.prompt import SYSTEM_PROMPT, build_prompts, render_prompt
 
 # SmolLM2's template, written out by hand.
@@ -273,7 +273,7 @@ def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
         {"rollout": {"pooling": "mean", "encode_pooling": None}}))
     assert trained_pooling(tmp_path) == {"pooling": "mean"}
-    from grace.models.pooling import read_pooling
-
     assert read_pooling({"pooling": "mean", "encode_pooling": "balanced"}) == "balanced"
-    assert read_pooling({}) is None and read_pooling(["pooling"]) is None and read_pooling(None) is None
+    assert read_pooling({}) is None
+    assert read_pooling(["pooling"]) is None
+    assert read_pooling(None) is None

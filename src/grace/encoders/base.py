@@ -43,8 +43,8 @@ from grace.data.readers import check_unicode
 from grace.encoders.encode import EncodeOptions, embed_texts
 from grace.errors import GraceInputError
 from grace.models.backbones import PACKAGED, cache_dir, load_backbone
-from grace.models.pooling import read_pooling
 from grace.models.fingerprint import model_fingerprint
+from grace.models.pooling import read_pooling
 from grace.models.st_files import write_st_files
 from grace.rollout.generation_cache import RationaleCache
 from grace.training.checkpoint import STATE_FILE, checkpoint_problem, checkpoints
