@@ -132,6 +132,37 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     assert f"| {key} (step 8) | 47.00 | 49.00 |" in dev
 
 
+def test_a_text_share_reading_is_its_own_file_and_column(data, tmp_path, monkeypatch):
+    """--reading text:0.7: the selected checkpoint read with that text share goes to
+    dev-mini-text0.7.json and the pooling table gains a column for it beside mean and balanced;
+    the final table's balanced lite reading is untouched by it."""
+    from benchmarks.quality import budget_final
+
+    monkeypatch.setattr(budget_runs, "DATA", data)
+    key = budget_runs.run_key("grace-sup-lr3e-5", 0, 2)
+    (tmp_path / "work" / key / "checkpoint-8").mkdir(parents=True)
+    _write(data / key / "selected.json", {"step": 8})
+    asked = []
+
+    def fake_evaluate(source, suite, how, data_dir, target, cache):
+        asked.append((suite, how, target.name))
+        _write(target, {**_result(0.43 if how[2] == "balanced" else 0.47), "model": source, "pooling": how[2]})
+
+    monkeypatch.setattr(budget_runs, "evaluate", fake_evaluate)
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2)
+    budget_runs.pooling_check(tmp_path / "work", tmp_path, "grace-sup-lr3e-5", 0, 2, reading="text:0.7")
+    _write(data / "references" / "echo_balanced-dev-mini.json", _result(0.50))
+    assert asked == [("dev-mini", ("greedy", 32, "balanced"), "dev-mini-balanced.json"),
+                     ("dev-mini", ("greedy", 32, "text:0.7"), "dev-mini-text0.7.json")]
+    text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
+    assert ("| dev-mini | mean (the paper) | balanced (text and rationale equal) | text:0.7 (text 0.7) |"
+            in text)
+    assert f"| {key} (step 8) | 45.00 | 43.00 | 47.00 |" in text  # curve (mean), balanced, text:0.7
+    assert "| untrained, echo | 52.00 | 50.00 | - |" in text  # not read with a text share
+    run = budget_report.load_runs(data)[key]
+    assert budget_final.pooled_lite(run, "balanced") is None  # no lite reading: none is borrowed
+
+
 def test_runs_are_evaluated_with_their_own_rationale_settings():
     assert budget_runs.rationale_of("grace-sup") == ("greedy", budget_runs.RATIONALE_TOKENS, "mean")
     assert budget_runs.rationale_of("grace-sup-balanced")[2] == "balanced"

@@ -130,6 +130,18 @@ def test_eval_capability_figures_are_in_the_printed_table(tmp_path):
     assert rows[("perplexity", "held-out text")] == f"{capability['perplexity']['perplexity']:.2f}"
 
 
+def test_eval_pooling_takes_a_text_share_and_names_a_bad_one(capsys):
+    from grace.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["eval", "--model", "m", "--pooling", "text:0.7"]).pooling == "text:0.7"
+    assert parser.parse_args(["eval", "--model", "m", "--pooling", "balanced"]).pooling == "balanced"
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["eval", "--model", "m", "--pooling", "text:2"])
+    assert stop.value.code == 2
+    assert "--pooling: pooling must be one of ('mean', 'balanced') or text:W with 0 < W < 1" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- grace train
 
 @pytest.mark.parametrize("where, expected", [

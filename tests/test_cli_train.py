@@ -627,7 +627,7 @@ def test_balanced_pooling_trains_and_a_bad_pooling_is_named(tmp_path, texts):
     _ok(grace_train(tmp_path, *args, "--rollout.pooling", "balanced", "--output-dir", "OUT"))
     assert (tmp_path / "OUT" / "checkpoint-1").is_dir()
     bad = grace_train(tmp_path, *args, "--rollout.pooling", "max", "--output-dir", "BAD")
-    assert bad.returncode == 2 and "rollout.pooling 'max' (choose mean, balanced)" in bad.stderr
+    assert bad.returncode == 2 and "rollout.pooling 'max' (choose mean, balanced or text:W, 0 < W < 1)" in bad.stderr
 
 
 def _with_and_without(tmp_path: Path, texts: Path, flag: str, weight: str):

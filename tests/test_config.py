@@ -146,3 +146,6 @@ def test_encode_pooling_is_null_or_a_pooling_and_sup_nli_reads_balanced():
     assert load_config("sup-nli", {"rollout.encode_pooling": "null"}).rollout.encode_pooling is None
     with pytest.raises(GraceInputError, match="encode_pooling 'max'"):
         load_config(None, {"rollout.encode_pooling": "max"})
+    assert load_config("unsup-wiki", {"rollout.encode_pooling": "text:0.7"}).rollout.encode_pooling == "text:0.7"
+    with pytest.raises(GraceInputError, match=r"encode_pooling 'text:1.5' \(choose null, mean, balanced or text:W"):
+        load_config(None, {"rollout.encode_pooling": "text:1.5"})

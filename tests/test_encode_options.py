@@ -51,6 +51,25 @@ def test_pool_sums_unnormalised_by_hand():
                                F.normalize(mean, dim=-1))
 
 
+def test_text_share_pooling_by_hand_and_its_bad_forms_named():
+    """text:W: the text's mean weighs W and the rationale's 1 - W; text:0.5 is balanced."""
+    from grace.models.pooling import text_share
+
+    prompt_sum = torch.tensor([[2.0, 4.0], [3.0, 0.0]])
+    prompt_count = torch.tensor([2.0, 3.0])
+    rationale_sum = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
+    rationale_count = torch.tensor([2.0, 0.0])
+    heavy = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "text:0.75", normalize=False)
+    # 0.75 (1, 2) + 0.25 (2, 0) = (1.25, 1.5); row 2 has no rationale: its text's mean (1, 0)
+    torch.testing.assert_close(heavy, torch.tensor([[1.25, 1.5], [1.0, 0.0]]))
+    torch.testing.assert_close(pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "text:0.5"),
+                               pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "balanced"))
+    assert (text_share("mean"), text_share("balanced"), text_share("text:0.7")) == (None, 0.5, 0.7)
+    for bad in ("max", "text:1", "text:0", "text:-0.2", "text:abc", "text:", "0.7"):
+        with pytest.raises(ValueError, match=r"mean', 'balanced'\) or text:W with 0 < W < 1"):
+            pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, bad)
+
+
 # --------------------------------------------------------------------------- defaults unchanged
 
 

@@ -101,6 +101,8 @@ def test_weighted_shares_by_hand():
         token_contributions(states_a, torch.ones(2), torch.ones(2))
     with pytest.raises(ValueError, match="pooling must be one of"):
         token_weights(torch.tensor([True]), "max")
+    torch.testing.assert_close(token_weights(torch.tensor([False, True, True]), "text:0.8"),
+                               torch.tensor([0.8, 0.1, 0.1], dtype=torch.float64))  # W, (1 - W) / 2 each
 
 
 def test_explain_minilm_word_pieces():

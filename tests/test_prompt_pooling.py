@@ -248,6 +248,15 @@ def test_a_second_pooling_reuses_the_cached_rationales(tiny, tmp_path, monkeypat
     assert all(e is not None and e[1] is not None for e in stored)  # stored under its own key
     assert EncodeOptions().generation_key() in EncodeOptions(pooling="balanced").rationale_keys()
     assert EncodeOptions(pooling="balanced").generation_key() in EncodeOptions().rationale_keys()
+    assert EncodeOptions(pooling="balanced").generation_key() in EncodeOptions(pooling="text:0.7").rationale_keys()
+    heavy = encoder.with_options(pooling="text:0.7")  # a text share: the same rationales again
+    cold_heavy = GraceEncoder(model, tok, EncodeOptions(max_new_tokens=4, pooling="text:0.7"),
+                              cache=False)
+    monkeypatch.undo()
+    cold_heavy = cold_heavy.encode(texts)
+    monkeypatch.setattr(encode, "generate_and_score", no_generation)
+    np.testing.assert_allclose(heavy.encode(texts), cold_heavy, atol=1e-5)
+    assert not np.allclose(cold_heavy, cold, atol=1e-3)  # another weighing of the same tokens
     sampled = EncodeOptions(rationale="sampled", temperature=0.7)
     assert all(EncodeOptions(rationale="sampled", temperature=0.9).generation_key() != k
                for k in sampled.rationale_keys())  # another temperature: other rationales

@@ -31,13 +31,15 @@ REPOOLED_SUITES = ("dev-mini", "dev", "lite")  # budget_runs --pooling-check wri
 
 
 def _repooled(folder: Path) -> dict[str, dict[str, dict]]:
-    """suite -> pooling -> result of the selected checkpoint read with the other pooling than
-    it was trained with (``SUITE-POOLING.json``)."""
+    """suite -> pooling -> result of the selected checkpoint read with another pooling than it
+    was trained with (``SUITE-LABEL.json``: mean, balanced, or a text share ``textW``), keyed by
+    the pooling the result names (``text:0.7``)."""
     found: dict[str, dict[str, dict]] = {}
     for path in folder.glob("*.json"):
-        suite, _, pooling = path.stem.rpartition("-")
-        if suite in REPOOLED_SUITES and pooling in ("mean", "balanced"):
-            found.setdefault(suite, {})[pooling] = _json(path)
+        suite, _, label = path.stem.rpartition("-")
+        if suite in REPOOLED_SUITES and (label in ("mean", "balanced") or label.startswith("text")):
+            result = _json(path)
+            found.setdefault(suite, {})[result.get("pooling", label)] = result
     return found
 
 
@@ -148,25 +150,35 @@ def pooling_lines(refs: dict, runs: dict, suite: str = "dev-mini") -> list[str]:
     """``suite`` of the same rationales read with both poolings: the references that have both,
     and each GRACE run's selected checkpoint (its own pooling from the curve or the run's suite
     file, the other from ``--pooling-check``)."""
-    lines = [f"| {suite} | mean (the paper) | balanced (text and rationale equal) |", "|---|---|---|"]
+    shares = sorted({p for run in runs.values() for p in run["repooled"].get(suite, {})
+                     if p not in ("mean", "balanced")}, key=lambda p: float(p.split(":", 1)[1]))
+    columns = ["mean", "balanced", *shares]
+    names = {"mean": "mean (the paper)", "balanced": "balanced (text and rationale equal)",
+             **{p: f"{p} (text {p.split(':', 1)[1]})" for p in shares}}
+    lines = [f"| {suite} | " + " | ".join(names[p] for p in columns) + " |",
+             "|---|" + "---|" * len(columns)]
     for label in refs:
         other = refs.get(f"{label}_balanced", {}).get(suite)
         if other is not None and refs[label].get(suite) is not None:
-            lines.append(f"| untrained, {label} | {_score(refs[label][suite])} | {_score(other)} |")
+            lines.append(f"| untrained, {label} | {_score(refs[label][suite])} | {_score(other)} |"
+                         + " - |" * len(shares))
     for key, run in runs.items():
-        for other in run["repooled"].get(suite, {}).values():
-            # the checkpoint the other pooling read, beside its own reading of it (each result
-            # names its checkpoint and pooling)
-            step = int(other["model"].rsplit("checkpoint-", 1)[1])
-            if suite == "dev-mini":
-                own = run["curve"].get(step)
-            else:  # the run's own suite file, when it read the same checkpoint
-                own = run.get(suite)
-                own = own if own and own.get("model") == other["model"] else None
-            if own is None:
-                continue
-            by = {own["pooling"]: own, other["pooling"]: other}
-            lines.append(f"| {key} (step {step}) | {_score(by.get('mean'))} | {_score(by.get('balanced'))} |")
+        others = list(run["repooled"].get(suite, {}).values())
+        if not others:
+            continue
+        # the checkpoint the other poolings read, beside its own reading of it (each result
+        # names its checkpoint and pooling)
+        model = others[0]["model"]
+        step = int(model.rsplit("checkpoint-", 1)[1])
+        if suite == "dev-mini":
+            own = run["curve"].get(step)
+        else:  # the run's own suite file, when it read the same checkpoint
+            own = run.get(suite)
+            own = own if own and own.get("model") == model else None
+        if own is None:
+            continue
+        by = {o["pooling"]: o for o in others if o["model"] == model} | {own["pooling"]: own}
+        lines.append(f"| {key} (step {step}) | " + " | ".join(_score(by.get(p)) for p in columns) + " |")
     return lines if len(lines) > 2 else []
 
 

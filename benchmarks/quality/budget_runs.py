@@ -7,6 +7,7 @@ final table only).
     .venv/bin/python -m benchmarks.quality.budget_runs --runs grace-sup-c0 --steps 120 --no-dev
     .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check --runs grace-sup-contrastive --minutes 45
     .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check dev lite --runs grace-sup-contrastive-anchor10
+    .venv/bin/python -m benchmarks.quality.budget_runs --pooling-check --reading text:0.7 --runs grace-sup-contrastive-anchor10
     .venv/bin/python -m benchmarks.quality.budget_runs --report   # results-budget.md + curves, runs nothing
 
 Stages of one run (``NAME-sSEED-MINm``); each stage's small output goes to
@@ -31,7 +32,7 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
    ``references/`` with ``--references``).
 On demand, ``--pooling-check [SUITE ...]`` (no training): ``SUITE-POOLING.json`` (default suite
 ``dev-mini``), the selected checkpoint read with the other pooling than it was trained with (mean
-<-> balanced). The rationales are those its own pooling cached (the pooling changes no token), so
+<-> balanced), or with ``--reading``'s (``text:W``, a text share: ``SUITE-textW.json``). The rationales are those its own pooling cached (the pooling changes no token), so
 such a reading costs one scoring pass once the run's own suite file is written.
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
@@ -351,20 +352,27 @@ def run_one(work: Path, data_dir: Path, name: str, seed: int, minutes: float, de
 OTHER_POOLING = {"mean": "balanced", "balanced": "mean"}
 
 
+def pooling_label(pooling: str) -> str:
+    """A pooling as it is named in a file name: ``text:0.7`` -> ``text0.7`` (no colon)."""
+    return pooling.replace(":", "")
+
+
 def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
-                  steps: int | None = None, suites: tuple[str, ...] = ("dev-mini",)) -> None:
-    """The selected checkpoint of a GRACE run on each of ``suites`` with the other pooling than it
-    was trained with (``SUITE-POOLING.json``): whether giving the text and the rationale equal
-    weight (or the paper's mean) reads a trained model better, with no retraining. A contrastive
-    baseline (no rationale, where both poolings are the text's mean) is skipped."""
+                  steps: int | None = None, suites: tuple[str, ...] = ("dev-mini",),
+                  reading: str | None = None) -> None:
+    """The selected checkpoint of a GRACE run on each of ``suites`` read with the pooling
+    ``reading`` (default: the other one than it was trained with, mean <-> balanced; or a text
+    share ``text:W``), into ``SUITE-LABEL.json`` (``pooling_label``): whether weighing the text
+    and the rationale otherwise reads a trained model better, with no retraining. A contrastive
+    baseline (no rationale, where every pooling is the text's mean) is skipped."""
     key = run_key(name, seed, minutes, steps)
     rationale, tokens, pooling = rationale_of(name)
     if rationale == "none":
         _log(f"{key}: no rationale to weigh (a contrastive baseline), skipped")
         return
-    other = OTHER_POOLING[pooling]
+    other = reading or OTHER_POOLING[pooling]
     for suite in suites:
-        target = DATA / key / f"{suite}-{other}.json"
+        target = DATA / key / f"{suite}-{pooling_label(other)}.json"
         if target.is_file():
             continue
         chosen = selected_checkpoint(work, key, f"{suite} with {other} pooling")
@@ -409,12 +417,20 @@ def main() -> None:
     parser.add_argument("--pooling-check", nargs="*", default=None, metavar="SUITE",
                         choices=["dev-mini", "dev", "lite"],
                         help="only score the selected checkpoint of each GRACE run on these suites "
-                             "(default dev-mini) with the other pooling (mean <-> balanced); trains "
-                             "nothing")
+                             "(default dev-mini) with the other pooling (mean <-> balanced, or "
+                             "--reading's); trains nothing")
+    parser.add_argument("--reading", default=None, metavar="POOLING",
+                        help="the pooling --pooling-check reads with instead of the other one: mean, "
+                             "balanced or text:W (the text's mean weighs W, the rationale's 1 - W)")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--work", default=str(paths.RUNS / "budget"))
     args = parser.parse_args()
+    if args.reading is not None:
+        from grace.models.pooling import is_pooling
+
+        if not is_pooling(args.reading):
+            parser.error(f"--reading {args.reading!r}: choose mean, balanced or text:W with 0 < W < 1")
     work, data_dir = Path(args.work), Path(args.data_dir)
     if not args.report:
         work.mkdir(parents=True, exist_ok=True)
@@ -425,7 +441,7 @@ def main() -> None:
             for name in args.runs:
                 if args.pooling_check is not None:
                     pooling_check(work, data_dir, name, seed, args.minutes, args.steps,
-                                  tuple(args.pooling_check) or ("dev-mini",))
+                                  tuple(args.pooling_check) or ("dev-mini",), args.reading)
                     continue
                 run_one(work, data_dir, name, seed, args.minutes, not args.no_dev, args.lite,
                         args.capability, args.steps, args.samples)

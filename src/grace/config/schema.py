@@ -28,7 +28,7 @@ from grace.config.checks import Check, at_least, choice, finite, fraction, non_n
 from grace.config.methods import METHODS, MODES, VARIANTS, lr_schedulers
 from grace.errors import GraceInputError
 from grace.models.backbones import DTYPES
-from grace.models.pooling import POOLINGS
+from grace.models.pooling import POOLINGS, is_pooling
 from grace.models.prompt import SYSTEM_PROMPT
 
 PACKAGED_CONFIGS = Path(__file__).parent / "presets"  # usable by name: --config sup-nli
@@ -86,7 +86,7 @@ class RolloutConfig:
     max_new_tokens: int = 64  # rationale length cap (ref 2048; ~256 is the knee; CPU 32-128)
     pooling: str = "mean"  # embedding of text + rationale behind the rewards: mean (paper: every
     # pooled token alike) | balanced (text mean and rationale mean, equal weight; beyond the
-    # paper, grace.models.pooling.pool_sums)
+    # paper, grace.models.pooling.pool_sums) | text:W (text mean weight W, rationale mean 1 - W)
     encode_pooling: str | None = None  # the pooling the trained model is read with (GraceEncoder,
     # grace eval / serve / explain on its checkpoints); null: ``pooling``, the one its rewards
     # used. The rationales do not depend on it, only how text and rationale are weighed
@@ -110,9 +110,11 @@ class RolloutConfig:
             non_negative("context_temperature", self.context_temperature),
             at_least("max_new_tokens", self.max_new_tokens, 1),
             at_least("micro_batch_size", self.micro_batch_size, 1),
-            choice("pooling", self.pooling, POOLINGS),
-            (self.encode_pooling in (None, *POOLINGS),
-             f"encode_pooling '{self.encode_pooling}' (choose null, {', '.join(POOLINGS)})"),
+            (is_pooling(self.pooling),
+             f"pooling '{self.pooling}' (choose {', '.join(POOLINGS)} or text:W, 0 < W < 1)"),
+            (self.encode_pooling is None or is_pooling(self.encode_pooling),
+             f"encode_pooling '{self.encode_pooling}' (choose null, {', '.join(POOLINGS)} or text:W, "
+             "0 < W < 1)"),
             choice("engine", self.engine, ("fast", "simple")),
             at_least("generation_batch_size", self.generation_batch_size, 1),
             choice("decode", self.decode, ("auto", "static", "compiled", "hf")),

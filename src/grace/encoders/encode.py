@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from grace.data.length_sorted import length_sorted_batches
 from grace.models.backbones import end_token_ids
-from grace.models.pooling import POOLINGS
+from grace.models.pooling import POOLINGS, text_share
 from grace.models.prompt import SYSTEM_PROMPT, PromptBatch, build_prompts
 from grace.rollout.engine import generate_and_score, pool_prompts
 from grace.rollout.generation_cache import RationaleCache, settings_key
@@ -61,13 +61,13 @@ class EncodeOptions:
     max_prompt_tokens: int = 1024  # longer prompts are truncated (with a warning)
     system_prompt: str = SYSTEM_PROMPT
     pooling: str = "mean"  # mean (paper: every text and rationale token alike) | balanced (text
-    # mean and rationale mean with equal weight; grace.models.pooling.pool_sums)
+    # mean and rationale mean with equal weight) | text:W (the text mean weighs W, the rationale
+    # mean 1 - W; grace.models.pooling.pool_sums)
 
     def __post_init__(self) -> None:
         if self.rationale not in RATIONALE_MODES:
             raise ValueError(f"rationale must be one of {RATIONALE_MODES}, got {self.rationale!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        text_share(self.pooling)  # a ValueError names the poolings
         if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("num_samples, max_new_tokens and batch_size must be >= 1")
 
@@ -90,7 +90,8 @@ class EncodeOptions:
     def rationale_keys(self) -> tuple[str, ...]:
         """The other cache keys whose entries hold the very rationales of these settings (the
         pooling only changes the stored embedding): this key's legacy form, then each other
-        pooling's key and its legacy form. A hit under one of them reuses the rationale and
+        named pooling's key and its legacy form (a ``text:W`` reading finds the rationales
+        that a mean or balanced reading stored). A hit under one of them reuses the rationale and
         recomputes only the embedding, so reading a model with a second pooling generates
         nothing again."""
         others = [replace(self, pooling=p) for p in POOLINGS if p != self.pooling]

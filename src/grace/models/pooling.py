@@ -43,7 +43,36 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> to
     return F.normalize(mean, dim=-1) if normalize else mean
 
 
-POOLINGS = ("mean", "balanced")  # see pool_sums
+POOLINGS = ("mean", "balanced")  # the named poolings; ``text:W`` is the general form (text_share)
+
+
+def text_share(pooling: str) -> float | None:
+    """The share of the embedding that ``pooling`` gives the text's mean (the rationale's mean gets
+    the rest): None for ``mean`` (the paper: no shares, every pooled token alike), 0.5 for
+    ``balanced``, W for ``text:W`` with 0 < W < 1 (``text:0.7``: the text's mean weighs 0.7 and
+    the rationale's 0.3). A ValueError names the forms for anything else."""
+    if pooling == "mean":
+        return None
+    if pooling == "balanced":
+        return 0.5
+    if isinstance(pooling, str) and pooling.startswith("text:"):
+        try:
+            share = float(pooling[len("text:"):])
+        except ValueError:
+            share = None
+        if share is not None and 0 < share < 1:
+            return share
+    raise ValueError(f"pooling must be one of {POOLINGS} or text:W with 0 < W < 1 (the text's share, "
+                     f"e.g. text:0.7), got {pooling!r}")
+
+
+def is_pooling(pooling) -> bool:
+    """Whether ``pooling`` is a pooling ``pool_sums`` knows (``text_share`` without the error)."""
+    try:
+        text_share(pooling)
+    except ValueError:
+        return False
+    return True
 
 
 def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_sum: torch.Tensor,
@@ -53,19 +82,19 @@ def pool_sums(prompt_sum: torch.Tensor, prompt_count: torch.Tensor, rationale_su
 
     ``mean`` (the paper): the mean over every pooled token, prompt and rationale alike, so a
     200-token text outweighs a 32-token rationale six to one. ``balanced`` (beyond the paper):
-    the prompt's mean and the rationale's mean with equal weight, whatever their lengths; a
-    row without rationale tokens is its prompt's mean.
+    the prompt's mean and the rationale's mean with equal weight, whatever their lengths;
+    ``text:W`` (beyond the paper): the prompt's mean with weight W and the rationale's with
+    1 - W (``balanced`` is ``text:0.5``). A row without rationale tokens is its prompt's mean.
     """
-    if pooling == "mean":
+    share = text_share(pooling)
+    if share is None:
         total = prompt_count + rationale_count
         pooled = (prompt_sum + rationale_sum) / total.clamp(min=1)[:, None]  # (N, D)
-    elif pooling == "balanced":
+    else:
         text = prompt_sum / prompt_count.clamp(min=1)[:, None]
         rationale = rationale_sum / rationale_count.clamp(min=1)[:, None]
-        has = (rationale_count > 0).to(text.dtype)[:, None]
-        pooled = text * (1 - 0.5 * has) + rationale * 0.5 * has  # (N, D)
-    else:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        rest = (1 - share) * (rationale_count > 0).to(text.dtype)[:, None]  # the rationale's weight
+        pooled = text * (1 - rest) + rationale * rest  # (N, D)
     return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
@@ -83,23 +112,23 @@ def token_weights(is_rationale: torch.Tensor, pooling: str = "mean") -> torch.Te
     """Each pooled token's weight in ``pool_sums``' embedding of one text (before the L2
     normalisation): (n,) bool, True where the token is a rationale token -> (n,) float64 that
     sums to 1. ``mean``: 1/n each; ``balanced``: 1/2 shared by the text tokens and 1/2 by the
-    rationale tokens. A text of one part only (no rationale token, or, unlike any encoder's
-    text, no text token) gets 1/n each: ``pool_sums`` gives it the same direction (its length
-    differs, which no share of a cosine sees)."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    rationale tokens (``text:W``: W by the text tokens, 1 - W by the rationale tokens). A text of
+    one part only (no rationale token, or, unlike any encoder's text, no text token) gets 1/n
+    each: ``pool_sums`` gives it the same direction (its length differs, which no share of a
+    cosine sees)."""
+    share = text_share(pooling)
     r = is_rationale.bool()
     n, n_r = r.numel(), int(r.sum())
-    if pooling == "mean" or n_r == 0 or n_r == n:  # one part only: its mean (up to scale)
+    if share is None or n_r == 0 or n_r == n:  # one part only: its mean (up to scale)
         return torch.full((n,), 1.0 / max(n, 1), dtype=torch.float64)
-    return torch.full((n,), 0.5 / (n - n_r), dtype=torch.float64).masked_fill(r, 0.5 / n_r)
+    return torch.full((n,), share / (n - n_r), dtype=torch.float64).masked_fill(r, (1 - share) / n_r)
 
 
 def pool_split(hidden: torch.Tensor, mask: torch.Tensor, split: int, pooling: str = "mean",
                normalize: bool = True) -> torch.Tensor:
     """``pool`` with the positions before ``split`` as the prompt and the rest as the rationale
     (``pool_sums``' pooling). (N, T, D), (N, T) -> (N, D)."""
-    if pooling == "mean":
+    if text_share(pooling) is None:
         return pool(hidden, mask, normalize)
     m = mask.to(torch.float32)
     h = hidden.float()

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
 from grace.models.backbones import decoder_and_head, end_token_ids
-from grace.models.pooling import POOLINGS, pool_sums
+from grace.models.pooling import pool_sums, text_share
 from grace.models.prompt import PromptBatch
 from grace.rollout.batch import ScoredSequences
 from grace.rollout.buckets import length_buckets
@@ -288,12 +288,11 @@ def generate_and_score(
     build once per process on 2 cores, and slower than uncompiled on our 2-core machine, 0.75x
     in benchmarks/speed/bench_rollout.py; it falls back uncompiled where compilation fails)
     or ``hf``. ``pooling``: ``mean`` (the paper: every pooled prompt and rationale token alike)
-    or ``balanced`` (prompt mean and rationale mean with equal weight;
-    grace.models.pooling.pool_sums). ``normalize=False``: the embeddings before their L2
+    or ``balanced`` (prompt mean and rationale mean with equal weight) or ``text:W`` (the prompt
+    mean weighs W; grace.models.pooling.pool_sums). ``normalize=False``: the embeddings before their L2
     normalisation.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    text_share(pooling)  # a ValueError names the poolings
     n_prompts = prompts.input_ids.shape[0]
     counts = _per_prompt(num_samples, n_prompts, "num_samples")
     temps = _per_prompt(temperature, n_prompts, "temperature")
