@@ -357,8 +357,10 @@ def test_bf16_attention_over_the_whole_buffer_is_attention_over_the_filled_colum
     assert runs[True].abs().max() > 0.1  # states of a real size, so the tolerances mean something
 
 
-def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per_bucket():
+def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per_bucket(monkeypatch):
     from grace.rollout import orientation
+
+    monkeypatch.setenv("GRACE_DECODE_ORIENTATION", "auto")  # timed (the suite fixes it otherwise)
 
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(5, 16, generator=gen)
@@ -380,3 +382,23 @@ def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per
     orientation._CHOSEN[("cpu", torch.float32, 32)] = not choice  # remembered: not timed again
     assert orientation.weights_first(model.model.layers, 17) is (not choice)
     orientation._CHOSEN.clear()
+
+
+def test_the_orientation_variable_fixes_the_choice_untimed_and_names_a_bad_value(monkeypatch):
+    from grace.models.backbones import load_backbone
+    from grace.rollout import orientation
+
+    model, _ = load_backbone("tiny-random")
+    orientation._CHOSEN.clear()
+
+    def no_timing():
+        raise AssertionError("timed although GRACE_DECODE_ORIENTATION fixes the choice")
+
+    monkeypatch.setattr(orientation.time, "perf_counter", no_timing)
+    for value, expected in (("weights", True), ("rows", False), (" Rows ", False)):
+        monkeypatch.setenv("GRACE_DECODE_ORIENTATION", value)
+        assert orientation.weights_first(model.model.layers, 30) is expected
+    assert orientation._CHOSEN == {}  # a fixed choice is not remembered as a timed one
+    monkeypatch.setenv("GRACE_DECODE_ORIENTATION", "columns")
+    with pytest.raises(ValueError, match="GRACE_DECODE_ORIENTATION='columns': choose weights, rows, auto"):
+        orientation.weights_first(model.model.layers, 30)

@@ -15,7 +15,11 @@ from benchmarks.quality.results_table import cell, mean_sd
 # method -> the run keys that stand for it in the final table: one per seed, each trained for the
 # same 45 minutes alone on the CPU and judged by its best checkpoint on dev-mini. A seeded run
 # reproduces exactly on one CPU kind, so a step-budget rerun to a 45-minute run's selected step
-# (a "-125steps" key for step 125) may stand for it where the first run's checkpoints are gone.
+# (a "-125steps" key for step 125) may stand for it where the first run's checkpoints are gone,
+# once its dev-mini curve matches the first run's at every shared step: the decode step's GEMM
+# orientation is timed per process (grace.rollout.orientation), and on a busy CPU a rerun may
+# time the other way and round differently (GRACE_DECODE_ORIENTATION fixes it; the runs here
+# were timed, "auto").
 FINAL = {
     # sup-nli's shipped settings: the term with anchor 10 (the term alone, 67.89 on lite at seed
     # 0, moved held-out perplexity +9.6%)

@@ -8,17 +8,36 @@ and a 480 MB L3 it was the other way round: whole float32 rollouts (8 x 4 x 32 t
 (medians of 5 alternating runs). So the step times both on the model's own weights, once per
 process for each (device, dtype, row bucket), and keeps the faster. Both give the same
 products up to float32 rounding (tested against the HF decoder either way).
+
+That rounding is not nothing: a sampled rollout can take another token, so two processes that
+time differently (one of them on a busy CPU) can train differently from the same seed. For runs
+that must reproduce exactly across processes (a resumed run against an uninterrupted one, a
+step-budget rerun of a time-budget run), ``GRACE_DECODE_ORIENTATION`` fixes the choice:
+``weights`` (``W @ h^T``), ``rows`` (``h @ W^T``) or ``auto`` (timed; the default). The test
+suite sets ``weights``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import torch
 from torch import nn
 
 _CHOSEN: dict[tuple, bool] = {}  # (device type, dtype, row bucket) -> weights first
+ORIENTATIONS = {"weights": True, "rows": False, "auto": None}  # GRACE_DECODE_ORIENTATION
+
+
+def forced_orientation() -> bool | None:
+    """``GRACE_DECODE_ORIENTATION``'s choice: True (``weights``: ``W @ h^T``), False (``rows``:
+    ``h @ W^T``) or None (``auto`` or unset: timed). A ValueError names the variable and the
+    values it takes."""
+    value = os.environ.get("GRACE_DECODE_ORIENTATION", "auto").strip().lower() or "auto"
+    if value not in ORIENTATIONS:
+        raise ValueError(f"GRACE_DECODE_ORIENTATION={value!r}: choose {', '.join(ORIENTATIONS)}")
+    return ORIENTATIONS[value]
 
 
 def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
@@ -47,7 +66,11 @@ def weights_first(layers, rows: int, repeats: int = 3) -> bool:
     for each (device type, dtype, bucket) of the process and remembered (0.3 s for SmolLM2-135M
     at 32 rows on 2 cores). All the layers, as a step runs them: one layer's weights stay in
     the caches and time otherwise (one layer alone: W @ h^T 0.66 vs 0.98 ms on the Xeon where
-    30 layers and whole rollouts favour h @ W^T). Off the CPU it is not timed: ``W @ h^T``."""
+    30 layers and whole rollouts favour h @ W^T). Off the CPU it is not timed: ``W @ h^T``;
+    with ``GRACE_DECODE_ORIENTATION`` set to ``weights`` or ``rows`` it is not timed either."""
+    forced = forced_orientation()
+    if forced is not None:
+        return forced
     weight = layers[0].self_attn.q_proj.weight
     bucket = row_bucket(rows)
     key = (weight.device.type, weight.dtype, bucket)
