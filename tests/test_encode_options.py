@@ -37,11 +37,15 @@ def _no_model_call(*args, **kwargs):
 # --------------------------------------------------------------------------- pure pooling
 
 
+def _sums():
+    """(prompt_sum, prompt_count, rationale_sum, rationale_count) of two rows by hand: text means
+    (1, 2) and (1, 0), rationale mean (2, 0) in row 1 and no rationale in row 2."""
+    return (torch.tensor([[2.0, 4.0], [3.0, 0.0]]), torch.tensor([2.0, 3.0]),
+            torch.tensor([[4.0, 0.0], [0.0, 0.0]]), torch.tensor([2.0, 0.0]))
+
+
 def test_pool_sums_unnormalised_by_hand():
-    prompt_sum = torch.tensor([[2.0, 4.0], [3.0, 0.0]])
-    prompt_count = torch.tensor([2.0, 3.0])
-    rationale_sum = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
-    rationale_count = torch.tensor([2.0, 0.0])
+    prompt_sum, prompt_count, rationale_sum, rationale_count = _sums()
     mean = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "mean", normalize=False)
     torch.testing.assert_close(mean, torch.tensor([[1.5, 1.0], [1.0, 0.0]]))  # (2+4)/4, 4/4; 3/3
     balanced = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "balanced",
@@ -55,10 +59,7 @@ def test_text_share_pooling_by_hand_and_its_bad_forms_named():
     """text:W: the text's mean weighs W and the rationale's 1 - W; text:0.5 is balanced."""
     from grace.models.pooling import text_share
 
-    prompt_sum = torch.tensor([[2.0, 4.0], [3.0, 0.0]])
-    prompt_count = torch.tensor([2.0, 3.0])
-    rationale_sum = torch.tensor([[4.0, 0.0], [0.0, 0.0]])
-    rationale_count = torch.tensor([2.0, 0.0])
+    prompt_sum, prompt_count, rationale_sum, rationale_count = _sums()
     heavy = pool_sums(prompt_sum, prompt_count, rationale_sum, rationale_count, "text:0.75", normalize=False)
     # 0.75 (1, 2) + 0.25 (2, 0) = (1.25, 1.5); row 2 has no rationale: its text's mean (1, 0)
     torch.testing.assert_close(heavy, torch.tensor([[1.25, 1.5], [1.0, 0.0]]))

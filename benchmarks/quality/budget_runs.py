@@ -32,8 +32,9 @@ is skipped, so the script resumes after an interruption; checkpoints stay under 
    ``references/`` with ``--references``).
 On demand, ``--pooling-check [SUITE ...]`` (no training): ``SUITE-POOLING.json`` (default suite
 ``dev-mini``), the selected checkpoint read with the other pooling than it was trained with (mean
-<-> balanced), or with ``--reading``'s (``text:W``, a text share: ``SUITE-textW.json``). The rationales are those its own pooling cached (the pooling changes no token), so
-such a reading costs one scoring pass once the run's own suite file is written.
+<-> balanced), or with ``--reading``'s (``text:W``, a text share: ``SUITE-textW.json``). The
+rationales are those its own pooling cached (the pooling changes no token), so such a reading
+costs one scoring pass once the run's own suite file is written.
 Untrained references (``REFERENCES``: base, echo, +reasoning) get the same evaluation files.
 
 Evaluation is float32 with ``RATIONALE_TOKENS``-token greedy rationales unless a run sets
@@ -56,6 +57,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.common import paths, report  # noqa: E402
 from benchmarks.quality import budget_report  # noqa: E402
+from grace.cli import pooling_type  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # benchmarks/quality/: results-budget.md, results-data/
 DATA = HERE / "results-data" / "budget"
@@ -419,18 +421,13 @@ def main() -> None:
                         help="only score the selected checkpoint of each GRACE run on these suites "
                              "(default dev-mini) with the other pooling (mean <-> balanced, or "
                              "--reading's); trains nothing")
-    parser.add_argument("--reading", default=None, metavar="POOLING",
+    parser.add_argument("--reading", default=None, metavar="POOLING", type=pooling_type,
                         help="the pooling --pooling-check reads with instead of the other one: mean, "
                              "balanced or text:W (the text's mean weighs W, the rationale's 1 - W)")
     parser.add_argument("--report", action="store_true", help="write results-budget.md, run nothing")
     parser.add_argument("--data-dir", default=str(paths.SHARED_DATA))
     parser.add_argument("--work", default=str(paths.RUNS / "budget"))
     args = parser.parse_args()
-    if args.reading is not None:
-        from grace.models.pooling import is_pooling
-
-        if not is_pooling(args.reading):
-            parser.error(f"--reading {args.reading!r}: choose mean, balanced or text:W with 0 < W < 1")
     work, data_dir = Path(args.work), Path(args.data_dir)
     if not args.report:
         work.mkdir(parents=True, exist_ok=True)

@@ -100,15 +100,16 @@ def _eval_parser(sub) -> None:
     p.add_argument("--capability", action="store_true", help="also evaluate general abilities")
     p.add_argument("--dtype", default="float32",
                    help="float32 | bfloat16 (bf16 is several times faster on CPUs with bf16 units)")
-    p.add_argument("--pooling", default=None, type=_pooling,
+    p.add_argument("--pooling", default=None, type=pooling_type,
                    help="mean (paper: every text and rationale token alike) | balanced (text mean "
                         "and rationale mean, equal weight) | text:W (text mean weight W, rationale "
                         "mean 1 - W); default: the model's own (a checkpoint's "
                         "rollout.encode_pooling, else the pooling it was trained with; mean)")
 
 
-def _pooling(value: str) -> str:
-    """argparse type of --pooling: a pooling grace.models.pooling.pool_sums knows."""
+def pooling_type(value: str) -> str:
+    """argparse type of a pooling (grace eval --pooling, benchmarks' --reading): one that
+    grace.models.pooling.pool_sums knows, else its error as argparse's."""
     from grace.models.pooling import text_share
 
     try:
