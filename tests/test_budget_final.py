@@ -50,8 +50,8 @@ def test_method_rows_mean_and_sd_over_the_seeds_found():
     assert abs(rows["GRACE sup"]["copy_mean"] - 0.3) < 1e-12
     assert rows["GRACE unsup"]["sd"] is None and rows["echo"]["keys"] == ["untrained"]
     table = _table(budget_final.final_lines(rows))
-    assert table["GRACE sup"] == ["69.00 ± 1.41", "2", f"{SUP0}, {SUP1}", "0.300"]
-    assert table["InfoNCE"] == ["68.00 ± 2.83", "2", f"{INFO0}, {INFO1}", "-"]
+    assert table["GRACE sup"] == ["69.00 ± 1.41", "2", "-", f"{SUP0}, {SUP1}", "0.300"]
+    assert table["InfoNCE"] == ["68.00 ± 2.83", "2", "-", f"{INFO0}, {INFO1}", "-"]
 
 
 def test_targets_give_status_and_margin():
@@ -74,3 +74,19 @@ def test_echo_needs_a_strict_lead():
     rows = {"GRACE sup": {"mean": 0.57, "scores": [0.57, 0.57]}, "echo": {"mean": 0.57, "scores": [0.57]}}
     assert budget_final._gap(rows, "GRACE sup", "echo", strict=True)[0] == "missed"
     assert budget_final._gap(rows, "GRACE sup", "echo")[0] == "met"
+
+
+def test_a_third_seed_keeps_the_first_two_seeds_beside_the_mean():
+    unsup, simcse = budget_final.FINAL["GRACE unsup"], budget_final.FINAL["SimCSE"]
+    runs = {unsup[0]: {"lite": _lite(0.60)}, unsup[1]: {"lite": _lite(0.64)},
+            unsup[2]: {"lite": _lite(0.68)},
+            simcse[0]: {"lite": _lite(0.63)}, simcse[1]: {"lite": _lite(0.63)}}
+    rows = budget_final.method_rows(runs, REFS)
+    # GRACE unsup: mean of .60 .64 .68 = .64, sample sd .04; first two .62; SimCSE .63, no third
+    assert abs(rows["GRACE unsup"]["first"] - 0.62) < 1e-12 and "first" not in rows["SimCSE"]
+    table = _table(budget_final.final_lines(rows))
+    assert table["GRACE unsup"] == ["64.00 ± 4.00", "3", "62.00", ", ".join(unsup), "-"]
+    assert table["SimCSE"][2] == "-"
+    targets = _table(budget_final.target_lines(rows, runs, BASE_CAP))
+    assert targets["GRACE unsup >= SimCSE"] == [
+        "met", "64.00 vs 63.00: +1.00 (first 2 seeds: 62.00 vs 63.00: -1.00)"]
