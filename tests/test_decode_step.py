@@ -379,6 +379,8 @@ def test_both_projection_orientations_are_the_linear_layer_and_one_is_chosen_per
     choice = orientation.weights_first(model.model.layers, 30)
     assert torch.equal(torch.random.get_rng_state(), rng)  # timing draws nothing from sampling's generator
     assert isinstance(choice, bool) and list(orientation._CHOSEN) == [("cpu", torch.float32, 32)]
+    assert orientation.orientation_record() == {
+        "setting": "auto", "timed": {"cpu float32 32": "weights" if choice else "rows"}}
     orientation._CHOSEN[("cpu", torch.float32, 32)] = not choice  # remembered: not timed again
     assert orientation.weights_first(model.model.layers, 17) is (not choice)
     orientation._CHOSEN.clear()

@@ -198,6 +198,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
               steps: int | None = None) -> Path:
     """Stage 1: train (or resume) until the budget is spent; returns the output folder."""
     from grace.config.schema import load_config
+    from grace.rollout.orientation import orientation_record
     from grace.train import train
 
     key = run_key(name, seed, minutes, steps)
@@ -219,6 +220,7 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
                              "minutes": None if steps else minutes, "step_budget": steps,
                              "config": config_name, "overrides": overrides, "data": data,
                              "cpu": report.cpu_model(), "cores": os.cpu_count(), "steps": len(rows),
+                             "decode_orientation": orientation_record(),
                              "train_minutes": rows[-1]["time/train_min"] if rows else None,
                              "samples": last_samples(out), "metrics": rows})
     return out

@@ -40,6 +40,17 @@ def forced_orientation() -> bool | None:
     return ORIENTATIONS[value]
 
 
+def orientation_record() -> dict:
+    """What decided this process's decode GEMMs, for a run's record: the
+    ``GRACE_DECODE_ORIENTATION`` setting and each timed choice so far, as
+    ``{"setting": "auto", "timed": {"cpu float32 32": "weights"}}`` ("weights": ``W @ h^T``,
+    "rows": ``h @ W^T``; keys device, dtype and row bucket)."""
+    setting = os.environ.get("GRACE_DECODE_ORIENTATION", "auto").strip().lower() or "auto"
+    timed = {f"{device} {str(dtype).removeprefix('torch.')} {bucket}": "weights" if first else "rows"
+             for (device, dtype, bucket), first in _CHOSEN.items()}
+    return {"setting": setting, "timed": timed}
+
+
 def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
     """``linear(h)`` transposed: (n, in) -> (out, n), as ``W @ h^T`` (contiguous; the weight as
     the GEMM's row operand) or as ``(h @ W^T)^T`` (a transposed view), + bias; equal to float32
