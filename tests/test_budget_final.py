@@ -80,13 +80,28 @@ def test_a_third_seed_keeps_the_first_two_seeds_beside_the_mean():
     unsup, simcse = budget_final.FINAL["GRACE unsup"], budget_final.FINAL["SimCSE"]
     runs = {unsup[0]: {"lite": _lite(0.60)}, unsup[1]: {"lite": _lite(0.64)},
             unsup[2]: {"lite": _lite(0.68)},
-            simcse[0]: {"lite": _lite(0.63)}, simcse[1]: {"lite": _lite(0.63)}}
+            simcse[0]: {"lite": _lite(0.63)}, simcse[1]: {"lite": _lite(0.65)},
+            simcse[2]: {"lite": _lite(0.61)}, INFO0: {"lite": _lite(0.66)}, INFO1: {"lite": _lite(0.70)}}
     rows = budget_final.method_rows(runs, REFS)
-    # GRACE unsup: mean of .60 .64 .68 = .64, sample sd .04; first two .62; SimCSE .63, no third
-    assert abs(rows["GRACE unsup"]["first"] - 0.62) < 1e-12 and "first" not in rows["SimCSE"]
+    # GRACE unsup: mean of .60 .64 .68 = .64, sample sd .04, first two .62; SimCSE .63 ± .02, .64
+    assert abs(rows["GRACE unsup"]["first"] - 0.62) < 1e-12 and "first" not in rows["InfoNCE"]
     table = _table(budget_final.final_lines(rows))
     assert table["GRACE unsup"] == ["64.00 ± 4.00", "3", "62.00", ", ".join(unsup), "-"]
-    assert table["SimCSE"][2] == "-"
+    assert table["SimCSE"][:3] == ["63.00 ± 2.00", "3", "64.00"] and table["InfoNCE"][2] == "-"
     targets = _table(budget_final.target_lines(rows, runs, BASE_CAP))
     assert targets["GRACE unsup >= SimCSE"] == [
-        "met", "64.00 vs 63.00: +1.00 (first 2 seeds: 62.00 vs 63.00: -1.00)"]
+        "met", "64.00 vs 63.00: +1.00 (first 2 seeds: 62.00 vs 64.00: -2.00)"]
+
+
+def test_unequal_seed_counts_compare_on_the_seeds_both_have():
+    unsup, simcse = budget_final.FINAL["GRACE unsup"], budget_final.FINAL["SimCSE"]
+    runs = {unsup[0]: {"lite": _lite(0.60)}, unsup[1]: {"lite": _lite(0.64)},
+            unsup[2]: {"lite": _lite(0.71)},
+            simcse[0]: {"lite": _lite(0.63)}, simcse[1]: {"lite": _lite(0.63)}}
+    targets = _table(budget_final.target_lines(budget_final.method_rows(runs, REFS), runs, BASE_CAP))
+    # three seeds' mean .65 would lead SimCSE's two (.63); on the two both have: .62 vs .63
+    assert targets["GRACE unsup >= SimCSE"] == [
+        "missed", "62.00 vs 63.00: -1.00 (the first 2 seeds of each; all seeds: 65.00 (3) vs 63.00 (2))"]
+    # an untrained reference has one reading, not seeds: all three of GRACE unsup's count
+    assert targets["GRACE unsup >= +reasoning + 3"] == [
+        "met", "65.00 vs 52.00 + 3: +10.00 (first 2 seeds: 62.00 vs 52.00: +7.00)"]

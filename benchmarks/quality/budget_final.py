@@ -91,23 +91,33 @@ def method_rows(runs: dict, refs: dict) -> dict[str, dict]:
 
 def _gap(rows: dict, left: str, right: str, margin: float = 0.0,
          strict: bool = False) -> tuple[str, str]:
-    """(status, text) of "left >= right + margin" (``strict``: >) on the lite means (x 100); when
-    either side has more than ``FIRST_SEEDS`` seeds, the text also gives the first seeds' margin."""
+    """(status, text) of "left >= right + margin" (``strict``: >) on the lite means (x 100). Two
+    trained methods with unequal seed counts are compared on as many seeds of each as both have
+    (the first ones found; a seed added to one side only must not decide), the text giving all
+    seeds' means beside; otherwise, when either side has more than ``FIRST_SEEDS`` seeds, the
+    text also gives the first seeds' margin."""
     if left not in rows or right not in rows:
         missing = [k for k in (left, right) if k not in rows]
         return "not measured", f"no lite row for {', '.join(missing)}"
-    diff = 100 * (rows[left]["mean"] - rows[right]["mean"]) - margin
-    seeds = len(rows[left]["scores"])
+    counts = [len(rows[k]["scores"]) for k in (left, right)]
+    if left in FINAL and right in FINAL and counts[0] != counts[1]:
+        k = min(counts)
+        means = [sum(rows[x]["scores"][:k]) / k for x in (left, right)]
+        note = (f" (the first {k} seed{'s' if k > 1 else ''} of each; all seeds: "
+                f"{100 * rows[left]['mean']:.2f} ({counts[0]}) vs {100 * rows[right]['mean']:.2f} "
+                f"({counts[1]}))")
+    else:
+        k, means, note = counts[0], [rows[left]["mean"], rows[right]["mean"]], ""
+        if "first" in rows[left] or "first" in rows[right]:
+            first = [rows[x].get("first", rows[x]["mean"]) for x in (left, right)]
+            note = (f" (first {FIRST_SEEDS} seeds: {100 * first[0]:.2f} vs {100 * first[1]:.2f}: "
+                    f"{100 * (first[0] - first[1]) - margin:+.2f})")
+    diff = 100 * (means[0] - means[1]) - margin
     status = "met" if diff > 0 or (diff == 0 and not strict) else "missed"
-    if seeds < 2 and left in FINAL:
+    if k < 2 and left in FINAL:
         status += " (one seed)"
-    text = f"{100 * rows[left]['mean']:.2f} vs {100 * rows[right]['mean']:.2f}" + (
-        f" + {margin:g}" if margin else "") + f": {diff:+.2f}"
-    if "first" in rows[left] or "first" in rows[right]:
-        first = [rows[k].get("first", rows[k]["mean"]) for k in (left, right)]
-        text += (f" (first {FIRST_SEEDS} seeds: {100 * first[0]:.2f} vs {100 * first[1]:.2f}: "
-                 f"{100 * (first[0] - first[1]) - margin:+.2f})")
-    return status, text
+    return status, (f"{100 * means[0]:.2f} vs {100 * means[1]:.2f}" + (f" + {margin:g}" if margin else "")
+                    + f": {diff:+.2f}" + note)
 
 
 def target_lines(rows: dict, runs: dict, base_capability: dict | None) -> list[str]:
