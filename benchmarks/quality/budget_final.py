@@ -102,7 +102,7 @@ def _gap(rows: dict, left: str, right: str, margin: float = 0.0,
     counts = [len(rows[k]["scores"]) for k in (left, right)]
     if left in FINAL and right in FINAL and counts[0] != counts[1]:
         k = min(counts)
-        means = [sum(rows[x]["scores"][:k]) / k for x in (left, right)]
+        means = [mean_sd(rows[x]["scores"][:k])[0] for x in (left, right)]
         note = (f" (the first {k} seed{'s' if k > 1 else ''} of each; all seeds: "
                 f"{100 * rows[left]['mean']:.2f} ({counts[0]}) vs {100 * rows[right]['mean']:.2f} "
                 f"({counts[1]}))")

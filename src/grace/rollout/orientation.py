@@ -30,11 +30,16 @@ _CHOSEN: dict[tuple, bool] = {}  # (device type, dtype, row bucket) -> weights f
 ORIENTATIONS = {"weights": True, "rows": False, "auto": None}  # GRACE_DECODE_ORIENTATION
 
 
+def _setting() -> str:
+    """``GRACE_DECODE_ORIENTATION`` as given, trimmed and lower-cased; unset or empty: ``auto``."""
+    return os.environ.get("GRACE_DECODE_ORIENTATION", "auto").strip().lower() or "auto"
+
+
 def forced_orientation() -> bool | None:
     """``GRACE_DECODE_ORIENTATION``'s choice: True (``weights``: ``W @ h^T``), False (``rows``:
     ``h @ W^T``) or None (``auto`` or unset: timed). A ValueError names the variable and the
     values it takes."""
-    value = os.environ.get("GRACE_DECODE_ORIENTATION", "auto").strip().lower() or "auto"
+    value = _setting()
     if value not in ORIENTATIONS:
         raise ValueError(f"GRACE_DECODE_ORIENTATION={value!r}: choose {', '.join(ORIENTATIONS)}")
     return ORIENTATIONS[value]
@@ -45,10 +50,9 @@ def orientation_record() -> dict:
     ``GRACE_DECODE_ORIENTATION`` setting and each timed choice so far, as
     ``{"setting": "auto", "timed": {"cpu float32 32": "weights"}}`` ("weights": ``W @ h^T``,
     "rows": ``h @ W^T``; keys device, dtype and row bucket)."""
-    setting = os.environ.get("GRACE_DECODE_ORIENTATION", "auto").strip().lower() or "auto"
     timed = {f"{device} {str(dtype).removeprefix('torch.')} {bucket}": "weights" if first else "rows"
              for (device, dtype, bucket), first in _CHOSEN.items()}
-    return {"setting": setting, "timed": timed}
+    return {"setting": _setting(), "timed": timed}
 
 
 def linear_t(h: torch.Tensor, linear: nn.Linear, weights_first: bool = True) -> torch.Tensor:
