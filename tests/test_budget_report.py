@@ -208,3 +208,27 @@ def test_unscored_training_texts_leave_out_every_text_a_suite_scores(tmp_path, m
     mixed = files["mixed"].read_text().splitlines()
     assert sorted(mixed) == sorted(questions + files["titles"].read_text().splitlines()
                                    + ["A wiki sentence.", "Another one."])
+
+
+def test_the_prompt_references_read_the_untrained_model_under_their_prompt(tmp_path, monkeypatch):
+    """By default the references use the paper's prompt; one of PROMPTS is read only when named,
+    under its own system message (and the trained runs of that prompt carry the same text)."""
+    monkeypatch.setattr(budget_runs, "DATA", tmp_path / "data")
+    asked = []
+
+    def fake_evaluate(source, suite, how, data_dir, target, cache, system_prompt=None):
+        asked.append((target.name, how, system_prompt))
+
+    monkeypatch.setattr(budget_runs, "evaluate", fake_evaluate)
+    budget_runs.run_references(tmp_path, tmp_path, ["dev-mini"], False)
+    assert [a[0] for a in asked] == ["base-dev-mini.json", "echo-dev-mini.json", "plus_reasoning-dev-mini.json",
+                                     "echo_balanced-dev-mini.json", "plus_reasoning_balanced-dev-mini.json"]
+    assert {a[2] for a in asked} == {None}
+    del asked[:]
+    budget_runs.run_references(tmp_path, tmp_path, ["dev-mini"], False, ["plus_reasoning_balanced_topic"])
+    assert asked == [("plus_reasoning_balanced_topic-dev-mini.json", ("greedy", 32, "balanced"),
+                      budget_runs.PROMPTS["topic"])]
+    trained = budget_runs.RUNS["grace-unsup-mixed-contrastive-anchor10-topic"][1]
+    assert trained["data.system_prompt"] == budget_runs.PROMPTS["topic"]
+    assert {k: v for k, v in trained.items() if k != "data.system_prompt"} == \
+        budget_runs.RUNS["grace-unsup-mixed-contrastive-anchor10"][1]

@@ -331,6 +331,28 @@ def test_eval_reports_rationale_quality_per_task_and_overall(tmp_path, data_dir,
     json.dumps(results)  # stays JSON
 
 
+def test_eval_encodes_under_the_system_prompt_it_is_given(tmp_path, data_dir):
+    """``system_prompt`` replaces the encoder's own message (recorded in the results); the
+    default run records the paper's prompt. The prompt changes the embedding even without a
+    rationale (its hidden states see the system message), so the scores differ."""
+    from grace.models.prompt import SYSTEM_PROMPT
+
+    default = run_suite("tiny-random", rationale="none", data_dir=data_dir, cache=False, show=False)
+    short = run_suite("tiny-random", rationale="none", data_dir=data_dir, cache=False, show=False,
+                      system_prompt="Name the topic of the text.")
+    assert default["system_prompt"] == SYSTEM_PROMPT
+    assert short["system_prompt"] == "Name the topic of the text."
+    assert short["tasks"]["LeeDocSim"]["main_score"] != default["tasks"]["LeeDocSim"]["main_score"]
+
+
+def test_cli_eval_takes_a_system_prompt():
+    from grace.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--system-prompt", "Name the topic."])
+    assert args.system_prompt == "Name the topic."
+    assert build_parser().parse_args(["eval", "--model", "m"]).system_prompt is None
+
+
 def test_the_recorded_dtype_is_the_one_most_weights_have():
     import torch
 

@@ -262,27 +262,36 @@ def test_a_second_pooling_reuses_the_cached_rationales(tiny, tmp_path, monkeypat
                for k in sampled.rationale_keys())  # another temperature: other rationales
 
 
-def test_a_checkpoint_trained_with_balanced_pooling_encodes_with_it(tmp_path):
+def test_a_checkpoint_encodes_with_its_trained_pooling_and_system_prompt(tmp_path):
     import yaml
 
-    from grace.encoders.base import GraceEncoder, trained_pooling
+    from grace.encoders.base import GraceEncoder, trained_options
     from grace.models.backbones import load_backbone
 
     model, tok = load_backbone("tiny-random")
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    assert trained_pooling(tmp_path) == {}
+    assert trained_options(tmp_path) == {}
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"pooling": "balanced"}}))
     assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.pooling == "balanced"
     assert GraceEncoder.from_pretrained(str(tmp_path), cache=False, pooling="mean").options.pooling == "mean"
     # trained with the mean, to be read balanced (rollout.encode_pooling, as sup-nli ships)
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
         {"rollout": {"pooling": "mean", "encode_pooling": "balanced"}}))
-    assert trained_pooling(tmp_path) == {"pooling": "balanced"}
+    assert trained_options(tmp_path) == {"pooling": "balanced"}
     (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
         {"rollout": {"pooling": "mean", "encode_pooling": None}}))
-    assert trained_pooling(tmp_path) == {"pooling": "mean"}
+    assert trained_options(tmp_path) == {"pooling": "mean"}
     assert read_pooling({"pooling": "mean", "encode_pooling": "balanced"}) == "balanced"
+    # the system prompt it was trained under is the one it encodes with unless another is asked
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump(
+        {"rollout": {"pooling": "mean"}, "data": {"system_prompt": "Name the topic."}}))
+    assert trained_options(tmp_path) == {"pooling": "mean", "system_prompt": "Name the topic."}
+    assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.system_prompt == "Name the topic."
+    other = GraceEncoder.from_pretrained(str(tmp_path), cache=False, system_prompt="Other.")
+    assert other.options.system_prompt == "Other."
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"data": ["not", "a", "mapping"]}))
+    assert trained_options(tmp_path) == {}
     assert read_pooling({}) is None
     assert read_pooling(["pooling"]) is None
     assert read_pooling(None) is None

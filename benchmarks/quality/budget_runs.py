@@ -72,6 +72,13 @@ GRACE = {**FLOAT32, "batch_size": 4, "rollout.num_rollouts": 4,
          "optim.contrastive_weight": 0.0,  # sup-nli ships 1.0 since; the runs before it had 0
          "optim.anchor_weight": 0.0}  # sup-nli and unsup-wiki ship 10 since; runs set their own
 BASELINE = {**FLOAT32, "batch_size": 16, "save_every": 25}
+# system prompts shorter and more concrete than the paper's (a 135M model may follow one
+# better; issue 25), read untrained first (the references below): label -> system message
+PROMPTS = {
+    "topic": "Say what the following text is about: name its topic and the main people, places, "
+             "things or ideas it mentions.",
+    "keywords": "List the key words and topics of the following text.",
+}
 # name -> (packaged config, overrides, data file under --data-dir)
 NLI, WIKI = "triplets/nli-triplets.jsonl", "texts/wiki-sentences.txt"
 # supervised GRACE with the contrastive term (what sup-nli ships), the base of the anchor runs
@@ -156,10 +163,16 @@ RUNS = {
     "simcse": ("simcse-wiki", BASELINE, WIKI),
     # SimCSE on the data the best unsupervised GRACE run had (equal data as well as time)
     "simcse-mixed": ("simcse-wiki", BASELINE, "unscored:mixed"),
+    # the shipped unsupervised recipe under another of PROMPTS (trained once its untrained
+    # reading beats the paper's prompt on dev-mini)
+    **{f"grace-unsup-mixed-contrastive-anchor10-{label}": (
+        "unsup-wiki", {**UNSUP_TERM, "optim.anchor_weight": 10.0, "data.system_prompt": prompt},
+        "unscored:mixed") for label, prompt in PROMPTS.items()},
 }
-# untrained SmolLM2: label -> (rationale, pooling)
+# untrained SmolLM2: label -> (rationale, pooling[, PROMPTS label; default the paper's prompt])
 REFERENCES = {"base": ("none", "mean"), "echo": ("echo", "mean"), "plus_reasoning": ("greedy", "mean"),
-              "echo_balanced": ("echo", "balanced"), "plus_reasoning_balanced": ("greedy", "balanced")}
+              "echo_balanced": ("echo", "balanced"), "plus_reasoning_balanced": ("greedy", "balanced"),
+              **{f"plus_reasoning_balanced_{p}": ("greedy", "balanced", p) for p in PROMPTS}}
 
 
 def _log(msg: str) -> None:
@@ -227,8 +240,9 @@ def train_run(work: Path, data_dir: Path, name: str, seed: int, minutes: float,
 
 
 def evaluate(source: str, suite: str, how: tuple[str, int, str], data_dir: Path, out: Path,
-             cache: Path) -> dict:
-    """``source`` on ``suite`` with ``how`` = (rationale, tokens, pooling), into ``out``."""
+             cache: Path, system_prompt: str | None = None) -> dict:
+    """``source`` on ``suite`` with ``how`` = (rationale, tokens, pooling), into ``out``
+    (``system_prompt``: another system message than the model's own)."""
     if not out.is_file():
         from grace.evaluation.suite import run_suite
 
@@ -237,7 +251,8 @@ def evaluate(source: str, suite: str, how: tuple[str, int, str], data_dir: Path,
         tmp = out.with_suffix(".tmp")
         out.parent.mkdir(parents=True, exist_ok=True)
         run_suite(source, suite=suite, data_dir=data_dir, rationale=rationale, max_new_tokens=tokens,
-                  output=tmp, cache=cache, dtype=EVAL_DTYPE, show=False, pooling=pooling)
+                  output=tmp, cache=cache, dtype=EVAL_DTYPE, show=False, pooling=pooling,
+                  system_prompt=system_prompt)
         tmp.replace(out)
     return json.loads(out.read_text())
 
@@ -386,16 +401,18 @@ def pooling_check(work: Path, data_dir: Path, name: str, seed: int, minutes: flo
 
 def run_references(work: Path, data_dir: Path, suites: list[str], with_capability: bool,
                    labels: list[str] | None = None, with_samples: bool = False) -> None:
-    """The untrained references ``labels`` (default: every one in REFERENCES) on ``suites``."""
+    """The untrained references ``labels`` on ``suites`` (default: every one in REFERENCES under
+    the paper's prompt; the other prompts' only by name: they are read on dev-mini to choose)."""
     if with_capability:
         capability("smollm2-135m", data_dir, DATA / "references" / "capability.json")
     if with_samples:
         samples("smollm2-135m", RATIONALE_TOKENS, DATA / "references" / "samples.json")
-    for label in labels or list(REFERENCES):
-        rationale, pooling = REFERENCES[label]
+    for label in labels or [k for k, v in REFERENCES.items() if len(v) == 2]:
+        rationale, pooling, *prompt = REFERENCES[label]
         for suite in suites:
             evaluate("smollm2-135m", suite, (rationale, RATIONALE_TOKENS, pooling), data_dir,
-                     DATA / "references" / f"{label}-{suite}.json", work / "rationales.sqlite")
+                     DATA / "references" / f"{label}-{suite}.json", work / "rationales.sqlite",
+                     PROMPTS[prompt[0]] if prompt else None)
 
 
 def main() -> None:

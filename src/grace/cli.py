@@ -105,6 +105,9 @@ def _eval_parser(sub) -> None:
                         "and rationale mean, equal weight) | text:W (text mean weight W, rationale "
                         "mean 1 - W); default: the model's own (a checkpoint's "
                         "rollout.encode_pooling, else the pooling it was trained with; mean)")
+    p.add_argument("--system-prompt", dest="system_prompt", default=None,
+                   help="system message every text is encoded under (default: the model's own: a "
+                        "checkpoint's trained prompt, else the paper's)")
 
 
 def pooling_type(value: str) -> str:
@@ -247,7 +250,7 @@ def _run(argv: list[str]) -> int:
         run_suite(args.model, suite=args.suite, data_dir=args.data_dir, rationale=args.rationale,
                   max_new_tokens=args.max_new_tokens, full=args.full, output=args.output,
                   seed=args.seed, cache=args.cache, capability=args.capability, dtype=args.dtype,
-                  pooling=args.pooling)
+                  pooling=args.pooling, system_prompt=args.system_prompt)
         return 0
     if args.command == "decode":
         from grace.encoders.llm2vec_gen import decode_texts

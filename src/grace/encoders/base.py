@@ -96,20 +96,26 @@ def training_output_checkpoint(name_or_path, say=_say):
                           "model or checkpoint folder")
 
 
-def trained_pooling(folder) -> dict:
-    """``{"pooling": ...}`` from a training checkpoint's ``grace_config.yaml``: its
-    ``rollout.encode_pooling`` (the pooling it is to be read with), else ``rollout.pooling``
-    (the one its rewards were computed with); or ``{}``."""
+def trained_options(folder) -> dict:
+    """The encoding options a training checkpoint's ``grace_config.yaml`` fixes: ``pooling``,
+    its ``rollout.encode_pooling`` (the pooling it is to be read with), else ``rollout.pooling``
+    (the one its rewards were computed with); ``system_prompt``, its ``data.system_prompt`` (the
+    policy learnt to write rationales under that message). Only what the file names; ``{}``
+    without one."""
     config = Path(folder) / "grace_config.yaml"
     if not config.is_file():
         return {}
     import yaml
 
     try:
-        pooling = read_pooling((yaml.safe_load(config.read_text()) or {}).get("rollout"))
+        loaded = yaml.safe_load(config.read_text()) or {}
+        pooling = read_pooling(loaded.get("rollout"))
+        data = loaded.get("data")
     except (yaml.YAMLError, AttributeError):
         return {}  # not ours to judge here: loading the weights reports a broken checkpoint
-    return {"pooling": pooling} if pooling else {}
+    prompt = data.get("system_prompt") if isinstance(data, dict) else None
+    return {**({"pooling": pooling} if pooling else {}),
+            **({"system_prompt": prompt} if isinstance(prompt, str) else {})}
 
 
 def validate_texts(texts) -> list[str]:
@@ -239,7 +245,8 @@ class GraceEncoder:
         in the folder if present, then from keyword arguments (``prompts``: named system prompts,
         see ``prompts``); a training checkpoint's
         ``grace_config.yaml`` gives the pooling it is read with (``rollout.encode_pooling``, else
-        ``rollout.pooling``, the one its rewards were computed with; ``trained_pooling``).
+        ``rollout.pooling``, the one its rewards were computed with) and the system prompt it was
+        trained under (``data.system_prompt``; ``trained_options``).
 
         ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: it asks
         each class of ``GraceEncoder.formats`` (the table in grace/encoders/__init__.py) whether
@@ -265,7 +272,7 @@ class GraceEncoder:
         except ValueError as exc:
             raise GraceInputError(str(exc)) from None
         model, tokenizer = load_backbone(name_or_path, dtype, trust_remote_code)
-        saved = trained_pooling(name_or_path)
+        saved = trained_options(name_or_path)
         config_file = Path(name_or_path) / ENCODER_CONFIG
         if config_file.is_file():
             saved.update(json.loads(config_file.read_text()))

@@ -187,11 +187,12 @@ def _capability_function():
 
 
 def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32",
-             pooling: str | None = None):
+             pooling: str | None = None, system_prompt: str | None = None):
     from grace.encoders.base import GraceEncoder
 
     options = {"rationale": rationale, "max_new_tokens": max_new_tokens,
-               **({"pooling": pooling} if pooling is not None else {})}
+               **({"pooling": pooling} if pooling is not None else {}),
+               **({"system_prompt": system_prompt} if system_prompt is not None else {})}
     if isinstance(model, GraceEncoder):
         return model.with_options(cache=cache, **options)
     return GraceEncoder.from_pretrained(model, cache=cache, dtype=dtype, **options)
@@ -337,7 +338,8 @@ def print_table(results: dict) -> None:
 def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path | None = None,
               rationale: str = "greedy", max_new_tokens: int = 64, full: bool = False,
               output: str | Path | None = None, seed: int = 0, cache=True, capability: bool = False,
-              show: bool = True, dtype: str = "float32", pooling: str | None = None) -> dict:
+              show: bool = True, dtype: str = "float32", pooling: str | None = None,
+              system_prompt: str | None = None) -> dict:
     """Evaluate an encoder (a name ``GraceEncoder.from_pretrained`` loads, or a GraceEncoder,
     whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite.
 
@@ -345,6 +347,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     ``dtype``: weights' dtype when a name is loaded (bfloat16 is several times faster on CPUs
     with bf16 matrix instructions; scores move slightly).
     ``pooling``: mean | balanced (grace.models.pooling.pool_sums); None keeps the encoder's own.
+    ``system_prompt``: the system message every text is encoded under; None keeps the encoder's
+    own (a checkpoint's trained prompt, else the paper's).
     ``capability``: also run ``grace.evaluation.capability.evaluate_capability`` (general
     abilities of the policy), stored under "capability". Returns the results dict (see the
     module docstring), writes it to ``output`` as JSON (checked first: ``check_output``; written
@@ -366,7 +370,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     from grace.evaluation.mteb_adapter import GraceMTEBModel
 
     start = time.perf_counter()
-    encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache, dtype, pooling)
+    encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache, dtype, pooling,
+                       system_prompt)
     model = GraceMTEBModel(encoder)
     rows = {}
     for task in tasks:
@@ -379,6 +384,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "rationale": rationale,
         "max_new_tokens": max_new_tokens,
         "pooling": getattr(getattr(encoder, "options", None), "pooling", None),
+        "system_prompt": getattr(getattr(encoder, "options", None), "system_prompt", None),
         "dtype": weights_dtype(encoder.model),
         "suite": suite,
         "full": full,
