@@ -331,7 +331,7 @@ def test_eval_reports_rationale_quality_per_task_and_overall(tmp_path, data_dir,
     json.dumps(results)  # stays JSON
 
 
-def test_eval_encodes_under_the_system_prompt_it_is_given(tmp_path, data_dir):
+def test_eval_encodes_under_the_system_prompt_it_is_given(data_dir):
     """``system_prompt`` replaces the encoder's own message (recorded in the results); the
     default run records the paper's prompt. The prompt changes the embedding even without a
     rationale (its hidden states see the system message), so the scores differ."""

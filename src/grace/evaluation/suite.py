@@ -373,6 +373,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     encoder = _encoder(model_name_or_encoder, rationale, max_new_tokens, cache, dtype, pooling,
                        system_prompt)
     model = GraceMTEBModel(encoder)
+    options = getattr(encoder, "options", None)  # GRACE's EncodeOptions; None for other encoders
     rows = {}
     for task in tasks:
         rows[task.metadata.name] = evaluate_task(model, task)
@@ -383,8 +384,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "revision": model.mteb_model_meta.revision,
         "rationale": rationale,
         "max_new_tokens": max_new_tokens,
-        "pooling": getattr(getattr(encoder, "options", None), "pooling", None),
-        "system_prompt": getattr(getattr(encoder, "options", None), "system_prompt", None),
+        "pooling": getattr(options, "pooling", None),
+        "system_prompt": getattr(options, "system_prompt", None),
         "dtype": weights_dtype(encoder.model),
         "suite": suite,
         "full": full,
