@@ -168,6 +168,10 @@ RUNS = {
     # steps against 50 of G 4 is the same time
     "grace-unsup-mixed-contrastive-anchor10-g8": ("unsup-wiki", {**UNSUP_SHIPPED,
                                                   "rollout.num_rollouts": 8}, "unscored:mixed"),
+    # the shipped unsupervised recipe with twice the texts a step and groups of 2 (the same 16
+    # sampled rationales a step as batch 4 with G 4): more texts and in-batch negatives
+    "grace-unsup-mixed-contrastive-anchor10-b8g2": ("unsup-wiki", {**UNSUP_SHIPPED, "batch_size": 8,
+                                                    "rollout.num_rollouts": 2}, "unscored:mixed"),
     # the shipped unsupervised recipe with 64-token rationales, for G 4's 50-step time (14.5 min)
     "grace-unsup-mixed-contrastive-anchor10-t64": ("unsup-wiki", {**UNSUP_SHIPPED,
                                                    "rollout.max_new_tokens": 64}, "unscored:mixed"),
