@@ -75,6 +75,31 @@ def test_info_nce_default_temperature_is_0_05():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_info_nce_scores_memory_rows_as_negatives_of_every_query():
+    """The first example (p1 = (.6, .8), p2 = (0, 1), tau = 1) with one memory row m = (1, 0):
+    row 1 cosines [.6, 0, 1], target p1  -> -0.6 + log(e^0.6 + 1 + e^1)   = 1.112067
+    row 2 cosines [.8, 1, 0], target p2  -> -1 + log(e^0.8 + e^1 + 1)     = 0.782352
+    The memory takes no gradient, and an empty memory is no memory."""
+    positives = T([[0.6, 0.8], [0.0, 1.0]]).requires_grad_()
+    memory = T([[1.0, 0.0]]).requires_grad_()
+    loss, stats = info_nce(Q, positives, None, temperature=1.0, memory=memory)
+    row1 = -0.6 + math.log(math.exp(0.6) + 1 + math.e)
+    row2 = -1 + math.log(math.exp(0.8) + math.e + 1)
+    assert loss.item() == pytest.approx((row1 + row2) / 2, abs=1e-6)
+    assert loss.item() == pytest.approx(0.9472097, abs=1e-6)
+    assert stats["accuracy"] == 0.5  # row 1's best candidate is the memory row
+    assert stats["neg_cos"] == pytest.approx((0 + 1 + 0.8 + 0) / 4)
+    loss.backward()
+    assert memory.grad is None and positives.grad.abs().sum() > 0
+    plain, _ = info_nce(Q, positives.detach(), None, temperature=1.0)
+    empty, _ = info_nce(Q, positives.detach(), None, temperature=1.0, memory=torch.zeros(0, 2))
+    assert empty.item() == pytest.approx(plain.item(), abs=1e-7)
+    # with hard negatives the memory comes after them: each query's own negatives stay its own
+    negatives = T([[[0.0, 1.0]], [[0.6, -0.8]]])
+    _, hard = info_nce(Q, T([[0.8, 0.6], [0.6, 0.8]]), negatives, 0.5, memory=T([[1.0, 0.0]]))
+    assert hard["hard_neg_cos"] == pytest.approx((0 - 0.8) / 2)
+
+
 def test_simcse_is_one_directional():
     """view1 = queries, view2 = [(.6, .8), (0, 1)], tau = 1: view1 -> view2 is the first InfoNCE
     example (0.517813); the other direction would be

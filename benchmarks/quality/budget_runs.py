@@ -172,6 +172,10 @@ RUNS = {
     # sampled rationales a step as batch 4 with G 4): more texts and in-batch negatives
     "grace-unsup-mixed-contrastive-anchor10-b8g2": ("unsup-wiki", {**UNSUP_SHIPPED, "batch_size": 8,
                                                     "rollout.num_rollouts": 2}, "unscored:mixed"),
+    # the shipped unsupervised recipe whose contrastive term also scores the positives of the
+    # last 16 steps (64 rows, detached) as negatives: 67 negatives a query instead of 3
+    "grace-unsup-mixed-contrastive-anchor10-mem64": ("unsup-wiki", {**UNSUP_SHIPPED,
+                                                     "optim.contrastive_memory": 64}, "unscored:mixed"),
     # the shipped unsupervised recipe with 64-token rationales, for G 4's 50-step time (14.5 min)
     "grace-unsup-mixed-contrastive-anchor10-t64": ("unsup-wiki", {**UNSUP_SHIPPED,
                                                    "rollout.max_new_tokens": 64}, "unscored:mixed"),

@@ -185,6 +185,10 @@ class OptimConfig:
     # (grace.grpo.contrastive_term); GRPO alone trains them only through the tokens. 0: off
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.05  # its softmax temperature (the baselines' 0.05)
+    # beyond the paper (cross-batch memory): the term's positives of earlier steps, up to this
+    # many rows (detached), score as extra negatives of every query (grace.contrastive.memory;
+    # empty again after a resume). 0: off, in-batch negatives only
+    contrastive_memory: int = 0
     # beyond the paper: KL from the frozen initial model to the policy on the step's raw input
     # texts (every vocabulary entry, every predicted token), added to the first optimizer step:
     # holds the language model where it was while the contrastive term moves the hidden states
@@ -207,6 +211,7 @@ class OptimConfig:
             positive("max_grad_norm", self.max_grad_norm),
             non_negative("contrastive_weight", self.contrastive_weight),
             positive("contrastive_temperature", self.contrastive_temperature),
+            at_least("contrastive_memory", self.contrastive_memory, 0),
             non_negative("anchor_weight", self.anchor_weight),
         ]
 

@@ -19,6 +19,10 @@ SimCSE unsupervised: two dropout views z, z' of the same B texts;
 the SimCSE reference code; it is InfoNCE with the second views as positives and no hard
 negatives.
 
+``memory`` (K, D), optional: earlier positives (detached, grace.contrastive.memory) appended
+to every query's candidates as extra negatives, so each query is scored against B + B*M + K
+candidates; the target is still its own positive (a cross-batch memory, XBM: Wang et al. 2020).
+
 ``stats`` (python floats, for logging): ``accuracy`` (the positive is the top candidate),
 ``pos_cos`` (mean cos(q_i, p_i)), ``neg_cos`` (mean over every other candidate of every query)
 and, with hard negatives, ``hard_neg_cos`` (mean cos(q_i, n_i,m) of a query's own negatives).
@@ -35,10 +39,12 @@ def info_nce(
     positive: torch.Tensor,
     negatives: torch.Tensor | None = None,
     temperature: float = 0.05,
+    memory: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """InfoNCE with in-batch and hard negatives; see the module docstring.
+    """InfoNCE with in-batch, hard and memory negatives; see the module docstring.
 
-    ``query`` (B, D), ``positive`` (B, D), ``negatives`` (B, M, D) or None -> (scalar loss, stats).
+    ``query`` (B, D), ``positive`` (B, D), ``negatives`` (B, M, D) or None, ``memory`` (K, D) or
+    None -> (scalar loss, stats).
     """
     B = query.shape[0]
     q = F.normalize(query.float(), dim=-1)  # (B, D)
@@ -46,18 +52,20 @@ def info_nce(
     if negatives is not None:
         M = negatives.shape[1]
         candidates.append(F.normalize(negatives.float(), dim=-1).reshape(B * M, -1))  # (B*M, D)
-    cos = q @ torch.cat(candidates).T  # (B, B + B*M)
+    if memory is not None and len(memory):
+        candidates.append(F.normalize(memory.detach().float(), dim=-1))  # (K, D)
+    cos = q @ torch.cat(candidates).T  # (B, B + B*M [+ K])
     target = torch.arange(B, device=cos.device)  # (B,) row i's positive is candidate i
     loss = F.cross_entropy(cos / temperature, target)
     with torch.no_grad():
-        is_target = F.one_hot(target, cos.shape[1]).bool()  # (B, B + B*M)
+        is_target = F.one_hot(target, cos.shape[1]).bool()  # (B, B + B*M [+ K])
         stats = {
             "accuracy": float((cos.argmax(dim=1) == target).float().mean()),
             "pos_cos": float(cos[is_target].mean()),
             "neg_cos": float(cos[~is_target].mean()) if cos.shape[1] > 1 else float("nan"),
         }
         if negatives is not None:
-            own = cos[:, B:].view(B, B, M)[target, target]  # (B, M) cos(q_i, n_i,m)
+            own = cos[:, B:B + B * M].view(B, B, M)[target, target]  # (B, M) cos(q_i, n_i,m)
             stats["hard_neg_cos"] = float(own.mean())
     return loss, stats
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from grace.contrastive.losses import info_nce
+from grace.contrastive.memory import EmbeddingMemory
 from grace.contrastive.trainers import embed_rows_with_grad
 from grace.rollout.batch import Sequences
 from grace.rollout.roles import num_groups_per_instance
@@ -60,10 +61,12 @@ def embed_with_grad(model, seqs: Sequences, pooling: str = "mean") -> tuple[torc
 
 def contrastive_term(model, context: Sequences, trained: Sequences, *, mode: str, variant: str,
                      num_rollouts: int, pooling: str, temperature: float,
-                     gather=lambda x: x) -> tuple[torch.Tensor, dict]:
+                     gather=lambda x: x, memory: EmbeddingMemory | None = None
+                     ) -> tuple[torch.Tensor, dict]:
     """InfoNCE over this step's views (``view_rows``) -> (loss to backpropagate, stats); the loss
     carries the LM-head tie (0). ``gather`` turns this process's rows into the global batch's,
-    keeping their gradient."""
+    keeping their gradient. ``memory`` (``optim.contrastive_memory``): the positives of earlier
+    steps score as extra negatives, and this step's (global) positives are pushed after."""
     batch = len(trained) // (num_rollouts * num_groups_per_instance(mode, variant))
     rows = view_rows(mode, variant, batch, num_rollouts)
     blocks = {"context": context, "trained": trained}
@@ -78,5 +81,9 @@ def contrastive_term(model, context: Sequences, trained: Sequences, *, mode: str
         for k, (role, _) in enumerate(wanted):
             views[role] = gather(emb[k * batch:(k + 1) * batch])  # (global B, D)
     negatives = views["negative"][:, None] if "negative" in views else None  # (B, 1, D)
-    loss, stats = info_nce(views["query"], views["positive"], negatives, temperature)
+    kept = None if memory is None else memory.rows()
+    loss, stats = info_nce(views["query"], views["positive"], negatives, temperature, memory=kept)
+    if memory is not None:
+        memory.push(views["positive"])
+        stats["memory"] = float(0 if kept is None else len(kept))
     return loss + sum(ties), stats

@@ -40,6 +40,7 @@ import time
 
 import torch
 
+from grace.contrastive.memory import EmbeddingMemory
 from grace.contrastive.trainers import gather_with_grad
 from grace.grpo.advantages import group_advantages
 from grace.grpo.anchor_term import anchor_term
@@ -107,8 +108,10 @@ class GraceTrainer(Trainer):
 
     def prepare_model(self, model):
         """LoRA if asked; with KL or the anchor and full fine-tuning, a frozen copy of the initial
-        policy."""
+        policy; with ``optim.contrastive_memory``, the contrastive term's (empty) memory."""
         cfg = self.config
+        memory = cfg.optim.contrastive_memory
+        self.contrastive_memory = EmbeddingMemory(memory) if memory > 0 else None
         self.ref_model = None
         self._rollout_copy = None  # the policy in rollout.dtype, when that differs
         self._said_no_sharing = False
@@ -252,7 +255,7 @@ class GraceTrainer(Trainer):
             self.model, batch.context.seqs, batch.trained.seqs, mode=cfg.mode,
             variant=cfg.reward.variant, num_rollouts=cfg.rollout.num_rollouts,
             pooling=cfg.rollout.pooling, temperature=cfg.optim.contrastive_temperature,
-            gather=lambda x: gather_with_grad(acc, x))
+            gather=lambda x: gather_with_grad(acc, x), memory=self.contrastive_memory)
         weighted = loss * cfg.optim.contrastive_weight
         acc.backward(weighted * acc.num_processes)  # x world: DDP averages the gradients
         return weighted.detach().float().cpu(), {f"contrastive/{k}": v for k, v in
