@@ -175,24 +175,20 @@ class OptimConfig:
     # sdpa or eager attention, else (or false) every rollout row carries its prompt
     share_prompts: bool = True
     max_grad_norm: float = 1.0  # gradients are clipped to this total norm
-    # torch's fused AdamW kernel (CPU and CUDA; same update to float rounding): the update of a
-    # GRACE step (2 texts x 4, 2 optimizer steps) 3.93 -> 3.33 s on 2 Xeon cores. false: torch's
-    # default (a for-loop over the parameters on CPU, foreach on CUDA), e.g. for a setup whose
-    # parameters the fused kernel refuses
+    # torch's fused AdamW kernel (same update to float rounding): a GRACE step's update (2 texts
+    # x 4) 3.93 -> 3.33 s on 2 Xeon cores. false: torch's default (a for-loop on CPU, foreach on
+    # CUDA), e.g. for parameters the fused kernel refuses
     fused_adamw: bool = True
-    # beyond the paper: InfoNCE on the pooled text + rationale embeddings, with gradient through
-    # the hidden states, added to the policy loss of each step's first optimizer step
-    # (grace.grpo.contrastive_term); GRPO alone trains them only through the tokens. 0: off
+    # beyond the paper: InfoNCE on the pooled text + rationale embeddings, with gradient, in each
+    # step's first optimizer step (grpo.contrastive_term; GRPO moves them only by tokens). 0: off
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.05  # its softmax temperature (the baselines' 0.05)
-    # beyond the paper (cross-batch memory): the term's positives of earlier steps, up to this
-    # many rows (detached), score as extra negatives of every query (grace.contrastive.memory;
-    # empty again after a resume). 0: off, in-batch negatives only
+    # beyond the paper: the term's last N positives (detached) as extra negatives of every
+    # query (grace.contrastive.memory; empty after a resume). 0: off, in-batch negatives only
     contrastive_memory: int = 0
     # beyond the paper: KL from the frozen initial model to the policy on the step's raw input
-    # texts (every vocabulary entry, every predicted token), added to the first optimizer step:
-    # holds the language model where it was while the contrastive term moves the hidden states
-    # (grace.grpo.anchor_term). 0: off
+    # texts (every vocabulary entry and predicted token), added to the first optimizer step: holds
+    # the language model while the contrastive term moves the hidden states (grpo.anchor_term). 0: off
     anchor_weight: float = 0.0
 
     def checks(self) -> list[Check]:
