@@ -130,6 +130,11 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
     dev = text[text.index("## Pooling at evaluation (dev,"):]
     assert f"| {key} (step 8) | 47.00 | 49.00 |" in dev
+    # a lite reading with the other pooling (--pooling-check lite) is a row of the lite table
+    _write(data / key / "lite-balanced.json", {**_result(0.46), "model": "w/checkpoint-8", "pooling": "balanced"})
+    text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
+    lite = text[text.index("## Per category on lite"):]
+    assert f"| {key} (balanced) | 36.00 | 56.00 | 46.00 |" in lite
 
 
 def test_a_text_share_reading_is_its_own_file_and_column(data, tmp_path, monkeypatch):

@@ -296,7 +296,9 @@ def write(data: Path, here: Path, grace: dict, baseline: dict) -> Path:
         *type_lines({**{k: v.get("dev") for k, v in refs.items()},
                      **{k: r["dev"] for k, r in runs.items()}}),
     ]
-    on_lite = {**{k: v.get("lite") for k, v in refs.items()}, **{k: r["lite"] for k, r in runs.items()}}
+    on_lite = {**{k: v.get("lite") for k, v in refs.items()}, **{k: r["lite"] for k, r in runs.items()},
+               **{f"{k} ({pooling})": result for k, r in runs.items()  # --pooling-check lite
+                  for pooling, result in r["repooled"].get("lite", {}).items()}}
     if any(on_lite.values()):
         lines += ["", "## Per category on lite (the final table's suite; never used to choose)", "",
                   *type_lines(on_lite, "lite")]
