@@ -295,3 +295,41 @@ def test_a_checkpoint_encodes_with_its_trained_pooling_and_system_prompt(tmp_pat
     assert read_pooling({}) is None
     assert read_pooling(["pooling"]) is None
     assert read_pooling(None) is None
+
+
+def test_a_checkpoint_writes_rationales_as_long_as_it_was_trained_to(tmp_path):
+    """rollout.max_new_tokens is the default rationale cap of a trained checkpoint (its rewards
+    were computed at that length; the presets train at 32, the library's default is 64): the
+    encoder, ``grace eval``/``explain``/``serve`` (None = the model's own) and the model card."""
+    import yaml
+
+    from grace.cli import build_parser
+    from grace.encoders.base import GraceEncoder, trained_options
+    from grace.models.backbones import load_backbone
+    from grace.server import ServerConfig
+    from grace.training.model_card import render_card
+
+    model, tok = load_backbone("tiny-random")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.max_new_tokens == 64
+    (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"max_new_tokens": 32}}))
+    assert trained_options(tmp_path) == {"max_new_tokens": 32}
+    assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.max_new_tokens == 32
+    asked = GraceEncoder.from_pretrained(str(tmp_path), cache=False, max_new_tokens=8)
+    assert asked.options.max_new_tokens == 8
+    for broken in (0, True, "32", None):  # not a cap: left to the library's default
+        (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"max_new_tokens": broken}}))
+        assert trained_options(tmp_path) == {}
+    parser = build_parser()
+    for command in (["eval"], ["explain", "a", "b"], ["serve", "--model", "m"]):
+        assert parser.parse_args(command).max_new_tokens is None
+    assert parser.parse_args(["eval", "--max-new-tokens", "16"]).max_new_tokens == 16
+    assert ServerConfig().max_new_tokens is None
+    with pytest.raises(GraceInputError, match="max_new_tokens must be >= 1"):
+        ServerConfig(max_new_tokens=0)
+    card = str(render_card(name="m", config={"rollout": {"max_new_tokens": 32}}))
+    assert "up to 32 new tokens" in card
+    card = str(render_card(name="m", config={"rollout": {"max_new_tokens": 32}},
+                           encode_options={"max_new_tokens": 16}))
+    assert "up to 16 new tokens" in card

@@ -24,6 +24,9 @@ from pathlib import Path
 from grace import __version__
 from grace.errors import GraceInputError
 
+TOKENS_HELP = ("rationale length cap (default: the model's own: a training checkpoint's "
+               "rollout.max_new_tokens, else 64)")
+
 # Short flags -> dotted config keys.
 SHORT_FLAGS = {
     "model": "model.name",
@@ -94,7 +97,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--output", default=None,
                    help="results JSON file (checked before the run; missing folders are made)")
     p.add_argument("--full", action="store_true", help="whole test sets instead of the subsamples")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help=TOKENS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
     p.add_argument("--capability", action="store_true", help="also evaluate general abilities")
@@ -148,7 +152,8 @@ def _explain_parser(sub) -> None:
                    help="packaged name, grace or LLM2Vec-Gen checkpoint or training output "
                         "folder, sentence-transformers folder")
     p.add_argument("--rationale", default="greedy", help="greedy | none")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None,
+                   help=TOKENS_HELP + " (and of an LLM2Vec-Gen model's decodings)")
     p.add_argument("--top-k", dest="top_k", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print the explanation as JSON")
     p.add_argument("--no-cache", dest="cache", action="store_false", help="no rationale cache")
@@ -302,11 +307,13 @@ def _explain(args) -> int:
     from grace.encoders.base import GraceEncoder
     from grace.explain.pair import explain_pair
 
-    if args.top_k < 1 or args.max_new_tokens < 1:
+    if args.top_k < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise GraceInputError("--top-k and --max-new-tokens must be >= 1")
+    tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     encoder = GraceEncoder.from_pretrained(args.model, dtype=args.dtype, cache=args.cache,
-                                           rationale=args.rationale, max_new_tokens=args.max_new_tokens)
-    ex = explain_pair(encoder, args.text_a, args.text_b, decode_tokens=args.max_new_tokens)
+                                           rationale=args.rationale, **tokens)
+    ex = explain_pair(encoder, args.text_a, args.text_b,
+                      decode_tokens=encoder.options.max_new_tokens)
     if args.json:
         print(json.dumps(ex.to_dict(), ensure_ascii=False))
     else:

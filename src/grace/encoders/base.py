@@ -100,8 +100,9 @@ def trained_options(folder) -> dict:
     """The encoding options a training checkpoint's ``grace_config.yaml`` fixes: ``pooling``,
     its ``rollout.encode_pooling`` (the pooling it is to be read with), else ``rollout.pooling``
     (the one its rewards were computed with); ``system_prompt``, its ``data.system_prompt`` (the
-    policy learnt to write rationales under that message). Only what the file names; ``{}``
-    without one."""
+    policy learnt to write rationales under that message); ``max_new_tokens``, its
+    ``rollout.max_new_tokens`` (the rationale length its rewards were computed at). Only what the
+    file names; ``{}`` without one."""
     config = Path(folder) / "grace_config.yaml"
     if not config.is_file():
         return {}
@@ -109,13 +110,16 @@ def trained_options(folder) -> dict:
 
     try:
         loaded = yaml.safe_load(config.read_text()) or {}
-        pooling = read_pooling(loaded.get("rollout"))
-        data = loaded.get("data")
+        rollout, data = loaded.get("rollout"), loaded.get("data")
+        pooling = read_pooling(rollout)
     except (yaml.YAMLError, AttributeError):
         return {}  # not ours to judge here: loading the weights reports a broken checkpoint
     prompt = data.get("system_prompt") if isinstance(data, dict) else None
+    tokens = rollout.get("max_new_tokens") if isinstance(rollout, dict) else None
+    tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 1 else None
     return {**({"pooling": pooling} if pooling else {}),
-            **({"system_prompt": prompt} if isinstance(prompt, str) else {})}
+            **({"system_prompt": prompt} if isinstance(prompt, str) else {}),
+            **({"max_new_tokens": tokens} if tokens else {})}
 
 
 def validate_texts(texts) -> list[str]:
@@ -245,8 +249,9 @@ class GraceEncoder:
         in the folder if present, then from keyword arguments (``prompts``: named system prompts,
         see ``prompts``); a training checkpoint's
         ``grace_config.yaml`` gives the pooling it is read with (``rollout.encode_pooling``, else
-        ``rollout.pooling``, the one its rewards were computed with) and the system prompt it was
-        trained under (``data.system_prompt``; ``trained_options``).
+        ``rollout.pooling``, the one its rewards were computed with), the system prompt it was
+        trained under (``data.system_prompt``) and its rationale length cap
+        (``rollout.max_new_tokens``; ``trained_options``).
 
         ``GraceEncoder.from_pretrained`` picks the class from what ``name_or_path`` holds: it asks
         each class of ``GraceEncoder.formats`` (the table in grace/encoders/__init__.py) whether

@@ -186,11 +186,12 @@ def _capability_function():
     return evaluate_capability
 
 
-def _encoder(model, rationale: str, max_new_tokens: int, cache, dtype: str = "float32",
+def _encoder(model, rationale: str, max_new_tokens: int | None, cache, dtype: str = "float32",
              pooling: str | None = None, system_prompt: str | None = None):
     from grace.encoders.base import GraceEncoder
 
-    options = {"rationale": rationale, "max_new_tokens": max_new_tokens,
+    options = {"rationale": rationale,
+               **({"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}),
                **({"pooling": pooling} if pooling is not None else {}),
                **({"system_prompt": system_prompt} if system_prompt is not None else {})}
     if isinstance(model, GraceEncoder):
@@ -336,12 +337,15 @@ def print_table(results: dict) -> None:
 
 
 def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path | None = None,
-              rationale: str = "greedy", max_new_tokens: int = 64, full: bool = False,
+              rationale: str = "greedy", max_new_tokens: int | None = None, full: bool = False,
               output: str | Path | None = None, seed: int = 0, cache=True, capability: bool = False,
               show: bool = True, dtype: str = "float32", pooling: str | None = None,
               system_prompt: str | None = None) -> dict:
     """Evaluate an encoder (a name ``GraceEncoder.from_pretrained`` loads, or a GraceEncoder,
     whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite.
+
+    ``max_new_tokens``: the rationale length cap; None keeps the encoder's own (a training
+    checkpoint's ``rollout.max_new_tokens``, else ``EncodeOptions``' 64).
 
     ``cache``: the rationale cache (True = the default file, False = none, or a path).
     ``dtype``: weights' dtype when a name is loaded (bfloat16 is several times faster on CPUs
@@ -359,7 +363,7 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
     if rationale not in RATIONALE_MODES:
         raise GraceInputError(f"unknown rationale mode '{rationale}': choose one of "
                               f"{', '.join(RATIONALE_MODES)}")
-    if max_new_tokens < 1:
+    if max_new_tokens is not None and max_new_tokens < 1:
         raise GraceInputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     output = check_output(output)
     evaluate_capability = _capability_function() if capability else None
@@ -383,7 +387,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
         "mteb_model": model.mteb_model_meta.name,
         "revision": model.mteb_model_meta.revision,
         "rationale": rationale,
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": (max_new_tokens if max_new_tokens is not None
+                           else getattr(options, "max_new_tokens", None)),
         "pooling": getattr(options, "pooling", None),
         "system_prompt": getattr(options, "system_prompt", None),
         "dtype": weights_dtype(encoder.model),

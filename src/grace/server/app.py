@@ -90,9 +90,9 @@ def load_encoder(config: ServerConfig):
 
     if config.rationale not in ("none", "greedy"):
         raise GraceInputError(f"grace serve: rationale '{config.rationale}' (choose none, greedy)")
+    tokens = {} if config.max_new_tokens is None else {"max_new_tokens": config.max_new_tokens}
     return GraceEncoder.from_pretrained(config.model, dtype=config.dtype, cache=config.cache,
-                                        rationale=config.rationale,
-                                        max_new_tokens=config.max_new_tokens)
+                                        rationale=config.rationale, **tokens)
 
 
 def create_app(config: ServerConfig, encoder=None) -> FastAPI:
@@ -204,7 +204,7 @@ def create_app(config: ServerConfig, encoder=None) -> FastAPI:
             check_token_limit(token_counts(counter, [getattr(body, param)], param, single=True),
                               config, param, single=True)
         ex = await batcher.call(explain_pair, encoder, body.text_a, body.text_b,
-                                config.max_new_tokens, cost=2)
+                                encoder.options.max_new_tokens, cost=2)
         return explanation_json(ex, body.top_k)
 
     app.include_router(tei_routes(encoder, batcher, counter, config, __version__))

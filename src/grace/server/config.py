@@ -18,7 +18,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     rationale: str = "greedy"  # none | greedy (sampled is refused: explanations need one rationale)
-    max_new_tokens: int = 64  # rationale length cap
+    max_new_tokens: int | None = None  # rationale length cap; None: the model's own (a training
+    # checkpoint's rollout.max_new_tokens, else 64)
     dtype: str = "float32"  # float32 | bfloat16
     cache: bool = True  # the on-disk rationale cache (a text seen before costs no generation)
     max_texts: int = 64  # inputs per request (/v1/embeddings, /embed, /tokenize); more -> 413
@@ -37,7 +38,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_chars", "max_input_tokens", "max_body_bytes", "max_batch",
                      "max_batch_tokens", "max_pending_texts", "max_new_tokens"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise GraceInputError(f"grace serve: {name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise GraceInputError(f"grace serve: port {self.port} is out of range (0-65535; 0 "

@@ -307,6 +307,7 @@ def render_card(*, name: str, config: dict | None = None, base_name: str | None 
     base = (f"[{base_model}](https://huggingface.co/{base_model})" if base_model
             else _display_name(base_name) or "unknown")
     pooling = options.get("pooling") or read_pooling(_get(config, "rollout")) or "mean"
+    tokens = options.get("max_new_tokens") or _get(config, "rollout.max_new_tokens") or 64
     if method == "llm2vec-gen":
         embedding = ("the mean of the alignment head's outputs at the soft tokens (unnormalised; "
                      "compare with cosine)")
@@ -314,7 +315,7 @@ def render_card(*, name: str, config: dict | None = None, base_name: str | None 
         embedding = (f"the masked mean of the last-layer hidden states over the text and the "
                      f"rationale ({pooling} pooling), L2-normalised; "
                      f"rationale `{options.get('rationale', 'greedy')}`, up to "
-                     f"{options.get('max_new_tokens', 64)} new tokens")
+                     f"{tokens} new tokens")
     if sample:
         shown = (f"From `samples.jsonl`, step {sample.get('step')}:\n\n**Text**\n\n"
                  f"{_code(_cut(sample.get('text', '')))}\n\n**Rationale**\n\n"
