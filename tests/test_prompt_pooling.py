@@ -322,9 +322,9 @@ def test_a_checkpoint_writes_rationales_as_long_as_it_was_trained_to(tmp_path):
         (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"max_new_tokens": broken}}))
         assert trained_options(tmp_path) == {}
     parser = build_parser()
-    for command in (["eval"], ["explain", "a", "b"], ["serve", "--model", "m"]):
+    for command in (["eval", "--model", "m"], ["explain", "a", "b"], ["serve", "--model", "m"]):
         assert parser.parse_args(command).max_new_tokens is None
-    assert parser.parse_args(["eval", "--max-new-tokens", "16"]).max_new_tokens == 16
+    assert parser.parse_args(["eval", "--model", "m", "--max-new-tokens", "16"]).max_new_tokens == 16
     assert ServerConfig().max_new_tokens is None
     with pytest.raises(GraceInputError, match="max_new_tokens must be >= 1"):
         ServerConfig(max_new_tokens=0)
