@@ -342,10 +342,8 @@ def run_suite(model_name_or_encoder, suite: str = "lite", data_dir: str | Path |
               show: bool = True, dtype: str = "float32", pooling: str | None = None,
               system_prompt: str | None = None) -> dict:
     """Evaluate an encoder (a name ``GraceEncoder.from_pretrained`` loads, or a GraceEncoder,
-    whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite.
-
-    ``max_new_tokens``: the rationale length cap; None keeps the encoder's own (a training
-    checkpoint's ``rollout.max_new_tokens``, else ``EncodeOptions``' 64).
+    whose rationale settings are then replaced by ``rationale``/``max_new_tokens``) on a suite;
+    ``max_new_tokens`` None keeps the encoder's own (a checkpoint's ``rollout.max_new_tokens``).
 
     ``cache``: the rationale cache (True = the default file, False = none, or a path).
     ``dtype``: weights' dtype when a name is loaded (bfloat16 is several times faster on CPUs
