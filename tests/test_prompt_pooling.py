@@ -318,6 +318,11 @@ def test_a_checkpoint_writes_rationales_as_long_as_it_was_trained_to(tmp_path):
     assert GraceEncoder.from_pretrained(str(tmp_path), cache=False).options.max_new_tokens == 32
     asked = GraceEncoder.from_pretrained(str(tmp_path), cache=False, max_new_tokens=8)
     assert asked.options.max_new_tokens == 8
+    # None is "not given" (what grace eval/explain/serve pass without a flag): the model's own
+    kept = GraceEncoder.from_pretrained(str(tmp_path), cache=False, max_new_tokens=None, pooling=None)
+    assert (kept.options.max_new_tokens, kept.options.pooling) == (32, "mean")
+    assert kept.with_options(cache=False, max_new_tokens=None).options.max_new_tokens == 32
+    assert kept.with_options(cache=False, max_new_tokens=4).options.max_new_tokens == 4
     for broken in (0, True, "32", None):  # not a cap: left to the library's default
         (tmp_path / "grace_config.yaml").write_text(yaml.safe_dump({"rollout": {"max_new_tokens": broken}}))
         assert trained_options(tmp_path) == {}

@@ -309,9 +309,9 @@ def _explain(args) -> int:
 
     if args.top_k < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise GraceInputError("--top-k and --max-new-tokens must be >= 1")
-    tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     encoder = GraceEncoder.from_pretrained(args.model, dtype=args.dtype, cache=args.cache,
-                                           rationale=args.rationale, **tokens)
+                                           rationale=args.rationale,
+                                           max_new_tokens=args.max_new_tokens)  # None: the model's
     ex = explain_pair(encoder, args.text_a, args.text_b,
                       decode_tokens=encoder.options.max_new_tokens)
     if args.json:

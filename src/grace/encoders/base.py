@@ -157,6 +157,12 @@ def check_options(options: dict, known, listed=None) -> None:
         raise TypeError(f"unknown encoding option '{unknown[0]}' (known: {shown})")
 
 
+def given_options(options: dict) -> dict:
+    """``options`` without the ones set to None: None means "not given" (no encoding option takes
+    None as a value), so a caller passes an optional CLI flag or config field straight through."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def named_prompt(prompts: dict[str, str], prompt_name: str) -> str:
     """``prompts[prompt_name]``; ``ValueError`` naming the prompts there are otherwise."""
     if prompt_name not in prompts:
@@ -264,6 +270,7 @@ class GraceEncoder:
         (``training_output_checkpoint``, which names it on stderr).
         """
         name_or_path = training_output_checkpoint(name_or_path)
+        options = given_options(options)
         if cls is GraceEncoder:
             for fmt in GraceEncoder.formats:
                 if fmt.claims(name_or_path):
@@ -287,10 +294,12 @@ class GraceEncoder:
 
     def with_options(self, cache=True, **options) -> "GraceEncoder":
         """The same weights with other encoding options (``cache``: True keeps this encoder's
-        cache). Encoders without rationale settings (``writes_rationales`` False: LLM2Vec-Gen,
-        sentence-transformers) return themselves."""
+        cache; an option set to None keeps this encoder's value). Encoders without rationale
+        settings (``writes_rationales`` False: LLM2Vec-Gen, sentence-transformers) return
+        themselves."""
         if not self.writes_rationales:
             return self
+        options = given_options(options)
         return GraceEncoder(self.model, self.tokenizer, replace(self.options, **options),
                             cache=self.cache if cache is True else cache, name=self.name,
                             prompts=self.custom_prompts)

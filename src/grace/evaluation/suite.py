@@ -190,10 +190,8 @@ def _encoder(model, rationale: str, max_new_tokens: int | None, cache, dtype: st
              pooling: str | None = None, system_prompt: str | None = None):
     from grace.encoders.base import GraceEncoder
 
-    options = {"rationale": rationale,
-               **({"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}),
-               **({"pooling": pooling} if pooling is not None else {}),
-               **({"system_prompt": system_prompt} if system_prompt is not None else {})}
+    options = {"rationale": rationale, "max_new_tokens": max_new_tokens, "pooling": pooling,
+               "system_prompt": system_prompt}  # None: the encoder's own (given_options)
     if isinstance(model, GraceEncoder):
         return model.with_options(cache=cache, **options)
     return GraceEncoder.from_pretrained(model, cache=cache, dtype=dtype, **options)

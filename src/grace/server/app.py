@@ -90,9 +90,9 @@ def load_encoder(config: ServerConfig):
 
     if config.rationale not in ("none", "greedy"):
         raise GraceInputError(f"grace serve: rationale '{config.rationale}' (choose none, greedy)")
-    tokens = {} if config.max_new_tokens is None else {"max_new_tokens": config.max_new_tokens}
     return GraceEncoder.from_pretrained(config.model, dtype=config.dtype, cache=config.cache,
-                                        rationale=config.rationale, **tokens)
+                                        rationale=config.rationale,
+                                        max_new_tokens=config.max_new_tokens)  # None: the model's
 
 
 def create_app(config: ServerConfig, encoder=None) -> FastAPI:
