@@ -57,7 +57,8 @@ def test_method_rows_mean_and_sd_over_the_seeds_found():
 def test_targets_give_status_and_margin():
     table = _table(budget_final.target_lines(budget_final.method_rows(RUNS, REFS), RUNS, BASE_CAP))
     assert table["GRACE sup >= +reasoning + 5"] == ["met", "69.00 vs 52.00 + 5: +12.00"]
-    assert table["GRACE sup >= InfoNCE"] == ["met", "69.00 vs 68.00: +1.00"]
+    # +1.00 against InfoNCE's sd 2.83 (.66, .70): met, a tie
+    assert table["GRACE sup >= InfoNCE"] == ["met (a tie: inside one sd)", "69.00 vs 68.00: +1.00"]
     assert table["GRACE unsup >= +reasoning + 3"] == ["met (one seed)", "55.00 vs 52.00 + 3: +0.00"]
     assert table["GRACE unsup > echo"] == ["missed (one seed)", "55.00 vs 57.00: -2.00"]
     assert table["GRACE unsup >= SimCSE"] == ["not measured", "no lite row for SimCSE"]
@@ -89,8 +90,9 @@ def test_a_third_seed_keeps_the_first_two_seeds_beside_the_mean():
     assert table["GRACE unsup"] == ["64.00 ± 4.00", "3", "62.00", ", ".join(unsup), "-"]
     assert table["SimCSE"][:3] == ["63.00 ± 2.00", "3", "64.00"] and table["InfoNCE"][2] == "-"
     targets = _table(budget_final.target_lines(rows, runs, BASE_CAP))
+    # +1.00 is inside GRACE unsup's sd (4.00): met, and marked a tie
     assert targets["GRACE unsup >= SimCSE"] == [
-        "met", "64.00 vs 63.00: +1.00 (first 2 seeds: 62.00 vs 64.00: -2.00)"]
+        "met (a tie: inside one sd)", "64.00 vs 63.00: +1.00 (first 2 seeds: 62.00 vs 64.00: -2.00)"]
 
 
 def test_unequal_seed_counts_compare_on_the_seeds_both_have():
@@ -100,8 +102,22 @@ def test_unequal_seed_counts_compare_on_the_seeds_both_have():
             simcse[0]: {"lite": _lite(0.63)}, simcse[1]: {"lite": _lite(0.63)}}
     targets = _table(budget_final.target_lines(budget_final.method_rows(runs, REFS), runs, BASE_CAP))
     # three seeds' mean .65 would lead SimCSE's two (.63); on the two both have: .62 vs .63
+    # (the spread is the compared seeds' too: .60 .64, sd 2.83 > 1.00)
     assert targets["GRACE unsup >= SimCSE"] == [
-        "missed", "62.00 vs 63.00: -1.00 (the first 2 seeds of each; all seeds: 65.00 (3) vs 63.00 (2))"]
+        "missed (a tie: inside one sd)",
+        "62.00 vs 63.00: -1.00 (the first 2 seeds of each; all seeds: 65.00 (3) vs 63.00 (2))"]
     # an untrained reference has one reading, not seeds: all three of GRACE unsup's count
     assert targets["GRACE unsup >= +reasoning + 3"] == [
         "met", "65.00 vs 52.00 + 3: +10.00 (first 2 seeds: 62.00 vs 52.00: +7.00)"]
+
+
+def test_a_difference_beyond_both_spreads_is_not_a_tie():
+    """Two trained methods: a tie only inside the larger seed sd; an untrained reference (one
+    reading, no spread) is never a tie."""
+    rows = {"GRACE sup": {"mean": 0.70, "scores": [0.69, 0.71]},
+            "InfoNCE": {"mean": 0.66, "scores": [0.655, 0.665]},
+            "+reasoning": {"mean": 0.52, "scores": [0.52]}}
+    assert budget_final._gap(rows, "GRACE sup", "InfoNCE") == ("met", "70.00 vs 66.00: +4.00")
+    rows["InfoNCE"] = {"mean": 0.69, "scores": [0.65, 0.73]}  # sd 5.66
+    assert budget_final._gap(rows, "GRACE sup", "InfoNCE")[0] == "met (a tie: inside one sd)"
+    assert budget_final._gap(rows, "GRACE sup", "+reasoning", 17.9)[0] == "met"

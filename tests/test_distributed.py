@@ -134,7 +134,8 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     args = ["--model", "tiny-random", "--mode", "unsupervised", "--data", "texts.txt",
             "--output-dir", "OUT", "--batch-size", "2", "--rollout.num_rollouts", "2",
             "--rollout.max_new_tokens", "8", "--rollout.micro_batch_size", "8",
-            "--optim.num_mini_batches", "2", "--max-minutes", "1000"]  # a budget: its time is gathered
+            "--optim.num_mini_batches", "2", "--max-minutes", "1000",  # a budget: its time is gathered
+            "--optim.contrastive_weight", "1", "--optim.contrastive_memory", "4"]  # as unsup-wiki
     result = _launch_two_processes(tmp_path, [*args, "--max-steps", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "OUT"
@@ -149,6 +150,8 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     # each process holds 1 of the 2 groups: a non-zero in-batch term means the rewards saw the
     # other process's group, so the embeddings were gathered
     assert all(row["reward/hard"] != 0 for row in rows)
+    # the memory holds the global batch's positives (2 a step: gathered, not the 1 of a process)
+    assert [row["contrastive/memory"] for row in rows] == [0, 2]
 
     # the same command with more steps: both processes resume through accelerate's load_state
     resumed = _launch_two_processes(tmp_path, [*args, "--max-steps", "3"])
@@ -156,6 +159,7 @@ def test_two_cpu_processes_train_one_run(tmp_path):
     assert "resuming from OUT/checkpoint-2 (step 2)" in resumed.stdout + resumed.stderr
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3]
+    assert rows[2]["contrastive/memory"] == 0  # not saved with a checkpoint: empty on resume
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["step"] == 3
     # the training time went on from checkpoint-2's (the slowest process's, the same on each)
