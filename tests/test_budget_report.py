@@ -49,7 +49,7 @@ def test_report_lists_every_run_with_its_changed_settings_and_scores(data, tmp_p
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[1] == "sup-nli: optim.learning_rate=3e-05, reward.variant=reference"
     assert cells[2:6] == ["0", "2.0", "8", "40.00 -> 45.00"]
-    assert cells[6:] == ["45.00 (8)", "50.00", "-", "0.25 / 30.0"]
+    assert cells[6:] == ["45.00 (8)", "50.00", "-", "0.25 / 30.0"]  # dev and lite: as read
     assert "| echo | 52.00 | 55.00 | - | 1.00 / 30.0 |" in text
     assert f"| {key} | 40.00 | 60.00 | 50.00 |" in text  # per category on dev
     assert "| base (untrained) | 0.5000 | 300 | 200.00 | +0.0% |" in text
@@ -135,6 +135,9 @@ def test_the_pooling_check_scores_the_selected_checkpoint_with_the_other_pooling
     text = budget_report.write(data, tmp_path, budget_runs.GRACE, budget_runs.BASELINE).read_text()
     lite = text[text.index("## Per category on lite"):]
     assert f"| {key} (balanced) | 36.00 | 56.00 | 46.00 |" in lite
+    # ... and every run's row names each reading (its own pooling's first, then the others)
+    line = next(x for x in text.splitlines() if x.startswith(f"| {key} | "))
+    assert [c.strip() for c in line.strip("|").split("|")][7:9] == ["47.00; balanced 49.00", "balanced 46.00"]
 
 
 def test_a_text_share_reading_is_its_own_file_and_column(data, tmp_path, monkeypatch):

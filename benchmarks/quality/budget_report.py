@@ -85,6 +85,14 @@ def _score(result: dict | None) -> str:
     return "-" if result is None else pct(result.get("overall_by_type"))
 
 
+def _readings(run: dict, suite: str) -> str:
+    """A run's score on ``suite`` with its own pooling, then each --pooling-check reading of it
+    named by its pooling ("60.19; balanced 61.42")."""
+    parts = [] if run[suite] is None else [_score(run[suite])]
+    parts += [f"{pooling} {_score(result)}" for pooling, result in sorted(run["repooled"].get(suite, {}).items())]
+    return "; ".join(parts) or "-"
+
+
 def _quality(result: dict | None) -> str:
     q = (result or {}).get("rationale_quality")
     return "-" if not q else f"{q['copy_rate']:.2f} / {q['length_mean']:.1f}"
@@ -106,6 +114,7 @@ def best_checkpoint(curve: dict) -> tuple[int, float] | None:
 def run_lines(runs: dict, common: dict) -> list[str]:
     lines = ["| run | settings beyond the common ones | seed | minutes | steps | dev-mini first -> last "
              "checkpoint | best on dev-mini (step) | dev (types) | lite (types) | copy rate / tokens (dev) |",
+             # dev and lite: the run's own pooling, then any other reading of the same checkpoint
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, run in runs.items():
         t = run["train"]
@@ -118,8 +127,8 @@ def run_lines(runs: dict, common: dict) -> list[str]:
         best = best_checkpoint(run["curve"])
         best_text = "-" if best is None else f"{pct(best[1])} ({best[0]})"
         lines.append(f"| {key} | {t['config']}: {_changed(t['overrides'], common)} | {t['seed']} | "
-                     f"{minutes} | {t['steps']} | {trend} | {best_text} | {_score(run['dev'])} | "
-                     f"{_score(run['lite'])} | {_quality(run['dev'])} |")
+                     f"{minutes} | {t['steps']} | {trend} | {best_text} | {_readings(run, 'dev')} | "
+                     f"{_readings(run, 'lite')} | {_quality(run['dev'])} |")
     return lines
 
 
