@@ -59,8 +59,8 @@ GRACE_COMMON = {
     "rollout.dtype": "policy",  # float32 rollouts and updates, as every row of the table was
     "model.mixed_precision": "no",  # trained (before these defaults became bf16 on bf16 CPUs)
     # the paper's objective, as the table's rows were trained (the presets ship terms beyond it
-    # since: sup-nli and unsup-wiki's contrastive term and anchor, issue 25)
-    "optim.contrastive_weight": 0.0, "optim.anchor_weight": 0.0,
+    # since: sup-nli and unsup-wiki's contrastive term and anchor, unsup-wiki's memory, issue 25)
+    "optim.contrastive_weight": 0.0, "optim.anchor_weight": 0.0, "optim.contrastive_memory": 0,
 }
 TRAINING = {
     "infonce": ("infonce-nli", {"batch_size": 16, "max_steps": 10, "save_every": 10,
